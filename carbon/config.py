@@ -1,0 +1,62 @@
+"""Run configuration: a TOML file whose paths are relative to the file itself.
+
+Keys: ``sites``, ``landcover`` (catalog CSV), ``legends`` (folder of crosswalks,
+optional), ``coefficients`` (coefficient CSV or InVEST pools table), ``output_dir``,
+``ledger`` (database URL, default ``sqlite:///<output_dir>/ledger.db``).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from carbon.errors import InputError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO_CONFIG = REPO_ROOT / "data" / "demo" / "carbon-sink.toml"
+KEYS = {"sites", "landcover", "legends", "coefficients", "output_dir", "ledger"}
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    sites: Path
+    landcover: Path
+    coefficients: Path
+    output_dir: Path
+    ledger_url: str
+    legends: Path | None = None
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    path = Path(path) if path is not None else DEMO_CONFIG
+    if not path.is_file():
+        raise InputError("configuration file not found", path=path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"configuration is not valid TOML: {exc}", path=path) from None
+    problems = [f"unknown key {k!r} (known: {', '.join(sorted(KEYS))})" for k in raw if k not in KEYS]
+    problems += [f"required key {k!r} is missing" for k in ("sites", "landcover", "coefficients", "output_dir") if k not in raw]
+    problems += [f"key {k!r} must be a string" for k in KEYS & raw.keys() if not isinstance(raw[k], str)]
+    if problems:
+        raise InputError("configuration is invalid", path=path, problems=problems)
+    base = path.resolve().parent
+
+    def rel(key: str) -> Path:
+        return (base / raw[key]).resolve()
+
+    output_dir = rel("output_dir")
+    ledger = raw.get("ledger") or f"sqlite:///{output_dir / 'ledger.db'}"
+    if ledger.startswith("sqlite:///") and not ledger.startswith("sqlite:////") and not Path(ledger[10:]).is_absolute():
+        ledger = f"sqlite:///{(base / ledger[10:]).resolve()}"
+    return Config(
+        path=path.resolve(),
+        sites=rel("sites"),
+        landcover=rel("landcover"),
+        coefficients=rel("coefficients"),
+        output_dir=output_dir,
+        ledger_url=ledger,
+        legends=rel("legends") if raw.get("legends") else None,
+    )

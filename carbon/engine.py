@@ -1,0 +1,436 @@
+"""Per-site accounting: rasters -> class areas and transitions -> stocks and sinks.
+
+One pass over the site's window of the reference grid, in row strips: for each strip,
+the exact coverage of every cell by the site polygon, the ellipsoidal area of every
+cell, and each year's codes aligned to the grid. Weighted histograms accumulate the
+area by source code per year and the class-to-class transition areas per period; all
+tables follow from those (stocks are linear in areas). Memory is bounded by the strip
+size, never by the raster size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from carbon import accounting
+from carbon.area import pixel_area_m2
+from carbon.constants import CARBON_CLASSES, INVEST_LEGEND, POOLS
+from carbon.coverage import coverage_fraction
+from carbon.errors import InputError
+from carbon.rasters import Grid, RasterInfo, YearReader, inspect_raster, intersects, nominal_pixel_area_m2, site_grid, to_crs
+from carbon.sites import Site
+from carbon.tables import CatalogEntry, CoefficientSet, Crosswalk, invest_crosswalk, load_crosswalk
+
+#: Cells per strip: bounds the memory of one site, whatever the raster size.
+DEFAULT_MAX_CELLS = 1_000_000
+M2_PER_HA = 10_000.0
+
+
+@dataclass
+class SiteResult:
+    """Every table of one site, validated against schemas/outputs.py before it is returned."""
+
+    site_id: str
+    stocks: pd.DataFrame
+    stocks_by_class: pd.DataFrame
+    area_by_code: pd.DataFrame
+    sinks: pd.DataFrame
+    transitions: pd.DataFrame
+    coefficients_used: pd.DataFrame
+    provenance: dict[str, Any] = field(default_factory=dict)
+    stock: xr.DataArray | None = field(default=None, repr=False)  # (year, carbon_class, pool), t C
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        return {
+            "stocks": self.stocks,
+            "stocks_by_class": self.stocks_by_class,
+            "area_by_code": self.area_by_code,
+            "sinks": self.sinks,
+            "transitions": self.transitions,
+            "coefficients_used": self.coefficients_used,
+        }
+
+
+@dataclass
+class _Year:
+    year: int
+    legend: str
+    crosswalk: Crosswalk
+    infos: list[RasterInfo]
+    class_of_code: np.ndarray  # class index per crosswalk row
+    area_ha: np.ndarray = field(init=False)
+    pixels: np.ndarray = field(init=False)
+    nodata_ha: float = 0.0
+    digest: Any = field(default_factory=hashlib.sha256)
+
+    def __post_init__(self) -> None:
+        self.area_ha = np.zeros(len(self.crosswalk.codes), dtype=np.float64)
+        self.pixels = np.zeros(len(self.crosswalk.codes), dtype=np.int64)
+
+
+def compute_site(
+    site: Site,
+    catalog: list[CatalogEntry],
+    coefficients: CoefficientSet,
+    *,
+    legends_dir: str | Path | None = None,
+    years: list[int] | None = None,
+    start_year: int | None = None,
+    maps_dir: str | Path | None = None,
+    max_cells: int = DEFAULT_MAX_CELLS,
+) -> SiteResult:
+    """Stocks, sinks and transitions of one site from every catalog year that covers it.
+
+    ``years`` restricts the map years (each must be in the catalog and cover the site);
+    ``start_year`` overrides the start of the whole period (default: the site's
+    ``baseline_year``, else its first map year). With ``maps_dir``, per-year stock
+    density maps and the change map are written there as Cloud-Optimized GeoTIFFs.
+    """
+    from schemas.outputs import validate_site_result  # noqa: PLC0415 (schemas import carbon.constants)
+
+    year_meta = _years_for_site(site, catalog, coefficients, legends_dir, years)
+    year_list = sorted(year_meta)
+    start = start_year if start_year is not None else (site.baseline_year or year_list[0])
+    if start not in year_meta:
+        raise InputError(
+            f"the period start {start} has no land-cover map covering the site (map years: {year_list})",
+            site_id=site.site_id,
+        )
+    period_list = accounting.periods(year_list, start)
+
+    class_names = _class_names(coefficients, year_meta)
+    k = len(class_names)
+    ref_year, ref_info = _reference(site, year_meta)
+    geom_ref = to_crs(site.geometry, site.crs, ref_info.crs)
+    grid = site_grid(ref_info, geom_ref)
+
+    transitions = {p: np.zeros(k * k, dtype=np.float64) for p in period_list}
+    unknown: dict[str, set[int]] = defaultdict(set)
+    site_area_ha = 0.0
+    densities = None
+    map_writer = None
+    rows_per_strip = max(1, max_cells // grid.width)
+
+    with ExitStack() as stack:
+        readers = {y: YearReader(m.infos, grid, stack) for y, m in year_meta.items()}
+        if maps_dir is not None:
+            from carbon.maps import DensityMapWriter  # noqa: PLC0415
+
+            densities = coefficients.densities(
+                None if coefficients.is_invest else site.ecozone, class_names, site_id=site.site_id
+            )
+            map_writer = stack.enter_context(DensityMapWriter(Path(maps_dir), site.site_id, grid, year_list))
+        for row_off in range(0, grid.height, rows_per_strip):
+            nrows = min(rows_per_strip, grid.height - row_off)
+            cov = coverage_fraction(geom_ref, grid, row_off, nrows)
+            inside = cov > 0
+            if not inside.any():
+                if map_writer is not None:
+                    map_writer.write_empty(row_off, nrows)
+                continue
+            weight = (cov * pixel_area_m2(grid.crs, grid.transform, row_off, nrows, grid.width) / M2_PER_HA)[inside]
+            site_area_ha += float(weight.sum())
+            class_idx: dict[int, np.ndarray] = {}
+            valid_in: dict[int, np.ndarray] = {}
+            for y in year_list:
+                meta = year_meta[y]
+                codes, valid, tile = readers[y].read(row_off, nrows)
+                meta.digest.update(np.where(valid, codes, -1).tobytes())
+                codes, valid, tile = codes[inside], valid[inside], tile[inside]
+                idx, known = meta.crosswalk.lookup(codes)
+                bad = valid & ~known
+                if bad.any():
+                    for t in np.unique(tile[bad]):
+                        unknown[meta.infos[t].path].update(np.unique(codes[bad & (tile == t)]).tolist())
+                    valid = valid & known
+                meta.area_ha += np.bincount(idx[valid], weights=weight[valid], minlength=len(meta.area_ha))
+                meta.pixels += np.bincount(idx[valid], minlength=len(meta.pixels))
+                meta.nodata_ha += float(weight[~valid].sum())
+                class_idx[y] = np.where(valid, meta.class_of_code[idx], -1)
+                valid_in[y] = valid
+            for y0, y1 in period_list:
+                both = valid_in[y0] & valid_in[y1]
+                pair = class_idx[y0][both] * k + class_idx[y1][both]
+                transitions[(y0, y1)] += np.bincount(pair, weights=weight[both], minlength=k * k)
+            if map_writer is not None and densities is not None:
+                map_writer.write(row_off, nrows, inside, class_idx, densities[list(POOLS)].sum(axis=1).to_numpy())
+
+    if unknown:
+        problems = [
+            f"{path}: codes {sorted(codes)} are in no row of the {_legend_of(year_meta, path)!r} crosswalk"
+            for path, codes in sorted(unknown.items())
+        ]
+        raise InputError("land-cover codes without a carbon class", site_id=site.site_id, problems=problems)
+    if site_area_ha == 0:
+        raise InputError("the site polygon covers no pixel of its reference grid", site_id=site.site_id)
+
+    if densities is None:
+        densities = coefficients.densities(
+            None if coefficients.is_invest else site.ecozone, class_names, site_id=site.site_id
+        )
+    density = accounting.density_array(densities)
+    class_area = _class_area(year_meta, class_names)
+    nodata = xr.DataArray([year_meta[y].nodata_ha for y in year_list], dims="year", coords={"year": year_list})
+    stock = accounting.class_stocks(class_area, density)
+    stocks, by_class = accounting.stock_tables(site.site_id, stock, class_area, nodata)
+
+    t_values = np.stack([transitions[p].reshape(k, k) for p in period_list]) if period_list else np.zeros((0, k, k))
+    period_index = pd.Index(period_list, name="period", tupleize_cols=False) if period_list else pd.Index([], name="period")
+    transition_ha = xr.DataArray(
+        t_values,
+        dims=("period", "from_class", "to_class"),
+        coords={"period": period_index, "from_class": class_names, "to_class": class_names},
+    )
+    full = (start, year_list[-1]) if start < year_list[-1] else None
+    sinks = accounting.sink_table(site.site_id, transition_ha, density, site_area_ha, full)
+    trans = accounting.transition_table(site.site_id, transition_ha)
+
+    provenance = _provenance(site, year_meta, coefficients, grid, ref_year, site_area_ha, start)
+    for df in (stocks, sinks):
+        df["coefficient_set"] = coefficients.name
+        df["coefficient_sha256"] = coefficients.sha256
+    stocks["legend"] = [year_meta[y].legend for y in stocks["year"]]
+    result = SiteResult(
+        site_id=site.site_id,
+        stocks=stocks,
+        stocks_by_class=by_class,
+        area_by_code=_area_by_code(site.site_id, year_meta),
+        sinks=sinks,
+        transitions=trans,
+        coefficients_used=_coefficients_used(site, densities, by_class, coefficients),
+        provenance=provenance,
+        stock=stock,
+    )
+    validate_site_result(result)
+    return result
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def _years_for_site(
+    site: Site,
+    catalog: list[CatalogEntry],
+    coefficients: CoefficientSet,
+    legends_dir: str | Path | None,
+    years: list[int] | None,
+) -> dict[int, _Year]:
+    by_year: dict[int, list[CatalogEntry]] = defaultdict(list)
+    for e in catalog:
+        by_year[e.year].append(e)
+    if years:
+        absent = sorted(set(years) - set(by_year))
+        if absent:
+            raise InputError(
+                f"requested year(s) {absent} absent from the land-cover catalog (catalog years: {sorted(by_year)})",
+                site_id=site.site_id,
+            )
+    wanted = sorted(set(years) if years else set(by_year))
+    crosswalks: dict[str, Crosswalk] = {}
+    out: dict[int, _Year] = {}
+    geoms: dict[str, Any] = {}
+    for y in wanted:
+        infos = []
+        for e in by_year[y]:
+            info = inspect_raster(e.path)
+            key = info.crs.to_wkt()
+            if key not in geoms:
+                geoms[key] = to_crs(site.geometry, site.crs, info.crs)
+            if intersects(info, geoms[key]):
+                infos.append((e, info))
+        if not infos:
+            if years:
+                raise InputError(f"no raster of year {y} covers the site", site_id=site.site_id)
+            continue
+        legends = sorted({e.legend for e, _ in infos})
+        if len(legends) > 1:
+            raise InputError(
+                f"the rasters of year {y} covering the site use different legends {legends}",
+                site_id=site.site_id,
+            )
+        legend = legends[0]
+        if coefficients.is_invest != (legend == INVEST_LEGEND):
+            raise InputError(
+                f"legend {legend!r} of year {y} does not fit coefficient set {coefficients.name!r}: "
+                f"an InVEST pools table needs catalog legend {INVEST_LEGEND!r}, a coefficient table needs a "
+                "legend crosswalk",
+                site_id=site.site_id,
+            )
+        if legend not in crosswalks:
+            crosswalks[legend] = (
+                invest_crosswalk(coefficients) if coefficients.is_invest else load_crosswalk(legend, legends_dir)
+            )
+        out[y] = _Year(year=y, legend=legend, crosswalk=crosswalks[legend], infos=[i for _, i in infos],
+                       class_of_code=np.zeros(0, dtype=np.int64))
+    if not out:
+        raise InputError(
+            "the site lies outside every raster of the land-cover catalog", site_id=site.site_id
+        )
+    return out
+
+
+def _class_names(coefficients: CoefficientSet, year_meta: dict[int, _Year]) -> list[str]:
+    if coefficients.is_invest:
+        names = [str(c) for c in sorted(coefficients.table["lucode"].astype(int))]
+    else:
+        names = list(CARBON_CLASSES)
+    pos = {c: i for i, c in enumerate(names)}
+    for meta in year_meta.values():
+        meta.class_of_code = np.array([pos[c] for c in meta.crosswalk.classes], dtype=np.int64)
+        meta.area_ha = np.zeros(len(meta.crosswalk.codes), dtype=np.float64)
+        meta.pixels = np.zeros(len(meta.crosswalk.codes), dtype=np.int64)
+    return names
+
+
+def _reference(site: Site, year_meta: dict[int, _Year]) -> tuple[int, RasterInfo]:
+    """Reference grid: the finest pixel at the site (ties: the earliest year, first tile)."""
+    best: tuple[float, int, int] | None = None
+    choice: tuple[int, RasterInfo] | None = None
+    for y in sorted(year_meta):
+        for i, info in enumerate(year_meta[y].infos):
+            area = nominal_pixel_area_m2(info, to_crs(site.geometry, site.crs, info.crs))
+            key = (round(area, 6), y, i)
+            if best is None or key < best:
+                best, choice = key, (y, info)
+    assert choice is not None
+    return choice
+
+
+def _class_area(year_meta: dict[int, _Year], class_names: list[str]) -> xr.DataArray:
+    years = sorted(year_meta)
+    values = np.zeros((len(years), len(class_names)))
+    for i, y in enumerate(years):
+        m = year_meta[y]
+        values[i] = np.bincount(m.class_of_code, weights=m.area_ha, minlength=len(class_names))
+    return xr.DataArray(
+        values, dims=("year", "carbon_class"), coords={"year": years, "carbon_class": class_names}, name="area_ha"
+    )
+
+
+def _area_by_code(site_id: str, year_meta: dict[int, _Year]) -> pd.DataFrame:
+    rows = []
+    for y in sorted(year_meta):
+        m = year_meta[y]
+        for j in np.flatnonzero(m.pixels):
+            rows.append(
+                {
+                    "site_id": site_id,
+                    "year": y,
+                    "legend": m.legend,
+                    "code": int(m.crosswalk.codes[j]),
+                    "label": m.crosswalk.labels[j],
+                    "carbon_class": m.crosswalk.classes[j],
+                    "pixel_count": int(m.pixels[j]),
+                    "area_ha": float(m.area_ha[j]),
+                }
+            )
+    cols = ["site_id", "year", "legend", "code", "label", "carbon_class", "pixel_count", "area_ha"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _coefficients_used(site: Site, densities: pd.DataFrame, by_class: pd.DataFrame, coefficients: CoefficientSet) -> pd.DataFrame:
+    present = sorted(set(by_class["carbon_class"]))
+    rows = []
+    for cls in present:
+        for p in POOLS:
+            sd = densities.loc[cls, f"sd_{p}"]
+            rows.append(
+                {
+                    "site_id": site.site_id,
+                    "carbon_class": cls,
+                    "pool": p,
+                    "stock_tc_per_ha": float(densities.loc[cls, p]),
+                    "sd_tc_per_ha": None if pd.isna(sd) else float(sd),
+                    "source": str(densities.loc[cls, f"source_{p}"]),
+                    "coefficient_set": coefficients.name,
+                }
+            )
+    return pd.DataFrame(rows, columns=["site_id", "carbon_class", "pool", "stock_tc_per_ha", "sd_tc_per_ha", "source", "coefficient_set"])
+
+
+def _legend_of(year_meta: dict[int, _Year], path: str) -> str:
+    for m in year_meta.values():
+        if any(i.path == path for i in m.infos):
+            return m.legend
+    return "?"
+
+
+def _provenance(site: Site, year_meta: dict[int, _Year], coefficients: CoefficientSet, grid: Grid,
+                ref_year: int, site_area_ha: float, start: int) -> dict[str, Any]:
+    return {
+        "site_id": site.site_id,
+        "site_geometry_sha256": hashlib.sha256(site.geometry_wkb + site.crs.to_wkt().encode()).hexdigest(),
+        "site_area_ha": site_area_ha,
+        "period_start": start,
+        "coefficient_set": coefficients.name,
+        "coefficient_sha256": coefficients.sha256,
+        "reference_grid": {
+            "year": ref_year,
+            "crs": grid.crs.to_wkt(),
+            "transform": list(grid.transform)[:6],
+            "width": grid.width,
+            "height": grid.height,
+        },
+        "years": {
+            str(y): {
+                "legend": m.legend,
+                "crosswalk": m.crosswalk.path,
+                "crosswalk_sha256": m.crosswalk.sha256,
+                "rasters": [i.path for i in m.infos],
+                "codes_read_sha256": m.digest.hexdigest(),
+            }
+            for y, m in sorted(year_meta.items())
+        },
+    }
+
+
+# --- whole-configuration entry point -----------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    """Results of several sites: the ones that computed, and the error of each that failed."""
+
+    results: dict[str, SiteResult]
+    errors: dict[str, str]
+
+    def table(self, name: str) -> pd.DataFrame:
+        frames = [r.tables()[name] for r in self.results.values()]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def compute_config(config: Any, site_ids: list[str] | None = None, *, maps: bool = False,
+                   max_cells: int = DEFAULT_MAX_CELLS) -> RunResult:
+    """Validated tables for every site of a configuration (or the listed ones).
+
+    Inputs shared by all sites (sites file, catalog, coefficients) must be valid or
+    nothing runs; a site whose own inputs are bad fails alone and is reported.
+    """
+    from carbon.config import Config, load_config  # noqa: PLC0415
+    from carbon.sites import load_sites, select_sites  # noqa: PLC0415
+    from carbon.tables import load_catalog, load_coefficients  # noqa: PLC0415
+
+    cfg = config if isinstance(config, Config) else load_config(config)
+    sites = select_sites(load_sites(cfg.sites), site_ids)
+    catalog = load_catalog(cfg.landcover)
+    coefficients = load_coefficients(cfg.coefficients)
+    results: dict[str, SiteResult] = {}
+    errors: dict[str, str] = {}
+    for site in sites:
+        try:
+            results[site.site_id] = compute_site(
+                site, catalog, coefficients, legends_dir=cfg.legends,
+                maps_dir=cfg.output_dir / "maps" / site.site_id if maps else None, max_cells=max_cells,
+            )
+        except InputError as exc:
+            errors[site.site_id] = str(exc)
+    return RunResult(results=results, errors=errors)

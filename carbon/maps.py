@@ -1,0 +1,83 @@
+"""Per-pixel outputs: stock density per year (t C/ha) and its change, as Cloud-Optimized GeoTIFFs.
+
+Written strip by strip into tiled GeoTIFFs and then copied to the COG layout, so memory
+stays bounded. Pixels outside the site or without data are nodata (NaN).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from rasterio.windows import Window
+
+from carbon.rasters import Grid
+
+NODATA = np.float32(np.nan)
+
+
+class DensityMapWriter:
+    def __init__(self, out_dir: Path, site_id: str, grid: Grid, years: list[int]) -> None:
+        self.out_dir = out_dir
+        self.site_id = site_id
+        self.grid = grid
+        self.years = years
+        self._tmp: dict[str, rasterio.io.DatasetWriter] = {}
+        self._names = [f"{site_id}_stock_density_{y}" for y in years]
+        if len(years) > 1:
+            self._names.append(f"{site_id}_stock_change_{years[0]}_{years[-1]}")
+        self.paths: list[Path] = []
+
+    def __enter__(self) -> DensityMapWriter:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        profile = {
+            "driver": "GTiff",
+            "dtype": "float32",
+            "count": 1,
+            "width": self.grid.width,
+            "height": self.grid.height,
+            "crs": self.grid.crs.to_wkt(),
+            "transform": self.grid.transform,
+            "nodata": NODATA,
+            "tiled": True,
+            "blockxsize": 256,
+            "blockysize": 256,
+            "compress": "deflate",
+        }
+        for name in self._names:
+            self._tmp[name] = rasterio.open(self.out_dir / f".{name}.tmp.tif", "w", **profile)
+        return self
+
+    def write_empty(self, row_off: int, nrows: int) -> None:
+        block = np.full((nrows, self.grid.width), NODATA, dtype=np.float32)
+        for ds in self._tmp.values():
+            ds.write(block, 1, window=Window(0, row_off, self.grid.width, nrows))
+
+    def write(self, row_off: int, nrows: int, inside: np.ndarray, class_idx: dict[int, np.ndarray],
+              density_by_class: np.ndarray) -> None:
+        window = Window(0, row_off, self.grid.width, nrows)
+        dens = {}
+        for y in self.years:
+            ci = class_idx[y]
+            values = np.where(ci >= 0, density_by_class[np.clip(ci, 0, None)], np.nan)
+            block = np.full((nrows, self.grid.width), NODATA, dtype=np.float32)
+            block[inside] = values
+            dens[y] = block
+            self._tmp[f"{self.site_id}_stock_density_{y}"].write(block, 1, window=window)
+        if len(self.years) > 1:
+            change = dens[self.years[-1]] - dens[self.years[0]]
+            self._tmp[self._names[-1]].write(change.astype(np.float32), 1, window=window)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        for name, ds in self._tmp.items():
+            ds.close()
+            tmp = self.out_dir / f".{name}.tmp.tif"
+            if exc_type is None:
+                final = self.out_dir / f"{name}.tif"
+                rasterio.shutil.copy(tmp, final, driver="COG", compress="deflate")
+                self.paths.append(final)
+            os.remove(tmp)

@@ -1,0 +1,226 @@
+"""Land-cover raster access: structural checks, site grids, windowed and aligned reads.
+
+The only module that opens rasters for reading. Every GDAL failure becomes an
+:class:`InputError` naming the file. Reads are windowed (only the rows asked for,
+only the part covering the site), so memory does not grow with raster size.
+Alignment rule (docs/methods.md §5): each year is brought onto the site's reference
+grid by nearest neighbour; a raster already on that grid is read as it is.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+import shapely
+from affine import Affine
+from pyproj import CRS, Transformer
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+from shapely.geometry.base import BaseGeometry
+
+from carbon.area import pixel_area_m2
+from carbon.errors import InputError
+
+#: Relative tolerance for two grids to count as the same (pixel size and origin offset).
+GRID_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    path: str
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+    dtype: str
+    nodata: float | None
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        left, top = self.transform.c, self.transform.f
+        right = left + self.transform.a * self.width
+        bottom = top + self.transform.e * self.height
+        return min(left, right), min(top, bottom), max(left, right), max(top, bottom)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A north-up pixel grid: the site's reference grid (a window of some raster's grid)."""
+
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    def row_bounds(self, row_off: int, nrows: int) -> tuple[float, float, float, float]:
+        t = self.transform
+        top = t.f + t.e * row_off
+        bottom = top + t.e * nrows
+        return t.c, min(top, bottom), t.c + t.a * self.width, max(top, bottom)
+
+
+def inspect_raster(path: str) -> RasterInfo:
+    """Open a land-cover raster header and check its structure (single band, integer, CRS)."""
+    try:
+        with rasterio.open(path) as src:
+            info = RasterInfo(
+                path=path,
+                crs=CRS.from_wkt(src.crs.to_wkt()) if src.crs else None,  # type: ignore[arg-type]
+                transform=src.transform,
+                width=src.width,
+                height=src.height,
+                dtype=src.dtypes[0],
+                nodata=src.nodata,
+            )
+            count = src.count
+    except RasterioError as exc:
+        raise InputError(f"cannot open raster (missing, corrupt or not a GeoTIFF): {exc}", path=path) from None
+    problems = []
+    if count != 1:
+        problems.append(f"expected one band of land-cover codes, found {count} bands")
+    if not np.issubdtype(np.dtype(info.dtype), np.integer):
+        problems.append(
+            f"land cover must be stored as integer codes; this raster is {info.dtype} "
+            "(a float raster is not a categorical map: convert it to integers with an explicit nodata)"
+        )
+    if info.crs is None:
+        problems.append("raster has no coordinate reference system (CRS)")
+    if info.transform.b != 0 or info.transform.d != 0:
+        problems.append("rotated or sheared rasters are not supported")
+    if info.transform.is_identity:
+        problems.append("raster has no georeferencing (identity transform)")
+    if problems:
+        raise InputError("raster fails structural checks", path=path, problems=problems)
+    return info
+
+
+def to_crs(geom: BaseGeometry, src: CRS, dst: CRS) -> BaseGeometry:
+    """Reproject a geometry, densifying its edges first so curved edges stay curved."""
+    if CRS.from_user_input(src) == CRS.from_user_input(dst):
+        return geom
+    minx, miny, maxx, maxy = geom.bounds
+    step = max(maxx - minx, maxy - miny) / 256.0
+    if step > 0:
+        geom = shapely.segmentize(geom, step)
+    tr = Transformer.from_crs(src, dst, always_xy=True)
+    return shapely.transform(geom, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+
+
+def intersects(info: RasterInfo, geom_in_raster_crs: BaseGeometry) -> bool:
+    return bool(shapely.box(*info.bounds).intersects(geom_in_raster_crs))
+
+
+def nominal_pixel_area_m2(info: RasterInfo, geom_in_raster_crs: BaseGeometry) -> float:
+    """Area of one pixel at the site's centroid (used to pick the finest grid)."""
+    c = geom_in_raster_crs.centroid
+    col, row = ~info.transform @ (c.x, c.y)
+    t = info.transform @ Affine.translation(math.floor(col), math.floor(row))
+    return float(pixel_area_m2(info.crs, t, 0, 1, 1)[0, 0])
+
+
+def site_grid(info: RasterInfo, geom_in_raster_crs: BaseGeometry) -> Grid:
+    """The window of ``info``'s grid that covers the site, snapped outwards to whole pixels
+    (it may reach beyond the raster: those pixels read as nodata)."""
+    t = info.transform
+    minx, miny, maxx, maxy = geom_in_raster_crs.bounds
+    cols = sorted(((minx - t.c) / t.a, (maxx - t.c) / t.a))
+    rows = sorted(((maxy - t.f) / t.e, (miny - t.f) / t.e))
+    c0, c1 = math.floor(cols[0] + 1e-9), math.ceil(cols[1] - 1e-9)
+    r0, r1 = math.floor(rows[0] + 1e-9), math.ceil(rows[1] - 1e-9)
+    c1, r1 = max(c1, c0 + 1), max(r1, r0 + 1)
+    return Grid(crs=info.crs, transform=t @ Affine.translation(c0, r0), width=c1 - c0, height=r1 - r0)
+
+
+def _aligned_offset(info: RasterInfo, grid: Grid) -> tuple[int, int] | None:
+    """(col, row) of the grid's origin in the raster if the two grids coincide, else None."""
+    if info.crs != grid.crs:
+        return None
+    a, g = info.transform, grid.transform
+    if not (math.isclose(a.a, g.a, rel_tol=GRID_TOLERANCE) and math.isclose(a.e, g.e, rel_tol=GRID_TOLERANCE)):
+        return None
+    col = (g.c - a.c) / a.a
+    row = (g.f - a.f) / a.e
+    if abs(col - round(col)) > 1e-3 or abs(row - round(row)) > 1e-3:
+        return None
+    return round(col), round(row)
+
+
+class YearReader:
+    """Reads one year's mosaic (its tiles, in catalog order) onto a site grid, by rows.
+
+    ``read`` returns the codes (int64), a validity mask and, per pixel, the index of the
+    tile it came from (-1 where no tile has data). The first tile with data wins.
+    """
+
+    def __init__(self, infos: list[RasterInfo], grid: Grid, stack: ExitStack) -> None:
+        self.infos = infos
+        self.grid = grid
+        self._sources: list[tuple[object, tuple[int, int] | None]] = []
+        for info in infos:
+            try:
+                src = stack.enter_context(rasterio.open(info.path))
+                offset = _aligned_offset(info, grid)
+                if offset is None:
+                    src = stack.enter_context(
+                        WarpedVRT(
+                            src,
+                            crs=grid.crs.to_wkt(),
+                            transform=grid.transform,
+                            width=grid.width,
+                            height=grid.height,
+                            resampling=Resampling.nearest,
+                            src_nodata=info.nodata,
+                            add_alpha=True,
+                            tolerance=1e-6,  # (pixels) near-exact transform: no approximated nearest pick
+                        )
+                    )
+            except RasterioError as exc:
+                raise InputError(f"cannot open raster: {exc}", path=info.path) from None
+            self._sources.append((src, offset))
+
+    def read(self, row_off: int, nrows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        shape = (nrows, self.grid.width)
+        codes = np.zeros(shape, dtype=np.int64)
+        valid = np.zeros(shape, dtype=bool)
+        tile = np.full(shape, -1, dtype=np.int16)
+        for k, (info, (src, offset)) in enumerate(zip(self.infos, self._sources, strict=True)):
+            try:
+                values, ok = self._read_one(info, src, offset, row_off, nrows)
+            except RasterioError as exc:
+                raise InputError(f"cannot read raster (corrupt or truncated?): {exc}", path=info.path) from None
+            take = ok & ~valid
+            codes[take] = values[take]
+            tile[take] = k
+            valid |= take
+        return codes, valid, tile
+
+    def _read_one(self, info, src, offset, row_off, nrows):  # type: ignore[no-untyped-def]
+        shape = (nrows, self.grid.width)
+        if offset is None:
+            band, alpha = src.read([1, 2], window=Window(0, row_off, self.grid.width, nrows))
+            values = band.astype(np.int64)
+            ok = alpha > 0
+        else:
+            col0, row0 = offset
+            values = np.zeros(shape, dtype=np.int64)
+            ok = np.zeros(shape, dtype=bool)
+            r0, r1 = max(row0 + row_off, 0), min(row0 + row_off + nrows, info.height)
+            c0, c1 = max(col0, 0), min(col0 + self.grid.width, info.width)
+            if r1 > r0 and c1 > c0:
+                block = src.read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
+                dst = (slice(r0 - row0 - row_off, r1 - row0 - row_off), slice(c0 - col0, c1 - col0))
+                values[dst] = block
+                ok[dst] = True
+        if info.nodata is not None and float(info.nodata).is_integer():
+            ok &= values != int(info.nodata)
+        return values, ok

@@ -1,0 +1,249 @@
+"""Reading and validating the input tables: crosswalks, coefficients, catalog.
+
+Each loader reads one file, validates it lazily against its pandera contract
+(schemas/inputs.py) and raises one :class:`InputError` listing every problem with
+its file, row and column.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from carbon.constants import ANY_ECOZONE, INVEST_LEGEND, POOLS
+from carbon.errors import InputError
+from schemas._validate import failure_messages
+from schemas.inputs import CatalogTable, CoefficientTable, CrosswalkTable, InvestPoolsTable
+
+BUILTIN_LEGENDS = Path(__file__).resolve().parent.parent / "data" / "legends"
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_csv(path: str | Path, what: str) -> pd.DataFrame:
+    """Read a CSV input, turning every reading failure into an InputError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} file not found", path=path)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{what} is not UTF-8 text: {exc}", path=path) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise InputError(f"{what} is not a readable CSV table: {exc}", path=path) from None
+    df.columns = [str(c).strip() for c in df.columns]
+    for col in df.columns:
+        df[col] = df[col].str.strip()
+    return df
+
+
+# --- legend crosswalks -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Crosswalk:
+    """Source codes of one legend -> carbon classes."""
+
+    legend: str
+    path: str
+    codes: np.ndarray  # sorted int64
+    classes: tuple[str, ...]  # carbon class of each code (same order)
+    labels: tuple[str, ...]
+    sha256: str
+
+    def lookup(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Index of each code in ``self.codes`` and whether it is known (vectorised)."""
+        idx = np.searchsorted(self.codes, codes)
+        idx = np.clip(idx, 0, len(self.codes) - 1)
+        known = self.codes[idx] == codes
+        return idx, known
+
+
+def load_crosswalk(legend: str, legends_dir: str | Path | None = None) -> Crosswalk:
+    """Find ``<legend>.csv`` in the user's legends folder first, then the built-in ones."""
+    candidates = []
+    if legends_dir is not None:
+        candidates.append(Path(legends_dir) / f"{legend}.csv")
+    candidates.append(BUILTIN_LEGENDS / f"{legend}.csv")
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        searched = ", ".join(str(p.parent) for p in candidates)
+        raise InputError(
+            f"no crosswalk for legend {legend!r}: expected {legend}.csv in {searched}"
+        )
+    df = read_csv(path, "legend crosswalk")
+    table, problems = failure_messages(CrosswalkTable, df, where=str(path))
+    if problems:
+        raise InputError("legend crosswalk is invalid", path=path, problems=problems)
+    assert table is not None
+    table = table.sort_values("code")
+    return Crosswalk(
+        legend=legend,
+        path=str(path),
+        codes=table["code"].to_numpy(dtype=np.int64),
+        classes=tuple(table["carbon_class"]),
+        labels=tuple("" if pd.isna(v) else str(v) for v in table["label"]),
+        sha256=sha256_file(path),
+    )
+
+
+# --- coefficients ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CoefficientSet:
+    """A coefficient set: long IPCC-style table, or an InVEST carbon pools table."""
+
+    name: str  # file stem
+    path: str
+    sha256: str
+    kind: str  # "long" or "invest"
+    table: pd.DataFrame = field(repr=False)
+
+    @property
+    def is_invest(self) -> bool:
+        return self.kind == "invest"
+
+    def densities(self, ecozone: str | None, classes: list[str], *, site_id: str | None = None) -> pd.DataFrame:
+        """Pool densities (t C/ha) for ``classes``: index carbon_class, a column per pool,
+        and ``source_<pool>`` columns naming where each number comes from.
+
+        An ecozone-specific row wins over a ``*`` row. A class, pool or ecozone that the
+        table does not cover is an error, never a silent zero.
+        """
+        if self.is_invest:
+            return self._invest_densities(classes, site_id=site_id)
+        t = self.table
+        if ecozone is None or (ecozone not in set(t["ecozone"]) and ecozone != ANY_ECOZONE):
+            known = sorted(set(t["ecozone"]) - {ANY_ECOZONE})
+            raise InputError(
+                f"ecozone {ecozone!r} is absent from coefficient set {self.name!r} (it has: {', '.join(known)})",
+                path=self.path,
+                site_id=site_id,
+            )
+        rows = t[t["ecozone"].isin([ecozone, ANY_ECOZONE])].copy()
+        rows["_specific"] = rows["ecozone"] == ecozone
+        rows = rows.sort_values("_specific").drop_duplicates(["carbon_class", "pool"], keep="last")
+        out = pd.DataFrame(index=pd.Index(classes, name="carbon_class"))
+        missing = []
+        for pool in POOLS:
+            p = rows[rows["pool"] == pool].set_index("carbon_class")
+            out[pool] = p["stock_tc_per_ha"].reindex(out.index)
+            out[f"sd_{pool}"] = p["sd_tc_per_ha"].reindex(out.index)
+            out[f"source_{pool}"] = p["source"].reindex(out.index)
+            for cls in out.index[out[pool].isna()]:
+                missing.append(f"no {pool} coefficient for class {cls!r} in ecozone {ecozone!r} (nor '*')")
+        if missing:
+            raise InputError(
+                f"coefficient set {self.name!r} does not cover every class present at the site",
+                path=self.path,
+                site_id=site_id,
+                problems=missing,
+            )
+        return out
+
+    def _invest_densities(self, classes: list[str], *, site_id: str | None) -> pd.DataFrame:
+        t = self.table.set_index(self.table["lucode"].astype(str))
+        missing = [c for c in classes if c not in t.index]
+        if missing:
+            raise InputError(
+                f"raster codes absent from InVEST pools table {self.name!r}: {', '.join(missing)}",
+                path=self.path,
+                site_id=site_id,
+            )
+        src = f"InVEST carbon pools table {Path(self.path).name}"
+        out = pd.DataFrame(index=pd.Index(classes, name="carbon_class"))
+        mapping = {"agb": "c_above", "bgb": "c_below", "deadwood": "c_dead", "litter": None, "soc": "c_soil"}
+        for pool, col in mapping.items():
+            out[pool] = 0.0 if col is None else t.loc[classes, col].to_numpy(dtype=float)
+            out[f"sd_{pool}"] = np.nan
+            out[f"source_{pool}"] = (
+                f"{src}: not a separate pool (InVEST c_dead holds dead wood and litter)"
+                if col is None
+                else f"{src}, column {col}"
+            )
+        return out
+
+
+def load_coefficients(path: str | Path) -> CoefficientSet:
+    path = Path(path)
+    df = read_csv(path, "coefficient table")
+    lower = {c.lower(): c for c in df.columns}
+    if "lucode" in lower:
+        df = df.rename(columns={orig: low for low, orig in lower.items()})
+        table, problems = failure_messages(InvestPoolsTable, df, where=str(path))
+        kind = "invest"
+    else:
+        table, problems = failure_messages(CoefficientTable, df, where=str(path))
+        kind = "long"
+    if problems:
+        raise InputError("coefficient table is invalid", path=path, problems=problems)
+    assert table is not None
+    return CoefficientSet(name=path.stem, path=str(path), sha256=sha256_file(path), kind=kind, table=table)
+
+
+def invest_crosswalk(coefficients: CoefficientSet) -> Crosswalk:
+    """With an InVEST pools table the raster codes are the classes (legend ``lucode``)."""
+    t = coefficients.table.sort_values("lucode")
+    label_col = next((c for c in t.columns if c.lower() in ("lulc_name", "lulc_desc", "description")), None)
+    labels = tuple(str(v) for v in t[label_col]) if label_col else tuple("" for _ in range(len(t)))
+    return Crosswalk(
+        legend=INVEST_LEGEND,
+        path=coefficients.path,
+        codes=t["lucode"].to_numpy(dtype=np.int64),
+        classes=tuple(str(v) for v in t["lucode"]),
+        labels=labels,
+        sha256=coefficients.sha256,
+    )
+
+
+# --- catalog -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    year: int
+    path: str  # absolute
+    legend: str
+    source: str
+
+
+def load_catalog(path: str | Path) -> list[CatalogEntry]:
+    """Read the land-cover catalog; paths are relative to the catalog's folder."""
+    path = Path(path)
+    df = read_csv(path, "land-cover catalog")
+    table, problems = failure_messages(CatalogTable, df, where=str(path))
+    if problems:
+        raise InputError("land-cover catalog is invalid", path=path, problems=problems)
+    assert table is not None
+    if table.empty:
+        raise InputError("land-cover catalog lists no raster", path=path)
+    base = path.resolve().parent
+    entries = []
+    missing = []
+    for i, row in enumerate(table.to_dict("records")):
+        raster = (base / str(row["path"])).resolve()
+        if not raster.is_file():
+            missing.append(f"{path}, row {i + 2}: raster file not found: {raster}")
+        source = row.get("source")
+        entries.append(
+            CatalogEntry(
+                year=int(row["year"]),
+                path=str(raster),
+                legend=str(row["legend"]),
+                source="" if source is None or pd.isna(source) else str(source),
+            )
+        )
+    if missing:
+        raise InputError("land-cover catalog names missing files", path=path, problems=missing)
+    return sorted(entries, key=lambda e: (e.year, e.path))

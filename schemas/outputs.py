@@ -1,0 +1,220 @@
+"""Contracts of every output table, with consistency checks (docs/data-contracts.md).
+
+Sign convention: ``sink_tco2e`` > 0 is a removal (docs/methods.md §1).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+from pandera.typing import Series
+
+from carbon.constants import CO2_PER_C, POOLS
+from carbon.errors import OutputValidationError
+from schemas._validate import failure_messages
+
+if TYPE_CHECKING:
+    from carbon.engine import SiteResult
+
+REL_TOL = 1e-9
+ABS_TOL_TC = 1e-6
+
+POOL_STOCK_COLUMNS = [f"stock_{p}_tc" for p in POOLS]
+POOL_CHANGE_COLUMNS = [f"stock_change_{p}_tc" for p in POOLS]
+
+
+def _close(a: pd.Series, b: pd.Series) -> pd.Series:
+    return pd.Series(np.isclose(a.astype(float), b.astype(float), rtol=REL_TOL, atol=ABS_TOL_TC), index=a.index)
+
+
+class StocksTable(pa.DataFrameModel):
+    """Site-year carbon stocks (t C) over the land with data that year."""
+
+    site_id: Series[str]
+    year: Series[int]
+    area_ha: Series[float] = pa.Field(ge=0)
+    nodata_ha: Series[float] = pa.Field(ge=0)
+    stock_agb_tc: Series[float] = pa.Field(ge=0)
+    stock_bgb_tc: Series[float] = pa.Field(ge=0)
+    stock_deadwood_tc: Series[float] = pa.Field(ge=0)
+    stock_litter_tc: Series[float] = pa.Field(ge=0)
+    stock_soc_tc: Series[float] = pa.Field(ge=0)
+    stock_tc: Series[float] = pa.Field(ge=0)
+    stock_tc_per_ha: Series[float] = pa.Field(ge=0)
+    coefficient_set: Series[str]
+    coefficient_sha256: Series[str] = pa.Field(str_matches=r"^[0-9a-f]{64}$")
+
+    class Config:
+        strict = False
+
+    @pa.dataframe_check(error="pools do not sum to stock_tc")
+    @classmethod
+    def _pools_sum(cls, df: pd.DataFrame) -> Series[bool]:
+        return _close(df[POOL_STOCK_COLUMNS].sum(axis=1), df["stock_tc"])
+
+    @pa.dataframe_check(error="one row per site and year")
+    @classmethod
+    def _unique(cls, df: pd.DataFrame) -> Series[bool]:
+        return ~df.duplicated(["site_id", "year"], keep=False)
+
+
+class StocksByClassTable(pa.DataFrameModel):
+    """Site-year-class area (ha) and stocks (t C)."""
+
+    site_id: Series[str]
+    year: Series[int]
+    carbon_class: Series[str]
+    area_ha: Series[float] = pa.Field(gt=0)
+    stock_agb_tc: Series[float] = pa.Field(ge=0)
+    stock_bgb_tc: Series[float] = pa.Field(ge=0)
+    stock_deadwood_tc: Series[float] = pa.Field(ge=0)
+    stock_litter_tc: Series[float] = pa.Field(ge=0)
+    stock_soc_tc: Series[float] = pa.Field(ge=0)
+    stock_tc: Series[float] = pa.Field(ge=0)
+
+    class Config:
+        strict = False
+
+    @pa.dataframe_check(error="pools do not sum to stock_tc")
+    @classmethod
+    def _pools_sum(cls, df: pd.DataFrame) -> Series[bool]:
+        return _close(df[POOL_STOCK_COLUMNS].sum(axis=1), df["stock_tc"])
+
+
+class AreaByCodeTable(pa.DataFrameModel):
+    """Area (ha) and pixel count by source land-cover code: the audit trail to pixels."""
+
+    site_id: Series[str]
+    year: Series[int]
+    legend: Series[str]
+    code: Series[int]
+    carbon_class: Series[str]
+    pixel_count: Series[int] = pa.Field(gt=0)
+    area_ha: Series[float] = pa.Field(ge=0)
+
+    class Config:
+        strict = False
+
+
+class SinksTable(pa.DataFrameModel):
+    """Site-period stock change (t C) and sink (t CO2e, removals positive)."""
+
+    site_id: Series[str]
+    period_start: Series[int]
+    period_end: Series[int]
+    period_years: Series[int] = pa.Field(gt=0)
+    is_full_period: Series[bool]
+    area_ha: Series[float] = pa.Field(ge=0)
+    nodata_ha: Series[float] = pa.Field(ge=0)
+    stock_start_tc: Series[float] = pa.Field(ge=0)
+    stock_end_tc: Series[float] = pa.Field(ge=0)
+    stock_change_tc: Series[float]
+    sink_tco2e: Series[float]
+    annual_sink_tco2e: Series[float]
+    coefficient_set: Series[str]
+    coefficient_sha256: Series[str] = pa.Field(str_matches=r"^[0-9a-f]{64}$")
+
+    class Config:
+        strict = False
+
+    @pa.dataframe_check(error="stock_change_tc != stock_end_tc - stock_start_tc")
+    @classmethod
+    def _change(cls, df: pd.DataFrame) -> Series[bool]:
+        return _close(df["stock_end_tc"] - df["stock_start_tc"], df["stock_change_tc"])
+
+    @pa.dataframe_check(error="pool changes do not sum to stock_change_tc")
+    @classmethod
+    def _pool_changes(cls, df: pd.DataFrame) -> Series[bool]:
+        return _close(df[POOL_CHANGE_COLUMNS].sum(axis=1), df["stock_change_tc"])
+
+    @pa.dataframe_check(error="sink_tco2e != stock_change_tc x 44/12")
+    @classmethod
+    def _sink(cls, df: pd.DataFrame) -> Series[bool]:
+        return _close(df["stock_change_tc"] * CO2_PER_C, df["sink_tco2e"])
+
+    @pa.dataframe_check(error="annual_sink_tco2e != sink_tco2e / period_years")
+    @classmethod
+    def _annual(cls, df: pd.DataFrame) -> Series[bool]:
+        return _close(df["sink_tco2e"] / df["period_years"], df["annual_sink_tco2e"])
+
+    @pa.dataframe_check(error="period_years != period_end - period_start")
+    @classmethod
+    def _years(cls, df: pd.DataFrame) -> Series[bool]:
+        return (df["period_end"] - df["period_start"]) == df["period_years"]
+
+
+class TransitionsTable(pa.DataFrameModel):
+    """Land-cover transition areas (ha) from class to class over a period."""
+
+    site_id: Series[str]
+    period_start: Series[int]
+    period_end: Series[int]
+    from_class: Series[str]
+    to_class: Series[str]
+    area_ha: Series[float] = pa.Field(gt=0)
+
+    class Config:
+        strict = False
+
+
+class CoefficientsUsedTable(pa.DataFrameModel):
+    """The coefficient behind every class and pool at a site, with its source."""
+
+    site_id: Series[str]
+    carbon_class: Series[str]
+    pool: Series[str] = pa.Field(isin=list(POOLS))
+    stock_tc_per_ha: Series[float] = pa.Field(ge=0)
+    source: Series[str]
+
+    class Config:
+        strict = False
+
+
+MODELS: dict[str, type[pa.DataFrameModel]] = {
+    "stocks": StocksTable,
+    "stocks_by_class": StocksByClassTable,
+    "area_by_code": AreaByCodeTable,
+    "sinks": SinksTable,
+    "transitions": TransitionsTable,
+    "coefficients_used": CoefficientsUsedTable,
+}
+
+
+def validate_site_result(result: SiteResult) -> None:
+    """Validate every table of a site and the consistency between them; raise one error
+    listing every problem (a failure here is a bug, and nothing is published)."""
+    problems: list[str] = []
+    for name, df in result.tables().items():
+        _, msgs = failure_messages(MODELS[name], df, where=f"site {result.site_id}, table {name}", row_offset=0)
+        problems += msgs
+    problems += _cross_checks(result)
+    if problems:
+        raise OutputValidationError(f"computed tables of site {result.site_id!r} fail their contracts", problems)
+
+
+def _cross_checks(r: SiteResult) -> list[str]:
+    out = []
+    by_year = r.stocks_by_class.groupby("year")[["area_ha", "stock_tc"]].sum()
+    codes = r.area_by_code.groupby("year")["area_ha"].sum()
+    for row in r.stocks.itertuples():
+        cls_area = float(by_year["area_ha"].get(row.year, 0.0))
+        if not np.isclose(cls_area, row.area_ha, rtol=1e-9, atol=1e-9):
+            out.append(f"year {row.year}: class areas sum to {cls_area} ha, site area with data is {row.area_ha} ha")
+        if not np.isclose(float(codes.get(row.year, 0.0)), row.area_ha, rtol=1e-9, atol=1e-9):
+            out.append(f"year {row.year}: areas by code do not sum to the site area")
+        if not np.isclose(float(by_year["stock_tc"].get(row.year, 0.0)), row.stock_tc, rtol=1e-9, atol=ABS_TOL_TC):
+            out.append(f"year {row.year}: class stocks do not sum to the site stock")
+    site_area = r.provenance.get("site_area_ha")
+    if site_area is not None:
+        for row in r.stocks.itertuples():
+            if not np.isclose(row.area_ha + row.nodata_ha, site_area, rtol=1e-9, atol=1e-9):
+                out.append(f"year {row.year}: area_ha + nodata_ha != site area {site_area} ha")
+    trans = r.transitions.groupby(["period_start", "period_end"])["area_ha"].sum()
+    for row in r.sinks.itertuples():
+        t = float(trans.get((row.period_start, row.period_end), 0.0))
+        if not np.isclose(t, row.area_ha, rtol=1e-9, atol=1e-9):
+            out.append(f"period {row.period_start}-{row.period_end}: transitions sum to {t} ha, sink area is {row.area_ha} ha")
+    return out

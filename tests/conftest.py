@@ -1,0 +1,56 @@
+"""Shared fixtures. Real third-party rasters are read from ../shared/datasets (never copied).
+
+When CI=true a missing datasets folder is an error, not a skip.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("CARBON_SINK_DATASETS", REPO.parent / "shared" / "datasets")).resolve()
+
+POOLS = ("agb", "bgb", "deadwood", "litter", "soc")
+
+
+def datasets() -> Path:
+    if not SHARED.is_dir():
+        if os.environ.get("CI", "").lower() == "true":
+            raise RuntimeError(f"CI=true but the real test datasets are missing: {SHARED}")
+        pytest.skip(f"real datasets not found at {SHARED}")
+    return SHARED
+
+
+@pytest.fixture
+def shared() -> Path:
+    return datasets()
+
+
+def write_catalog(path: Path, rows: list[tuple[int, str | Path, str]]) -> Path:
+    lines = ["year,path,legend"] + [f"{y},{p},{legend}" for y, p, legend in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def write_coefficients(path: Path, density: dict[str, dict[str, float]], ecozone: str = "*") -> Path:
+    """A long coefficient table from {class: {pool: t C/ha}}; missing pools are 0."""
+    lines = ["carbon_class,ecozone,pool,stock_tc_per_ha,sd_tc_per_ha,source"]
+    for cls, pools in density.items():
+        for p in POOLS:
+            lines.append(f"{cls},{ecozone},{p},{pools.get(p, 0.0)},,test value")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def write_legend(path: Path, mapping: dict[int, str]) -> Path:
+    lines = ["code,label,carbon_class"] + [f"{c},code {c},{cls}" for c, cls in mapping.items()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+ALL_CLASSES = ("forest", "shrubland", "grassland", "cropland", "wetland", "water", "settlement", "barren",
+               "mining_land", "snow_ice")
