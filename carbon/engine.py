@@ -116,18 +116,18 @@ def compute_site(
     transitions = {p: np.zeros(k * k, dtype=np.float64) for p in period_list}
     unknown: dict[str, set[int]] = defaultdict(set)
     site_area_ha = 0.0
-    densities = None
-    map_writer = None
+    ecozone = None if coefficients.is_invest else site.ecozone
     rows_per_strip = max(1, max_cells // grid.width)
 
     with ExitStack() as stack:
         readers = {y: YearReader(m.infos, grid, stack) for y, m in year_meta.items()}
+        map_writer = None
         if maps_dir is not None:
             from carbon.maps import DensityMapWriter  # noqa: PLC0415
 
-            densities = coefficients.densities(
-                None if coefficients.is_invest else site.ecozone, class_names, site_id=site.site_id
-            )
+            # classes absent from the table map to NaN here; the strict lookup below
+            # then fails and the writer discards the maps
+            map_density = coefficients.densities(ecozone, class_names, strict=False)[list(POOLS)].sum(axis=1).to_numpy()
             map_writer = stack.enter_context(DensityMapWriter(Path(maps_dir), site.site_id, grid, year_list))
         for row_off in range(0, grid.height, rows_per_strip):
             nrows = min(rows_per_strip, grid.height - row_off)
@@ -161,24 +161,22 @@ def compute_site(
                 both = valid_in[y0] & valid_in[y1]
                 pair = class_idx[y0][both] * k + class_idx[y1][both]
                 transitions[(y0, y1)] += np.bincount(pair, weights=weight[both], minlength=k * k)
-            if map_writer is not None and densities is not None:
-                map_writer.write(row_off, nrows, inside, class_idx, densities[list(POOLS)].sum(axis=1).to_numpy())
+            if map_writer is not None:
+                map_writer.write(row_off, nrows, inside, class_idx, map_density)
 
-    if unknown:
-        problems = [
-            f"{path}: codes {sorted(codes)} are in no row of the {_legend_of(year_meta, path)!r} crosswalk"
-            for path, codes in sorted(unknown.items())
-        ]
-        raise InputError("land-cover codes without a carbon class", site_id=site.site_id, problems=problems)
-    if site_area_ha == 0:
-        raise InputError("the site polygon covers no pixel of its reference grid", site_id=site.site_id)
+        if unknown:
+            problems = [
+                f"{path}: codes {sorted(codes)} are in no row of the {_legend_of(year_meta, path)!r} crosswalk"
+                for path, codes in sorted(unknown.items())
+            ]
+            raise InputError("land-cover codes without a carbon class", site_id=site.site_id, problems=problems)
+        if site_area_ha == 0:
+            raise InputError("the site polygon covers no pixel of its reference grid", site_id=site.site_id)
+        class_area = _class_area(year_meta, class_names)
+        present = [c for c, a in zip(class_names, class_area.sum("year").values, strict=True) if a > 0]
+        densities = coefficients.densities(ecozone, present, site_id=site.site_id)
 
-    if densities is None:
-        densities = coefficients.densities(
-            None if coefficients.is_invest else site.ecozone, class_names, site_id=site.site_id
-        )
-    density = accounting.density_array(densities)
-    class_area = _class_area(year_meta, class_names)
+    density = accounting.density_array(densities.reindex(class_names).fillna({p: 0.0 for p in POOLS}))
     nodata = xr.DataArray([year_meta[y].nodata_ha for y in year_list], dims="year", coords={"year": year_list})
     stock = accounting.class_stocks(class_area, density)
     stocks, by_class = accounting.stock_tables(site.site_id, stock, class_area, nodata)
@@ -206,7 +204,7 @@ def compute_site(
         area_by_code=_area_by_code(site.site_id, year_meta),
         sinks=sinks,
         transitions=trans,
-        coefficients_used=_coefficients_used(site, densities, by_class, coefficients),
+        coefficients_used=_coefficients_used(site, densities, coefficients),
         provenance=provenance,
         stock=stock,
     )
@@ -337,10 +335,9 @@ def _area_by_code(site_id: str, year_meta: dict[int, _Year]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-def _coefficients_used(site: Site, densities: pd.DataFrame, by_class: pd.DataFrame, coefficients: CoefficientSet) -> pd.DataFrame:
-    present = sorted(set(by_class["carbon_class"]))
+def _coefficients_used(site: Site, densities: pd.DataFrame, coefficients: CoefficientSet) -> pd.DataFrame:
     rows = []
-    for cls in present:
+    for cls in densities.index:
         for p in POOLS:
             sd = densities.loc[cls, f"sd_{p}"]
             rows.append(

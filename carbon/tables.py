@@ -114,15 +114,17 @@ class CoefficientSet:
     def is_invest(self) -> bool:
         return self.kind == "invest"
 
-    def densities(self, ecozone: str | None, classes: list[str], *, site_id: str | None = None) -> pd.DataFrame:
+    def densities(
+        self, ecozone: str | None, classes: list[str], *, site_id: str | None = None, strict: bool = True
+    ) -> pd.DataFrame:
         """Pool densities (t C/ha) for ``classes``: index carbon_class, a column per pool,
         and ``source_<pool>`` columns naming where each number comes from.
 
         An ecozone-specific row wins over a ``*`` row. A class, pool or ecozone that the
-        table does not cover is an error, never a silent zero.
+        table does not cover is an error, never a silent zero (``strict=False`` leaves NaN).
         """
         if self.is_invest:
-            return self._invest_densities(classes, site_id=site_id)
+            return self._invest_densities(classes, site_id=site_id, strict=strict)
         t = self.table
         if ecozone is None or (ecozone not in set(t["ecozone"]) and ecozone != ANY_ECOZONE):
             known = sorted(set(t["ecozone"]) - {ANY_ECOZONE})
@@ -143,7 +145,7 @@ class CoefficientSet:
             out[f"source_{pool}"] = p["source"].reindex(out.index)
             for cls in out.index[out[pool].isna()]:
                 missing.append(f"no {pool} coefficient for class {cls!r} in ecozone {ecozone!r} (nor '*')")
-        if missing:
+        if missing and strict:
             raise InputError(
                 f"coefficient set {self.name!r} does not cover every class present at the site",
                 path=self.path,
@@ -152,10 +154,10 @@ class CoefficientSet:
             )
         return out
 
-    def _invest_densities(self, classes: list[str], *, site_id: str | None) -> pd.DataFrame:
+    def _invest_densities(self, classes: list[str], *, site_id: str | None, strict: bool) -> pd.DataFrame:
         t = self.table.set_index(self.table["lucode"].astype(str))
         missing = [c for c in classes if c not in t.index]
-        if missing:
+        if missing and strict:
             raise InputError(
                 f"raster codes absent from InVEST pools table {self.name!r}: {', '.join(missing)}",
                 path=self.path,
@@ -165,7 +167,7 @@ class CoefficientSet:
         out = pd.DataFrame(index=pd.Index(classes, name="carbon_class"))
         mapping = {"agb": "c_above", "bgb": "c_below", "deadwood": "c_dead", "litter": None, "soc": "c_soil"}
         for pool, col in mapping.items():
-            out[pool] = 0.0 if col is None else t.loc[classes, col].to_numpy(dtype=float)
+            out[pool] = 0.0 if col is None else t[col].reindex(classes).to_numpy(dtype=float)
             out[f"sd_{pool}"] = np.nan
             out[f"source_{pool}"] = (
                 f"{src}: not a separate pool (InVEST c_dead holds dead wood and litter)"

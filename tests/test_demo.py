@@ -1,0 +1,66 @@
+"""The committed demo: one call computes validated tables for every site."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import pytest
+from pyproj import Geod
+
+from carbon.config import DEMO_CONFIG, load_config
+from carbon.engine import compute_config
+from carbon.tables import load_coefficients
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return compute_config(None)
+
+
+def test_every_demo_site_computes(demo) -> None:
+    assert demo.errors == {}
+    assert set(demo.results) == {"wuhan-quarry-reclaim", "jiufeng-forest-park", "liangzi-lakeside-wetland", "daye-mine-wc"}
+    assert set(demo.table("stocks")["year"]) == set(range(2018, 2025))
+
+
+def test_demo_site_areas_match_geodesic_polygon_areas(demo) -> None:
+    sites = gpd.read_file(DEMO_CONFIG.parent / "sites.geojson")
+    geod = Geod(ellps="WGS84")
+    for row in sites.itertuples():
+        expected = abs(geod.geometry_area_perimeter(row.geometry)[0]) / 1e4
+        assert demo.results[row.site_id].provenance["site_area_ha"] == pytest.approx(expected, rel=0.005)
+
+
+def test_reclaimed_mine_stock_follows_its_land_cover(demo) -> None:
+    r = demo.results["wuhan-quarry-reclaim"]
+    cfg = load_config(None)
+    coef = load_coefficients(cfg.coefficients)
+    areas = r.stocks_by_class.set_index(["year", "carbon_class"])["area_ha"]
+    present = sorted(set(r.stocks_by_class["carbon_class"]))
+    dens = coef.densities("subtropical_humid_asia", present)
+    total = dens[["agb", "bgb", "deadwood", "litter", "soc"]].sum(axis=1)
+    for year in range(2018, 2025):
+        expected = sum(area * total[c] for c, area in areas[year].items())
+        assert r.stocks.set_index("year").loc[year, "stock_tc"] == pytest.approx(expected, rel=1e-9)
+    whole = r.sinks[r.sinks["is_full_period"]].iloc[0]
+    assert (whole["period_start"], whole["period_end"]) == (2018, 2024)
+    assert whole["sink_tco2e"] > 0  # revegetation is a removal
+    # forest appears from 2022 on
+    assert areas.get((2021, "forest"), 0.0) == 0.0 and areas[(2024, "forest")] > 20
+
+
+def test_nodata_gap_in_one_year_is_reported(demo) -> None:
+    r = demo.results["jiufeng-forest-park"]
+    s = r.stocks.set_index("year")
+    assert s.loc[2021, "nodata_ha"] == pytest.approx(6 * 0.09)
+    assert s.loc[2020, "nodata_ha"] == 0.0
+    p = r.sinks.set_index(["period_start", "period_end"])
+    assert p.loc[(2020, 2021), "nodata_ha"] == pytest.approx(0.54)
+    assert p.loc[(2018, 2024), "nodata_ha"] == 0.0
+
+
+def test_geographic_demo_site_is_not_counted_as_100_m2_pixels(demo) -> None:
+    r = demo.results["daye-mine-wc"]
+    codes = r.area_by_code[r.area_by_code.year == 2020]
+    # ~74 m2 per 1/12000 deg pixel at 30.1 N
+    per_pixel_m2 = codes["area_ha"].sum() * 1e4 / codes["pixel_count"].sum()
+    assert 70 < per_pixel_m2 < 75
