@@ -22,7 +22,7 @@ from pyproj import CRS, Proj, Transformer
 #: Areal scale factors within this of 1 are treated as exactly 1 (equal-area grids).
 EQUAL_AREA_TOLERANCE = 1e-9
 #: Spacing, in pixels, of the nodes at which the areal scale is evaluated before
-#: bilinear interpolation (the factor varies smoothly: < 1e-9 relative error at 30 m).
+#: bilinear interpolation (the factor varies smoothly: ~3e-8 relative error, UTM near Wuhan).
 SCALE_NODE_SPACING = 64
 
 

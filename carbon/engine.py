@@ -97,7 +97,7 @@ def compute_site(
     """
     from schemas.outputs import validate_site_result  # noqa: PLC0415 (schemas import carbon.constants)
 
-    year_meta = _years_for_site(site, catalog, coefficients, legends_dir, years)
+    year_meta = plan_site(site, catalog, coefficients, legends_dir, years)
     year_list = sorted(year_meta)
     start = start_year if start_year is not None else (site.baseline_year or year_list[0])
     if start not in year_meta:
@@ -128,7 +128,7 @@ def compute_site(
             # classes absent from the table map to NaN here; the strict lookup below
             # then fails and the writer discards the maps
             map_density = coefficients.densities(ecozone, class_names, strict=False)[list(POOLS)].sum(axis=1).to_numpy()
-            map_writer = stack.enter_context(DensityMapWriter(Path(maps_dir), site.site_id, grid, year_list))
+            map_writer = stack.enter_context(DensityMapWriter(Path(maps_dir), site.site_id, grid, year_list, start))
         for row_off in range(0, grid.height, rows_per_strip):
             nrows = min(rows_per_strip, grid.height - row_off)
             cov = coverage_fraction(geom_ref, grid, row_off, nrows)
@@ -215,13 +215,18 @@ def compute_site(
 # --- helpers -----------------------------------------------------------------------------
 
 
-def _years_for_site(
+def plan_site(
     site: Site,
     catalog: list[CatalogEntry],
     coefficients: CoefficientSet,
-    legends_dir: str | Path | None,
-    years: list[int] | None,
+    legends_dir: str | Path | None = None,
+    years: list[int] | None = None,
 ) -> dict[int, _Year]:
+    """The map years of a site: for each, the rasters that cover it and its crosswalk.
+
+    Reads raster headers only; raises InputError for a site outside every raster, a
+    requested year absent from the catalog, or legends that do not fit the coefficients.
+    """
     by_year: dict[int, list[CatalogEntry]] = defaultdict(list)
     for e in catalog:
         by_year[e.year].append(e)

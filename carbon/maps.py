@@ -21,15 +21,16 @@ NODATA = np.float32(np.nan)
 
 
 class DensityMapWriter:
-    def __init__(self, out_dir: Path, site_id: str, grid: Grid, years: list[int]) -> None:
+    def __init__(self, out_dir: Path, site_id: str, grid: Grid, years: list[int], start_year: int) -> None:
         self.out_dir = out_dir
         self.site_id = site_id
         self.grid = grid
         self.years = years
+        self.start_year = start_year  # the change map covers the full period: start_year -> last year
         self._tmp: dict[str, rasterio.io.DatasetWriter] = {}
         self._names = [f"{site_id}_stock_density_{y}" for y in years]
-        if len(years) > 1:
-            self._names.append(f"{site_id}_stock_change_{years[0]}_{years[-1]}")
+        if start_year < years[-1]:
+            self._names.append(f"{site_id}_stock_change_{start_year}_{years[-1]}")
         self.paths: list[Path] = []
 
     def __enter__(self) -> DensityMapWriter:
@@ -68,8 +69,8 @@ class DensityMapWriter:
             block[inside] = values
             dens[y] = block
             self._tmp[f"{self.site_id}_stock_density_{y}"].write(block, 1, window=window)
-        if len(self.years) > 1:
-            change = dens[self.years[-1]] - dens[self.years[0]]
+        if self.start_year < self.years[-1]:
+            change = dens[self.years[-1]] - dens[self.start_year]
             self._tmp[self._names[-1]].write(change.astype(np.float32), 1, window=window)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:

@@ -248,4 +248,4 @@ def load_catalog(path: str | Path) -> list[CatalogEntry]:
         )
     if missing:
         raise InputError("land-cover catalog names missing files", path=path, problems=missing)
-    return sorted(entries, key=lambda e: (e.year, e.path))
+    return sorted(entries, key=lambda e: e.year)  # stable: tiles keep their catalog row order

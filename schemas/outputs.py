@@ -55,6 +55,12 @@ class StocksTable(pa.DataFrameModel):
     def _pools_sum(cls, df: pd.DataFrame) -> Series[bool]:
         return _close(df[POOL_STOCK_COLUMNS].sum(axis=1), df["stock_tc"])
 
+    @pa.dataframe_check(error="stock_tc_per_ha != stock_tc / area_ha")
+    @classmethod
+    def _density(cls, df: pd.DataFrame) -> Series[bool]:
+        expected = (df["stock_tc"] / df["area_ha"]).where(df["area_ha"] > 0, 0.0)
+        return _close(expected, df["stock_tc_per_ha"])
+
     @pa.dataframe_check(error="one row per site and year")
     @classmethod
     def _unique(cls, df: pd.DataFrame) -> Series[bool]:
@@ -212,6 +218,9 @@ def _cross_checks(r: SiteResult) -> list[str]:
         for row in r.stocks.itertuples():
             if not np.isclose(row.area_ha + row.nodata_ha, site_area, rtol=1e-9, atol=1e-9):
                 out.append(f"year {row.year}: area_ha + nodata_ha != site area {site_area} ha")
+    for row in r.sinks.itertuples():
+        if site_area is not None and row.area_ha > site_area * (1 + 1e-9) + 1e-9:
+            out.append(f"period {row.period_start}-{row.period_end}: area with data exceeds the site area")
     trans = r.transitions.groupby(["period_start", "period_end"])["area_ha"].sum()
     for row in r.sinks.itertuples():
         t = float(trans.get((row.period_start, row.period_end), 0.0))

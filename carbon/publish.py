@@ -1,0 +1,135 @@
+"""Writing results: per-site table files, run manifests, input keys for incremental runs.
+
+Files go under ``output_dir`` only: a path is built from a validated site_id slug and
+checked to stay inside ``output_dir`` (never trust a name to make a path).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from carbon.engine import SiteResult, plan_site
+from carbon.errors import CarbonSinkError
+from carbon.sites import Site
+from carbon.tables import CatalogEntry, CoefficientSet, sha256_file
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+CODE_DIRS = ("carbon", "schemas")
+
+
+class OutputDirError(CarbonSinkError):
+    """The output directory is missing, not writable, or a path would leave it."""
+
+
+def code_version() -> str:
+    """Package version plus a digest of the accounting code, so results name the exact code."""
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        v = version("carbon-sink")
+    except PackageNotFoundError:
+        v = "0+unknown"
+    h = hashlib.sha256()
+    for d in CODE_DIRS:
+        for f in sorted((PACKAGE_ROOT / d).rglob("*.py")):
+            h.update(f.relative_to(PACKAGE_ROOT).as_posix().encode())
+            h.update(f.read_bytes())
+    return f"{v}+{h.hexdigest()[:12]}"
+
+
+def inside(output_dir: Path, *parts: str) -> Path:
+    """``output_dir/parts...``, refusing anything that would resolve outside ``output_dir``."""
+    root = Path(output_dir).resolve()
+    path = root.joinpath(*parts).resolve()
+    if not path.is_relative_to(root) or path == root:
+        raise OutputDirError(f"refusing a path outside the output directory: {'/'.join(parts)!r}")
+    return path
+
+
+def ensure_output_dir(output_dir: Path) -> Path:
+    output_dir = Path(output_dir)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputDirError(f"cannot create output directory {output_dir}: {exc.strerror}") from None
+    if not os.access(output_dir, os.W_OK | os.X_OK):
+        raise OutputDirError(f"output directory is not writable: {output_dir}")
+    return output_dir
+
+
+def site_input_key(site: Site, catalog: list[CatalogEntry], coefficients: CoefficientSet,
+                   legends_dir: Path | None, *, years: list[int] | None, start_year: int | None,
+                   hash_file: Callable[[str], str] = sha256_file, code: str | None = None) -> tuple[str, dict[str, Any]]:
+    """Content key of everything a site's result depends on: geometry and properties, the
+    bytes of every raster covering it, the crosswalks, the coefficient set, the code."""
+    plan = plan_site(site, catalog, coefficients, legends_dir, years)
+    inputs = {
+        "site": {
+            "site_id": site.site_id,
+            "geometry_sha256": hashlib.sha256(site.geometry_wkb + site.crs.to_wkt().encode()).hexdigest(),
+            "ecozone": site.ecozone,
+            "baseline_year": site.baseline_year,
+        },
+        "years": {
+            str(y): {
+                "legend": m.legend,
+                "crosswalk_sha256": m.crosswalk.sha256,
+                "rasters": {i.path: hash_file(i.path) for i in m.infos},
+            }
+            for y, m in sorted(plan.items())
+        },
+        "coefficient_set": coefficients.name,
+        "coefficient_sha256": coefficients.sha256,
+        "parameters": {"years": years, "start_year": start_year},
+        "code_version": code or code_version(),
+    }
+    key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+    return key, inputs
+
+
+def write_site_tables(result: SiteResult, site_dir: Path) -> list[Path]:
+    """Every table as CSV and Parquet, plus provenance.json; all or nothing (a temporary
+    folder renamed into place)."""
+    site_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{site_dir.name}-", dir=site_dir.parent))
+    try:
+        for name, df in result.tables().items():
+            df.to_csv(tmp / f"{name}.csv", index=False)
+            _parquet(df, tmp / f"{name}.parquet")
+        (tmp / "provenance.json").write_text(json.dumps(result.provenance, indent=2, sort_keys=True, default=str))
+        if site_dir.exists():
+            shutil.rmtree(site_dir)
+        tmp.rename(site_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return sorted(site_dir.iterdir())
+
+
+def read_site_tables(site_dir: Path) -> dict[str, pd.DataFrame]:
+    return {p.stem: pd.read_parquet(p) for p in sorted(site_dir.glob("*.parquet"))}
+
+
+def _parquet(df: pd.DataFrame, path: Path) -> None:
+    out = df.copy()
+    for col in out.columns:
+        if out[col].dtype == object:
+            out[col] = out[col].astype("string")
+    out.to_parquet(path, index=False)
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> Path:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    tmp.replace(path)
+    return path
+

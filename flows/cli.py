@@ -1,0 +1,228 @@
+"""The ``carbon-sink`` command line: run, validate, results, history, serve."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from carbon.config import DEMO_CONFIG, Config, load_config
+from carbon.constants import POOLS
+from carbon.errors import CarbonSinkError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Carbon-sink accounting: per-site carbon stocks "
+                  "and sinks from annual land-cover maps, published to a ledger.")
+console = Console(stderr=True)
+out = Console(width=None if sys.stdout.isatty() else 200)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Run configuration (TOML). Default: the demo.")]
+SINK_COLUMNS = ["site_id", "period_start", "period_end", "area_ha", "stock_start_tc", "stock_end_tc",
+                "stock_change_tc", "sink_tco2e", "annual_sink_tco2e"]
+
+
+def _prefect_defaults() -> None:
+    # A first start of the embedded Prefect server migrates its database: give it time.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def _load(config: Path | None) -> Config:
+    try:
+        return load_config(config)
+    except CarbonSinkError as exc:
+        _fail(exc)
+
+
+def _fail(exc: BaseException, code: int = 2) -> typer.Exit:
+    console.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+    raise typer.Exit(code)
+
+
+def _ledger(cfg: Config):  # noqa: ANN202
+    from carbon.ledger import Ledger, LedgerError  # noqa: PLC0415
+
+    try:
+        return Ledger(cfg.ledger_url)
+    except LedgerError as exc:
+        _fail(exc)
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    site: Annotated[list[str] | None, typer.Option("--site", "-s", help="Re-run only this site (repeatable); "
+                                                   "listed sites are always recomputed.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Recompute sites whose inputs are unchanged.")] = False,
+    maps: Annotated[bool, typer.Option("--maps/--no-maps", help="Write per-pixel stock density maps (COG).")] = False,
+) -> None:
+    """Meter every site (the main job). With no arguments it runs the demo."""
+    _prefect_defaults()
+    from carbon.publish import OutputDirError, ensure_output_dir  # noqa: PLC0415
+    from carbon.sites import load_sites, select_sites  # noqa: PLC0415
+
+    cfg = _load(config)
+    try:
+        sites = select_sites(load_sites(cfg.sites), site)
+        ensure_output_dir(cfg.output_dir)
+    except (CarbonSinkError, OutputDirError) as exc:
+        _fail(exc)
+    _ledger(cfg)
+    from flows import progress  # noqa: PLC0415
+    from flows.metering import metering_run  # noqa: PLC0415
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False) as bar:
+        job = bar.add_task("metering sites", total=len(sites))
+
+        def on_site(site_id: str, status: str) -> None:
+            if status != "started":
+                bar.update(job, advance=1, description=f"{site_id}: {status}")
+
+        unsubscribe = progress.subscribe(on_site)
+        try:
+            state = metering_run(config=str(cfg.path), site_ids=site or None, force=force or bool(site), maps=maps,
+                                 return_state=True)
+        finally:
+            unsubscribe()
+    summary = state.result(raise_on_failure=False) if state.is_completed() else getattr(state, "data", None)
+    if not isinstance(summary, dict):
+        try:
+            state.result()
+        except Exception as exc:  # noqa: BLE001 - the run could not start: say why
+            _fail(exc)
+        _fail(RuntimeError(state.message or "metering run failed"))
+    assert isinstance(summary, dict)
+    ledger = _ledger(cfg)
+    sinks = ledger.current("sinks")
+    sinks = sinks[sinks["is_full_period"] & sinks["site_id"].isin([s.site_id for s in sites])]
+    _print_table(sinks[["site_id", "period_start", "period_end", "area_ha", "stock_change_tc", "sink_tco2e",
+                        "annual_sink_tco2e"]], "Current full-period sinks (t CO2e; removals positive)")
+    console.print(f"run {summary['run_id']}: {summary['status']}; {summary['n_sites']} sites, "
+                  f"{summary['n_skipped']} unchanged, {summary['n_failed']} failed. Manifest: {summary['manifest']}")
+    for site_id, error in summary["failures"].items():
+        console.print(f"[red]site {site_id} failed:[/red] {error}", highlight=False)
+    if summary["n_failed"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def validate(
+    config: ConfigOpt = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Check tables and raster headers only, not pixel codes.")] = False,
+) -> None:
+    """Check every input (tables, rasters, codes, coefficients); print every problem; exit 1 if any."""
+    from carbon.engine import compute_site, plan_site  # noqa: PLC0415
+    from carbon.errors import InputError  # noqa: PLC0415
+    from carbon.sites import load_sites  # noqa: PLC0415
+    from carbon.tables import load_catalog, load_coefficients  # noqa: PLC0415
+
+    cfg = _load(config)
+    problems: list[str] = []
+    loaded = {}
+    for name, loader, path in (("sites", load_sites, cfg.sites), ("catalog", load_catalog, cfg.landcover),
+                               ("coefficients", load_coefficients, cfg.coefficients)):
+        try:
+            loaded[name] = loader(path)
+        except InputError as exc:
+            problems.append(str(exc))
+    if len(loaded) == 3:
+        for site in loaded["sites"]:
+            try:
+                if quick:
+                    plan_site(site, loaded["catalog"], loaded["coefficients"], cfg.legends)
+                else:
+                    compute_site(site, loaded["catalog"], loaded["coefficients"], legends_dir=cfg.legends)
+            except CarbonSinkError as exc:
+                problems.append(str(exc))
+    for p in problems:
+        out.print(f"[red]problem:[/red] {p}", highlight=False)
+    if problems:
+        console.print(f"{len(problems)} problem(s) found in {cfg.path}")
+        raise typer.Exit(1)
+    n = len(loaded["sites"])
+    console.print(f"[green]ok:[/green] {cfg.path}: {n} sites, {len(loaded['catalog'])} rasters, coefficient set "
+                  f"{loaded['coefficients'].name}; no problem found")
+
+
+@app.command()
+def results(
+    config: ConfigOpt = None,
+    site: Annotated[str | None, typer.Option("--site", "-s", help="Only this site.")] = None,
+    stocks: Annotated[bool, typer.Option("--stocks", help="Stocks per year instead of sinks per period.")] = False,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")] = "table",
+) -> None:
+    """Current estimates from the ledger (the latest successful run of each site and period)."""
+    if fmt not in ("table", "csv", "json"):
+        _fail(ValueError(f"--format must be table, csv or json, not {fmt!r}"))
+    cfg = _load(config)
+    ledger = _ledger(cfg)
+    if stocks:
+        df = ledger.current("stocks", site)
+        cols = ["site_id", "year", "area_ha", "stock_tc", *[f"stock_{p}_tc" for p in POOLS], "run_id"]
+        title = "Carbon stocks (t C)"
+    else:
+        df = ledger.current("sinks", site)
+        cols = [*SINK_COLUMNS, "is_full_period", "nodata_ha", "coefficient_set", "run_id"]
+        title = "Sinks (t CO2e; removals positive)"
+    df = df[cols]
+    if fmt == "json":
+        sys.stdout.write(json.dumps(json.loads(df.to_json(orient="records")), indent=2) + "\n")
+    elif fmt == "csv":
+        sys.stdout.write(df.to_csv(index=False))
+    else:
+        if df.empty:
+            console.print("no results in the ledger yet: run `carbon-sink run` first")
+        _print_table(df, title)
+
+
+@app.command()
+def history(config: ConfigOpt = None,
+            site: Annotated[str, typer.Option("--site", "-s", help="The site.")] = ...) -> None:  # type: ignore[assignment]
+    """Every run of a site, oldest first (the ledger is append-only)."""
+    cfg = _load(config)
+    df = _ledger(cfg).history(site)
+    if df.empty:
+        console.print(f"no run of site {site!r} in the ledger")
+        raise typer.Exit(1)
+    df["created_at"] = df["created_at"].astype(str)
+    df["error"] = df["error"].fillna("").str.split("\n").str[0]
+    _print_table(df[["site_run_id", "run_id", "status", "created_at", "coefficient_set", "code_version", "error"]],
+                 f"History of {site}")
+
+
+@app.command()
+def serve(config: ConfigOpt = None,
+          cron: Annotated[str, typer.Option("--cron", help="Schedule (cron, UTC).")] = "0 2 1 * *",
+          name: Annotated[str, typer.Option("--name", help="Deployment name.")] = "monthly-metering") -> None:
+    """Serve the scheduled metering deployment (monthly by default) until stopped."""
+    _prefect_defaults()
+    from flows.metering import metering_run  # noqa: PLC0415
+
+    cfg = _load(config)
+    console.print(f"serving deployment 'metering-run/{name}' on cron {cron!r} with config {cfg.path}")
+    metering_run.serve(name=name, cron=cron, parameters={"config": str(cfg.path)})
+
+
+def _print_table(df, title: str) -> None:  # noqa: ANN001
+    table = Table(title=title)
+    for c in df.columns:
+        table.add_column(str(c), justify="right" if df[c].dtype.kind in "if" else "left")
+    for row in df.itertuples(index=False):
+        table.add_row(*[f"{v:,.2f}" if isinstance(v, float) else str(v) for v in row])
+    out.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

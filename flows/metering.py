@@ -1,0 +1,63 @@
+"""Flows: wiring only. Reads like the pipeline diagram:
+
+    prepare run -> per site (mapped): input key -> compute + validate -> publish -> finish run
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, unmapped
+from prefect.states import Completed, Failed, State
+
+from carbon.config import DEMO_CONFIG
+from flows.tasks import finish_run, meter_site, prepare_run
+
+
+def _collect(futures: list[Any], site_ids: list[str]) -> list[dict[str, Any]]:
+    outcomes = []
+    for site_id, future in zip(site_ids, futures, strict=True):
+        future.wait()
+        if future.state.is_completed():
+            outcomes.append(future.result())
+        else:
+            outcomes.append({"site_id": site_id, "status": "failed", "error": _message(future)})
+    return outcomes
+
+
+def _message(future: Any) -> str:
+    try:
+        future.result(raise_on_failure=True)
+    except Exception as exc:  # noqa: BLE001 - the site's own error, reported as text
+        return str(exc)
+    return future.state.message or "failed"
+
+
+def _final(summary: dict[str, Any]) -> State:
+    if summary["n_failed"]:
+        names = ", ".join(summary["failures"])
+        return Failed(message=f"{summary['n_failed']} of {summary['n_sites']} sites failed ({names}); the others "
+                              "were published", data=summary)
+    return Completed(message=f"{summary['n_sites']} sites: {summary['n_sites'] - summary['n_skipped']} published, "
+                             f"{summary['n_skipped']} unchanged", data=summary)
+
+
+@flow(name="metering-run", log_prints=True)
+def metering_run(config: str | None = None, site_ids: list[str] | None = None, force: bool = False,
+                 maps: bool = False) -> State:
+    """Meter every site of a configuration (or the listed ones); unchanged sites are skipped."""
+    run = prepare_run(str(config or DEMO_CONFIG), site_ids)
+    futures = meter_site.map(unmapped(run), run["site_ids"], force=unmapped(force), maps=unmapped(maps))
+    summary = finish_run(run, _collect(futures, run["site_ids"]))
+    return _final(summary)
+
+
+@flow(name="site-run", log_prints=True)
+def site_run(site_id: str, config: str | None = None, years: list[int] | None = None, start_year: int | None = None,
+             coefficients: str | None = None, maps: bool = True) -> State:
+    """Re-run one site, always recomputed: what an analyst runs with chosen years, period start,
+    coefficient set and per-pixel maps on or off."""
+    run = prepare_run(str(config or DEMO_CONFIG), [site_id], coefficients)
+    future = meter_site.submit(run, site_id, force=True, years=years, start_year=start_year, maps=maps)
+    summary = finish_run(run, _collect([future], [site_id]))
+    return _final(summary)

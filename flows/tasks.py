@@ -1,0 +1,207 @@
+"""Prefect tasks: each reads, calls carbon/, writes, and passes paths and keys (never arrays).
+
+IO tasks retry with exponential backoff on transient errors (a ledger or file system that
+is briefly unavailable); computation never retries, and bad input never retries.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.tasks import exponential_backoff
+
+from carbon.config import Config, load_config
+from carbon.engine import compute_site
+from carbon.errors import CarbonSinkError
+from carbon.ledger import Ledger, LedgerError
+from carbon.publish import (
+    code_version,
+    ensure_output_dir,
+    inside,
+    read_site_tables,
+    site_input_key,
+    write_json,
+    write_site_tables,
+)
+from carbon.sites import load_sites, select_sites
+from carbon.tables import load_catalog, load_coefficients, sha256_file
+from flows import progress
+
+
+def _transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry IO on transient failures only: never on bad input or a broken contract."""
+    try:
+        state.result()
+    except (LedgerError, OSError):
+        return True
+    except Exception:  # noqa: BLE001 - anything else is not worth another try
+        return False
+    return False
+
+
+IO = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=2), "retry_condition_fn": _transient}
+
+
+def _config(config_path: str, coefficients: str | None = None) -> Config:
+    cfg = load_config(config_path)
+    if coefficients:
+        from dataclasses import replace  # noqa: PLC0415
+
+        cfg = replace(cfg, coefficients=Path(coefficients).resolve())
+    return cfg
+
+
+def _flow_run_id() -> str | None:
+    from prefect.runtime import flow_run  # noqa: PLC0415
+
+    fid = flow_run.get_id()
+    return str(fid) if fid else None
+
+
+@task(name="prepare-run", **IO)
+def prepare_run(config_path: str, site_ids: list[str] | None, coefficients: str | None = None) -> dict[str, Any]:
+    """Validate the shared inputs, open the ledger and record the run; returns its keys."""
+    cfg = _config(config_path, coefficients)
+    sites = select_sites(load_sites(cfg.sites), site_ids)
+    load_catalog(cfg.landcover)
+    load_coefficients(cfg.coefficients)
+    ensure_output_dir(cfg.output_dir)
+    ledger = Ledger(cfg.ledger_url)
+    run_id = str(uuid.uuid4())
+    version = code_version()
+    ledger.start_run(run_id, config_path=str(cfg.path), code_version=version, flow_run_id=_flow_run_id())
+    return {"run_id": run_id, "site_ids": [s.site_id for s in sites], "code_version": version,
+            "config_path": str(cfg.path), "coefficients": coefficients}
+
+
+@task(name="site-input-key", **IO)
+def site_key(run: dict[str, Any], site_id: str, years: list[int] | None, start_year: int | None) -> dict[str, Any]:
+    cfg = _config(run["config_path"], run["coefficients"])
+    site = select_sites(load_sites(cfg.sites), [site_id])[0]
+    ledger = Ledger(cfg.ledger_url)
+
+    def cached_sha256(path: str) -> str:
+        st = Path(path).stat()
+        known = ledger.cached_hash(path, st.st_size, st.st_mtime_ns)
+        if known is None:
+            known = sha256_file(path)
+            ledger.store_hash(path, st.st_size, st.st_mtime_ns, known)
+        return known
+
+    key, inputs = site_input_key(site, load_catalog(cfg.landcover), load_coefficients(cfg.coefficients), cfg.legends,
+                                 years=years, start_year=start_year, hash_file=cached_sha256,
+                                 code=run["code_version"])
+    return {"key": key, "inputs": inputs, "last_key": ledger.last_success_key(site_id)}
+
+
+@task(name="compute-site")
+def compute_site_tables(run: dict[str, Any], site_id: str, years: list[int] | None, start_year: int | None,
+                        maps: bool) -> str:
+    """Compute and validate a site's tables and write them (CSV, Parquet, maps) under the run's folder."""
+    cfg = _config(run["config_path"], run["coefficients"])
+    site = select_sites(load_sites(cfg.sites), [site_id])[0]
+    site_dir = inside(cfg.output_dir, "runs", run["run_id"], "sites", site.site_id)
+    result = compute_site(site, load_catalog(cfg.landcover), load_coefficients(cfg.coefficients),
+                          legends_dir=cfg.legends, years=years, start_year=start_year,
+                          maps_dir=inside(cfg.output_dir, "runs", run["run_id"], "maps", site.site_id) if maps else None)
+    write_site_tables(result, site_dir)
+    return str(site_dir)
+
+
+@task(name="publish-site", **IO)
+def publish_site(run: dict[str, Any], site_id: str, site_dir: str, key: dict[str, Any]) -> int:
+    """Write the site's tables to the ledger in one transaction."""
+    cfg = _config(run["config_path"], run["coefficients"])
+    tables = read_site_tables(Path(site_dir))
+    inputs = key["inputs"]
+    return Ledger(cfg.ledger_url).publish_site(
+        run_id=run["run_id"], flow_run_id=_flow_run_id(), site_id=site_id, tables=tables, input_key=key["key"],
+        inputs=inputs, coefficient_set=inputs["coefficient_set"], coefficient_sha256=inputs["coefficient_sha256"],
+        code_version=run["code_version"],
+    )
+
+
+@task(name="record-site", **IO)
+def record_site(run: dict[str, Any], site_id: str, status: str, error: str | None = None,
+                input_key: str | None = None) -> None:
+    cfg = _config(run["config_path"], run["coefficients"])
+    Ledger(cfg.ledger_url).record_site(run_id=run["run_id"], flow_run_id=_flow_run_id(), site_id=site_id,
+                                       status=status, code_version=run["code_version"], error=error,
+                                       input_key=input_key)
+
+
+@task(name="meter-site", task_run_name="meter-{site_id}")
+def meter_site(run: dict[str, Any], site_id: str, force: bool = False, years: list[int] | None = None,
+               start_year: int | None = None, maps: bool = False) -> dict[str, Any]:
+    """One site: inputs key -> (skip if unchanged) -> compute and validate -> publish.
+
+    A bad input fails this site alone: the failure is recorded in the ledger with its
+    message, and the task fails with the same message.
+    """
+    progress.emit(site_id, "started")
+    try:
+        key = site_key(run, site_id, years, start_year)
+        if not force and key["last_key"] == key["key"]:
+            record_site(run, site_id, "skipped", input_key=key["key"])
+            progress.emit(site_id, "skipped")
+            return {"site_id": site_id, "status": "skipped", "input_key": key["key"]}
+        site_dir = compute_site_tables(run, site_id, years, start_year, maps)
+        site_run_id = publish_site(run, site_id, site_dir, key)
+    except CarbonSinkError as exc:
+        record_site(run, site_id, "failed", error=str(exc))
+        progress.emit(site_id, "failed")
+        raise
+    progress.emit(site_id, "succeeded")
+    return {"site_id": site_id, "status": "succeeded", "site_run_id": site_run_id, "site_dir": site_dir,
+            "input_key": key["key"], "inputs": key["inputs"]}
+
+
+@task(name="finish-run", **IO)
+def finish_run(run: dict[str, Any], outcomes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Close the run: ledger status, run manifest (JSON) and Prefect artifacts."""
+    cfg = _config(run["config_path"], run["coefficients"])
+    ledger = Ledger(cfg.ledger_url)
+    failed = [o for o in outcomes if o["status"] == "failed"]
+    skipped = [o for o in outcomes if o["status"] == "skipped"]
+    status = "completed" if not failed else ("failed" if len(failed) == len(outcomes) else "partial")
+    run_dir = inside(cfg.output_dir, "runs", run["run_id"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "run_id": run["run_id"],
+        "flow_run_id": _flow_run_id(),
+        "config": str(cfg.path),
+        "config_sha256": sha256_file(cfg.path),
+        "ledger": Ledger(cfg.ledger_url).safe_url,
+        "code_version": run["code_version"],
+        "status": status,
+        "sites": {o["site_id"]: {k: v for k, v in o.items() if k != "site_id"} for o in outcomes},
+    }
+    write_json(run_dir / "manifest.json", manifest)
+    ledger.finish_run(run["run_id"], status=status, n_sites=len(outcomes), n_failed=len(failed),
+                      n_skipped=len(skipped))
+    sinks = ledger.current("sinks")
+    sinks = sinks[sinks["is_full_period"] & sinks["site_id"].isin([o["site_id"] for o in outcomes])]
+    table = [
+        {"site_id": r.site_id, "period": f"{r.period_start}-{r.period_end}", "area_ha": round(r.area_ha, 2),
+         "stock_change_tc": round(r.stock_change_tc, 2), "sink_tco2e": round(r.sink_tco2e, 2),
+         "annual_sink_tco2e": round(r.annual_sink_tco2e, 2)}
+        for r in sinks.itertuples()
+    ]
+    create_table_artifact(table=table or [{"site_id": "-", "note": "no published sinks"}], key="site-sinks",
+                          description=f"Current full-period sinks (t CO2e, removals positive), run {run['run_id']}")
+    lines = [f"# Metering run {run['run_id']}", "", f"Status: **{status}** - {len(outcomes)} sites, "
+             f"{len(outcomes) - len(failed) - len(skipped)} published, {len(skipped)} unchanged (skipped), "
+             f"{len(failed)} failed.", "", f"Manifest: `{run_dir / 'manifest.json'}`"]
+    if failed:
+        lines += ["", "## Failures", ""] + [f"- `{o['site_id']}`: {o['error']}".replace("\n", "\n  ") for o in failed]
+    create_markdown_artifact(markdown="\n".join(lines), key="metering-run-summary",
+                             description="Sites published, skipped and failed in this run")
+    return {"run_id": run["run_id"], "status": status, "n_sites": len(outcomes), "n_failed": len(failed),
+            "n_skipped": len(skipped), "manifest": str(run_dir / "manifest.json"), "failures":
+            {o["site_id"]: o["error"] for o in failed}}
+
+
