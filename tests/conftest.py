@@ -54,3 +54,38 @@ def write_legend(path: Path, mapping: dict[int, str]) -> Path:
 
 ALL_CLASSES = ("forest", "shrubland", "grassland", "cropland", "wetland", "water", "settlement", "barren",
                "mining_land", "snow_ice")
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One Prefect test server for the whole session (started once: the suite stays quick)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+DEMO = REPO / "data" / "demo"
+
+
+def write_config(path: Path, *, sites: Path | None = None, output_dir: Path | None = None, ledger: str | None = None,
+                 coefficients: Path | None = None, landcover: Path | None = None) -> Path:
+    lines = [
+        f'sites = "{sites or DEMO / "sites.geojson"}"',
+        f'landcover = "{landcover or DEMO / "landcover" / "catalog.csv"}"',
+        f'coefficients = "{coefficients or REPO / "data" / "coefficients" / "ipcc2019_tier1.csv"}"',
+        f'output_dir = "{output_dir or path.parent / "out"}"',
+    ]
+    if ledger:
+        lines.append(f'ledger = "{ledger}"')
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def pg_url() -> str:
+    url = os.environ.get("CARBON_SINK_TEST_PG_URL")
+    if not url:
+        if os.environ.get("CI", "").lower() == "true":
+            raise RuntimeError("CI=true but CARBON_SINK_TEST_PG_URL is not set (.ci/run starts PostgreSQL)")
+        pytest.skip("no PostgreSQL server: set CARBON_SINK_TEST_PG_URL")
+    return url

@@ -1,0 +1,142 @@
+"""The ledger on SQLite and on a real PostgreSQL server: append-only, one transaction per
+site, consistent under a killed writer and under concurrent writers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from carbon.engine import compute_config
+from carbon.ledger import Ledger, LedgerError, site_runs, sinks, stocks, transitions
+from tests.conftest import pg_url, write_config
+
+
+@pytest.fixture(scope="module")
+def demo_result(tmp_path_factory):
+    cfg = write_config(tmp_path_factory.mktemp("cfg") / "c.toml")
+    return compute_config(cfg, ["wuhan-quarry-reclaim"]).results["wuhan-quarry-reclaim"]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger(request, tmp_path: Path) -> Ledger:
+    if request.param == "sqlite":
+        yield Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+        return
+    base = pg_url()
+    # a fresh schema-less database per test: isolate by a unique database name
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sa.text(f"CREATE DATABASE {name}"))
+    url = base.rsplit("/", 1)[0] + f"/{name}"
+    yield Ledger(url)
+    with admin.connect() as c:
+        c.execute(sa.text(f"DROP DATABASE {name} WITH (FORCE)"))
+
+
+def publish(ledger: Ledger, result, run_id: str | None = None) -> int:
+    run_id = run_id or str(uuid.uuid4())
+    ledger.start_run(run_id, config_path="c.toml", code_version="test", flow_run_id=None)
+    return ledger.publish_site(run_id=run_id, flow_run_id=None, site_id=result.site_id, tables=result.tables(),
+                               input_key="k" * 64, inputs={"x": 1}, coefficient_set="set", coefficient_sha256="0" * 64,
+                               code_version="test")
+
+
+def counts(ledger: Ledger) -> dict[str, int]:
+    with ledger.engine.connect() as c:
+        return {t.name: c.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
+                for t in (site_runs, stocks, sinks, transitions)}
+
+
+def test_append_only_and_current_is_latest(ledger: Ledger, demo_result) -> None:
+    first = publish(ledger, demo_result)
+    second = publish(ledger, demo_result)
+    assert second > first
+    n = counts(ledger)
+    assert n["site_runs"] == 2 and n["stocks"] == 2 * len(demo_result.stocks)
+    current = ledger.current("sinks", "wuhan-quarry-reclaim")
+    assert set(current["site_run_id"]) == {second}
+    assert len(current) == len(demo_result.sinks)
+    expected = demo_result.sinks.sort_values(["period_start", "period_end"])
+    assert current["sink_tco2e"].tolist() == pytest.approx(expected["sink_tco2e"].tolist(), rel=1e-12)
+    assert pd.api.types.is_integer_dtype(current["period_start"])
+    hist = ledger.history("wuhan-quarry-reclaim")
+    assert hist["site_run_id"].tolist() == [first, second]
+
+
+def test_failed_write_leaves_no_half_site(ledger: Ledger, demo_result) -> None:
+    publish(ledger, demo_result)
+    before = counts(ledger)
+    broken = demo_result.tables()
+    broken["transitions"] = broken["transitions"].assign(from_class=None)  # NOT NULL violation, last table written
+    with pytest.raises(sa.exc.IntegrityError):
+        ledger.publish_site(run_id=str(uuid.uuid4()), flow_run_id=None, site_id=demo_result.site_id, tables=broken,
+                            input_key="k", inputs={}, coefficient_set="s", coefficient_sha256="0" * 64,
+                            code_version="t")
+    assert counts(ledger) == before
+
+
+def test_concurrent_runs_of_one_site_stay_consistent(ledger: Ledger, demo_result) -> None:
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            for _ in range(3):
+                publish(ledger, demo_result)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    n = counts(ledger)
+    assert n["site_runs"] == 6
+    assert n["stocks"] == 6 * len(demo_result.stocks) and n["sinks"] == 6 * len(demo_result.sinks)
+    assert len(ledger.current("stocks")) == len(demo_result.stocks)
+
+
+def test_writer_killed_mid_transaction_leaves_ledger_consistent(tmp_path: Path, demo_result) -> None:
+    db = tmp_path / "ledger.db"
+    ledger = Ledger(f"sqlite:///{db}")
+    publish(ledger, demo_result)
+    before = counts(ledger)
+    child = textwrap.dedent(f"""
+        import os, signal, sqlalchemy as sa
+        from carbon.ledger import Ledger, runs, site_runs, stocks, now
+        led = Ledger("sqlite:///{db}")
+        led.start_run("x", config_path="c", code_version="t", flow_run_id=None)
+        with led.engine.begin() as c:
+            rid = c.execute(site_runs.insert().values(run_id="x", site_id="wuhan-quarry-reclaim", status="succeeded",
+                            created_at=now(), code_version="t")).inserted_primary_key[0]
+            c.execute(stocks.insert().values(site_run_id=rid, site_id="wuhan-quarry-reclaim", year=2018, area_ha=1,
+                      nodata_ha=0, stock_agb_tc=0, stock_bgb_tc=0, stock_deadwood_tc=0, stock_litter_tc=0,
+                      stock_soc_tc=0, stock_tc=0, stock_tc_per_ha=0, legend="clcd"))
+            os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    proc = subprocess.run([sys.executable, "-c", child], cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == -9
+    reopened = Ledger(f"sqlite:///{db}")
+    assert counts(reopened) == before  # nothing of the killed site is visible
+    publish(reopened, demo_result)  # the next run completes
+    assert counts(reopened)["site_runs"] == before["site_runs"] + 1
+
+
+def test_missing_ledger_folder_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(LedgerError, match="ledger folder does not exist"):
+        Ledger(f"sqlite:///{tmp_path / 'nowhere' / 'ledger.db'}")
+
+
+def test_unreachable_postgres_is_a_clear_error() -> None:
+    with pytest.raises(LedgerError, match="cannot open ledger postgresql"):
+        Ledger("postgresql+psycopg://nobody:secret@127.0.0.1:1/none?connect_timeout=2")
