@@ -10,6 +10,11 @@ from pathlib import Path
 
 import pytest
 
+# Quiet, offline Prefect for tests (set before Prefect is imported anywhere).
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("CARBON_SINK_DATASETS", REPO.parent / "shared" / "datasets")).resolve()
 

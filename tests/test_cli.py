@@ -1,0 +1,102 @@
+"""The carbon-sink command line, as a user calls it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from tests.conftest import write_config
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory) -> Path:
+    cfg = write_config(tmp_path_factory.mktemp("cli") / "c.toml")
+    result = runner.invoke(app, ["run", "--config", str(cfg)])
+    assert result.exit_code == 0, (result.exit_code, repr(result.exception), result.output[-3000:])
+    return cfg
+
+
+@pytest.mark.parametrize("command", ["run", "validate", "results", "history", "serve"])
+def test_every_command_has_help(command: str) -> None:
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0
+    assert "--config" in result.output
+
+
+def test_results_json_has_the_sink_columns_and_integer_years(published: Path) -> None:
+    result = runner.invoke(app, ["results", "--config", str(published), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert isinstance(rows, list) and len(rows) == 26  # 4 sites: 6 + 6 + 6 + 4 consecutive/whole periods
+    for key in ("site_id", "period_start", "period_end", "area_ha", "stock_start_tc", "stock_end_tc",
+                "stock_change_tc", "sink_tco2e", "annual_sink_tco2e"):
+        assert key in rows[0]
+    assert all(isinstance(r["period_start"], int) and isinstance(r["period_end"], int) for r in rows)
+    quarry = [r for r in rows if r["site_id"] == "wuhan-quarry-reclaim" and r["is_full_period"]][0]
+    assert quarry["sink_tco2e"] == pytest.approx(quarry["stock_change_tc"] * 44 / 12)
+
+
+def test_results_stocks_csv_has_a_column_per_pool(published: Path) -> None:
+    result = runner.invoke(app, ["results", "--config", str(published), "--stocks", "--format", "csv",
+                                 "--site", "daye-mine-wc"])
+    assert result.exit_code == 0, result.output
+    header, *lines = result.stdout.strip().splitlines()
+    for col in ("site_id", "year", "area_ha", "stock_tc", "stock_agb_tc", "stock_bgb_tc", "stock_deadwood_tc",
+                "stock_litter_tc", "stock_soc_tc"):
+        assert col in header.split(",")
+    assert [line.split(",")[1] for line in lines] == ["2020", "2021", "2022", "2023", "2024"]
+
+
+def test_run_site_adds_a_version_and_history_shows_it(published: Path) -> None:
+    result = runner.invoke(app, ["run", "--config", str(published), "--site", "daye-mine-wc"])
+    assert result.exit_code == 0, result.output
+    hist = runner.invoke(app, ["history", "--config", str(published), "--site", "daye-mine-wc"])
+    assert hist.exit_code == 0
+    assert hist.stdout.count("succeeded") == 2
+
+
+def test_validate_passes_on_the_demo(published: Path) -> None:
+    result = runner.invoke(app, ["validate", "--config", str(published)])
+    assert result.exit_code == 0, result.output
+
+
+def test_validate_lists_every_problem(tmp_path: Path) -> None:
+    sites = tmp_path / "sites.geojson"
+    sites.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"site_id": "../x", "name": "a", "site_type": "mine", "ecozone": "z"},
+         "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}}]}))
+    coef = tmp_path / "coef.csv"
+    coef.write_text("carbon_class,ecozone,pool,stock_tc_per_ha,sd_tc_per_ha,source\nforest,*,agb,-1,,x\n")
+    cfg = write_config(tmp_path / "c.toml", sites=sites, coefficients=coef)
+    result = runner.invoke(app, ["validate", "--config", str(cfg)])
+    assert result.exit_code == 1
+    text = result.stdout
+    assert "site_id" in text and "site_type" in text and "Self-intersection" in text and "stock_tc_per_ha" in text
+
+
+def test_unwritable_output_dir_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    cfg = write_config(tmp_path / "c.toml", output_dir=blocker / "out")
+    result = runner.invoke(app, ["run", "--config", str(cfg)])
+    assert result.exit_code == 2
+    assert "cannot create output directory" in result.output
+
+
+def test_missing_config_is_a_clear_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["results", "--config", str(tmp_path / "none.toml")])
+    assert result.exit_code == 2
+    assert "configuration file not found" in result.output
+
+
+def test_unknown_site(published: Path) -> None:
+    result = runner.invoke(app, ["run", "--config", str(published), "--site", "nope"])
+    assert result.exit_code == 2
+    assert "unknown site_id(s): 'nope'" in result.output

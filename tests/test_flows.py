@@ -1,0 +1,123 @@
+"""Prefect flows against a real (test) Prefect server: publishing, incremental runs,
+single-site re-runs, partial failure, artifacts, path safety."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+import pytest
+import shapely
+
+from carbon.ledger import Ledger
+from carbon.publish import OutputDirError, inside
+from flows.metering import metering_run, site_run
+from tests.conftest import DEMO, write_config
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+SITES = {"wuhan-quarry-reclaim", "jiufeng-forest-park", "liangzi-lakeside-wetland", "daye-mine-wc"}
+
+
+def ledger_of(tmp_path: Path) -> Ledger:
+    return Ledger(f"sqlite:///{tmp_path / 'out' / 'ledger.db'}")
+
+
+def test_metering_run_publishes_then_skips_unchanged_sites(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.toml")
+    state = metering_run(config=str(cfg), return_state=True)
+    assert state.is_completed(), state.message
+    summary = state.result()
+    assert summary["n_sites"] == 4 and summary["n_failed"] == 0 and summary["n_skipped"] == 0
+    ledger = ledger_of(tmp_path)
+    sinks = ledger.current("sinks")
+    assert set(sinks["site_id"]) == SITES
+    # files: per-site tables (CSV and Parquet) and the run manifest with every input hash
+    run_dir = tmp_path / "out" / "runs" / summary["run_id"]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    quarry = manifest["sites"]["wuhan-quarry-reclaim"]
+    assert quarry["status"] == "succeeded"
+    rasters = quarry["inputs"]["years"]["2018"]["rasters"]
+    assert all(len(h) == 64 for h in rasters.values())
+    csv = pd.read_csv(run_dir / "sites" / "wuhan-quarry-reclaim" / "sinks.csv")
+    parquet = pd.read_parquet(run_dir / "sites" / "wuhan-quarry-reclaim" / "sinks.parquet")
+    assert csv["sink_tco2e"].tolist() == pytest.approx(parquet["sink_tco2e"].tolist())
+
+    again = metering_run(config=str(cfg), return_state=True).result()
+    assert again["n_skipped"] == 4
+    forced = metering_run(config=str(cfg), force=True, return_state=True).result()
+    assert forced["n_skipped"] == 0
+    hist = ledger.history("daye-mine-wc")
+    assert hist["status"].tolist() == ["succeeded", "skipped", "succeeded"]
+
+
+def test_changed_input_is_recomputed(tmp_path: Path) -> None:
+    sites = tmp_path / "sites.geojson"
+    shutil.copy(DEMO / "sites.geojson", sites)
+    cfg = write_config(tmp_path / "c.toml", sites=sites)
+    assert metering_run(config=str(cfg), return_state=True).result()["n_failed"] == 0
+    gdf = gpd.read_file(sites)
+    idx = gdf.site_id == "daye-mine-wc"
+    gdf.loc[idx, "geometry"] = [shapely.buffer(g, -0.0005) for g in gdf.loc[idx].geometry]  # ~50 m inwards
+    gdf.to_file(sites, driver="GeoJSON")
+    summary = metering_run(config=str(cfg), return_state=True).result()
+    outcomes = json.loads(Path(summary["manifest"]).read_text())["sites"]
+    assert outcomes["daye-mine-wc"]["status"] == "succeeded"
+    assert {s for s, o in outcomes.items() if o["status"] == "skipped"} == SITES - {"daye-mine-wc"}
+
+
+def test_site_run_adds_a_version_for_that_site_alone(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.toml")
+    metering_run(config=str(cfg), return_state=True)
+    ledger = ledger_of(tmp_path)
+    before = {s: len(ledger.history(s)) for s in SITES}
+    state = site_run(site_id="wuhan-quarry-reclaim", config=str(cfg), years=[2018, 2020, 2024], maps=True,
+                     return_state=True)
+    assert state.is_completed(), state.message
+    after = {s: len(ledger.history(s)) for s in SITES}
+    assert after["wuhan-quarry-reclaim"] == before["wuhan-quarry-reclaim"] + 1
+    assert all(after[s] == before[s] for s in SITES - {"wuhan-quarry-reclaim"})
+    sinks = ledger.current("sinks", "wuhan-quarry-reclaim")
+    # the re-run's periods (2018-2020, 2020-2024, 2018-2024) are current; 2018-2024 comes from the re-run
+    latest = sinks["site_run_id"].max()
+    assert set(map(tuple, sinks[sinks.site_run_id == latest][["period_start", "period_end"]].values.tolist())) == {
+        (2018, 2020), (2020, 2024), (2018, 2024)}
+    run_id = state.result()["run_id"]
+    maps = list((tmp_path / "out" / "runs" / run_id / "maps" / "wuhan-quarry-reclaim").glob("*.tif"))
+    assert len(maps) == 4  # three density maps and the change map
+
+
+def test_bad_site_fails_alone_and_the_run_shows_it(tmp_path: Path) -> None:
+    gdf = gpd.read_file(DEMO / "sites.geojson")
+    bad = gdf.iloc[[0]].copy()
+    bad["site_id"] = "far-away"
+    bad["geometry"] = bad.translate(xoff=10.0)  # outside every raster
+    gdf = pd.concat([gdf, bad], ignore_index=True)
+    sites = tmp_path / "sites.geojson"
+    gpd.GeoDataFrame(gdf, crs=4326).to_file(sites, driver="GeoJSON")
+    cfg = write_config(tmp_path / "c.toml", sites=sites)
+    state = metering_run(config=str(cfg), return_state=True)
+    assert state.is_failed()
+    assert "1 of 5 sites failed (far-away)" in state.message
+    ledger = ledger_of(tmp_path)
+    assert set(ledger.current("sinks")["site_id"]) == SITES
+    hist = ledger.history("far-away")
+    assert hist["status"].tolist() == ["failed"]
+    assert "outside every raster" in hist["error"].iloc[0]
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["metering-run-summary"])))
+        table = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["site-sinks"])))
+    assert any("far-away" in str(a.data) and "outside every raster" in str(a.data) for a in arts)
+    assert table
+
+
+def test_site_ids_never_make_paths_outside_output_dir(tmp_path: Path) -> None:
+    for bad in ("../../../../x", "/etc", "../../../..", "../../../../out/../x"):
+        with pytest.raises(OutputDirError):
+            inside(tmp_path, "runs", "r", "sites", bad)
+    assert inside(tmp_path, "runs", "r", "sites", "ok-site") == tmp_path.resolve() / "runs" / "r" / "sites" / "ok-site"
