@@ -14,24 +14,6 @@ import xarray as xr
 from carbon.constants import CO2_PER_C, POOLS
 
 
-def density_array(densities: pd.DataFrame) -> xr.DataArray:
-    """Pool densities (t C/ha) as a DataArray (carbon_class, pool)."""
-    values = densities[list(POOLS)].to_numpy(dtype=np.float64)
-    return xr.DataArray(
-        values,
-        dims=("carbon_class", "pool"),
-        coords={"carbon_class": list(densities.index), "pool": list(POOLS)},
-        name="density_tc_per_ha",
-    )
-
-
-def class_stocks(class_area_ha: xr.DataArray, density: xr.DataArray) -> xr.DataArray:
-    """Stock (t C) = area (ha) x density (t C/ha), per year, class and pool (methods §2)."""
-    stock = class_area_ha * density
-    stock.name = "stock_tc"
-    return stock
-
-
 def sink_tco2e(stock_change_tc: np.ndarray | float) -> np.ndarray | float:
     """Removals are positive: a stock gain is a sink (methods §1)."""
     return np.asarray(stock_change_tc) * CO2_PER_C
@@ -67,41 +49,41 @@ def stock_tables(site_id: str, stock: xr.DataArray, class_area_ha: xr.DataArray,
 
 def sink_table(
     site_id: str,
-    transition_ha: xr.DataArray,
-    density: xr.DataArray,
+    periods: list[tuple[int, int]],
+    flows: xr.Dataset,
     site_area_ha: float,
     full_period: tuple[int, int] | None,
 ) -> pd.DataFrame:
-    """One row per period: stocks at both ends, change, sink and annual sink (methods §6)."""
-    if transition_ha.sizes.get("period", 0) == 0:
-        return pd.DataFrame(columns=SINK_COLUMNS)
-    start_area = transition_ha.sum("to_class").rename(from_class="carbon_class")
-    end_area = transition_ha.sum("from_class").rename(to_class="carbon_class")
-    start = (start_area * density).sum("carbon_class")  # (period, pool)
-    end = (end_area * density).sum("carbon_class")
-    change = end - start
-    area = transition_ha.sum(("from_class", "to_class"))
+    """One row per period: stocks at both ends, change (by pool, with gains and losses of
+    the biomass and dead-organic-matter pools), sink and annual sink (methods §6, §9)."""
     rows = []
-    for i, (y0, y1) in enumerate(transition_ha["period"].values.tolist()):
+    for i, (y0, y1) in enumerate(periods):
+        start = flows["stock_start_tc"].isel(period=i)
+        end = flows["stock_end_tc"].isel(period=i)
         row = {
             "site_id": site_id,
             "period_start": int(y0),
             "period_end": int(y1),
             "period_years": int(y1) - int(y0),
             "is_full_period": full_period == (int(y0), int(y1)),
-            "area_ha": float(area[i]),
-            "nodata_ha": max(0.0, site_area_ha - float(area[i])),
-            "stock_start_tc": float(start[i].sum()),
-            "stock_end_tc": float(end[i].sum()),
+            "area_ha": float(flows["area_ha"][i]),
+            "nodata_ha": max(0.0, site_area_ha - float(flows["area_ha"][i])),
+            "stock_start_tc": float(start.sum()),
+            "stock_end_tc": float(end.sum()),
         }
         row["stock_change_tc"] = row["stock_end_tc"] - row["stock_start_tc"]
         for p in POOLS:
-            row[f"stock_change_{p}_tc"] = float(change[i].sel(pool=p))
+            row[f"stock_change_{p}_tc"] = float(end.sel(pool=p) - start.sel(pool=p))
+        for p in GAIN_LOSS_POOLS:
+            row[f"gain_{p}_tc"] = float(flows["gain_tc"].isel(period=i).sel(pool=p))
+            row[f"loss_{p}_tc"] = float(flows["loss_tc"].isel(period=i).sel(pool=p))
         row["sink_tco2e"] = float(sink_tco2e(row["stock_change_tc"]))
         row["annual_sink_tco2e"] = row["sink_tco2e"] / row["period_years"]
         rows.append(row)
     return pd.DataFrame(rows, columns=SINK_COLUMNS)
 
+
+GAIN_LOSS_POOLS = tuple(p for p in POOLS if p != "soc")
 
 SINK_COLUMNS = [
     "site_id",
@@ -115,22 +97,22 @@ SINK_COLUMNS = [
     "stock_end_tc",
     "stock_change_tc",
     *[f"stock_change_{p}_tc" for p in POOLS],
+    *[f"{kind}_{p}_tc" for p in GAIN_LOSS_POOLS for kind in ("gain", "loss")],
     "sink_tco2e",
     "annual_sink_tco2e",
 ]
 
 
-def transition_table(site_id: str, transition_ha: xr.DataArray) -> pd.DataFrame:
+def transition_table(site_id: str, periods: list[tuple[int, int]], transitions: dict[tuple[int, int], np.ndarray],
+                     classes: list[str]) -> pd.DataFrame:
     """Land-cover transition matrix in long form (ha from class x to class), non-zero cells."""
-    cols = ["site_id", "period_start", "period_end", "from_class", "to_class", "area_ha"]
-    if transition_ha.sizes.get("period", 0) == 0:
-        return pd.DataFrame(columns=cols)
-    df = transition_ha.rename("area_ha").to_dataframe().reset_index()
-    df = df[df["area_ha"] > 0].copy()
-    df["period_start"] = [int(p[0]) for p in df["period"]]
-    df["period_end"] = [int(p[1]) for p in df["period"]]
-    df.insert(0, "site_id", site_id)
-    return df[cols].reset_index(drop=True)
+    rows = []
+    for y0, y1 in periods:
+        matrix = transitions[(y0, y1)]
+        for i, j in zip(*np.nonzero(matrix > 0), strict=True):
+            rows.append({"site_id": site_id, "period_start": int(y0), "period_end": int(y1),
+                         "from_class": classes[i], "to_class": classes[j], "area_ha": float(matrix[i, j])})
+    return pd.DataFrame(rows, columns=["site_id", "period_start", "period_end", "from_class", "to_class", "area_ha"])
 
 
 def periods(years: list[int], start_year: int) -> list[tuple[int, int]]:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from carbon import accounting
+from carbon import accounting, dynamics
 from carbon.area import pixel_area_m2
 from carbon.constants import CARBON_CLASSES, INVEST_LEGEND, POOLS
 from carbon.coverage import coverage_fraction
@@ -31,7 +31,7 @@ from carbon.sites import Site
 from carbon.tables import CatalogEntry, CoefficientSet, Crosswalk, invest_crosswalk, load_crosswalk
 
 #: Cells per strip: bounds the memory of one site, whatever the raster size.
-DEFAULT_MAX_CELLS = 1_000_000
+DEFAULT_MAX_CELLS = 262_144
 M2_PER_HA = 10_000.0
 
 
@@ -48,6 +48,8 @@ class SiteResult:
     coefficients_used: pd.DataFrame
     provenance: dict[str, Any] = field(default_factory=dict)
     stock: xr.DataArray | None = field(default=None, repr=False)  # (year, carbon_class, pool), t C
+    aggregates: dynamics.Aggregates | None = field(default=None, repr=False)  # areas by class, age, transition
+    coefficients: dynamics.Coefficients | None = field(default=None, repr=False)
 
     def tables(self) -> dict[str, pd.DataFrame]:
         return {
@@ -85,6 +87,7 @@ def compute_site(
     legends_dir: str | Path | None = None,
     years: list[int] | None = None,
     start_year: int | None = None,
+    method: str | None = None,
     maps_dir: str | Path | None = None,
     max_cells: int = DEFAULT_MAX_CELLS,
 ) -> SiteResult:
@@ -92,8 +95,9 @@ def compute_site(
 
     ``years`` restricts the map years (each must be in the catalog and cover the site);
     ``start_year`` overrides the start of the whole period (default: the site's
-    ``baseline_year``, else its first map year). With ``maps_dir``, per-year stock
-    density maps and the change map are written there as Cloud-Optimized GeoTIFFs.
+    ``baseline_year``, else its first map year); ``method`` overrides the site's ``method``
+    property (docs/methods.md §9). With ``maps_dir``, per-year stock density maps and the
+    change map are written there as Cloud-Optimized GeoTIFFs.
     """
     from schemas.outputs import validate_site_result  # noqa: PLC0415 (schemas import carbon.constants)
 
@@ -106,14 +110,14 @@ def compute_site(
             site_id=site.site_id,
         )
     period_list = accounting.periods(year_list, start)
+    dyn = site_dynamics(site, coefficients, method)
 
     class_names = _class_names(coefficients, year_meta)
-    k = len(class_names)
     ref_year, ref_info = _reference(site, year_meta)
     geom_ref = to_crs(site.geometry, site.crs, ref_info.crs)
     grid = site_grid(ref_info, geom_ref)
 
-    transitions = {p: np.zeros(k * k, dtype=np.float64) for p in period_list}
+    agg = dynamics.Aggregates(len(class_names), year_list, period_list)
     unknown: dict[str, set[int]] = defaultdict(set)
     site_area_ha = 0.0
     ecozone = None if coefficients.is_invest else site.ecozone
@@ -125,9 +129,9 @@ def compute_site(
         if maps_dir is not None:
             from carbon.maps import DensityMapWriter  # noqa: PLC0415
 
-            # classes absent from the table map to NaN here; the strict lookup below
-            # then fails and the writer discards the maps
-            map_density = coefficients.densities(ecozone, class_names, strict=False)[list(POOLS)].sum(axis=1).to_numpy()
+            # classes absent from the table get NaN here; the strict lookup below then
+            # fails and the writer discards the maps
+            map_coef = _coefficient_arrays(coefficients.densities(ecozone, class_names, strict=False))
             map_writer = stack.enter_context(DensityMapWriter(Path(maps_dir), site.site_id, grid, year_list, start))
         for row_off in range(0, grid.height, rows_per_strip):
             nrows = min(rows_per_strip, grid.height - row_off)
@@ -139,9 +143,8 @@ def compute_site(
                 continue
             weight = (cov * pixel_area_m2(grid.crs, grid.transform, row_off, nrows, grid.width) / M2_PER_HA)[inside]
             site_area_ha += float(weight.sum())
-            class_idx: dict[int, np.ndarray] = {}
-            valid_in: dict[int, np.ndarray] = {}
-            for y in year_list:
+            classes = np.empty((len(year_list), int(inside.sum())), dtype=np.int64)
+            for i, y in enumerate(year_list):
                 meta = year_meta[y]
                 codes, valid, tile = readers[y].read(row_off, nrows)
                 meta.digest.update(np.where(valid, codes, -1).tobytes())
@@ -155,14 +158,14 @@ def compute_site(
                 meta.area_ha += np.bincount(idx[valid], weights=weight[valid], minlength=len(meta.area_ha))
                 meta.pixels += np.bincount(idx[valid], minlength=len(meta.pixels))
                 meta.nodata_ha += float(weight[~valid].sum())
-                class_idx[y] = np.where(valid, meta.class_of_code[idx], -1)
-                valid_in[y] = valid
-            for y0, y1 in period_list:
-                both = valid_in[y0] & valid_in[y1]
-                pair = class_idx[y0][both] * k + class_idx[y1][both]
-                transitions[(y0, y1)] += np.bincount(pair, weights=weight[both], minlength=k * k)
+                classes[i] = np.where(valid, meta.class_of_code[idx], dynamics.INVALID)
+            on_year = None
             if map_writer is not None:
-                map_writer.write(row_off, nrows, inside, class_idx, map_density)
+                def on_year(y: int, ages: np.ndarray, lam: np.ndarray | None, *, _c=classes, _r=row_off, _n=nrows,
+                            _inside=inside) -> None:
+                    density = dynamics.pixel_density(_c[year_list.index(y)], ages, map_coef, lam)
+                    map_writer.write_year(y, _r, _n, _inside, density)
+            agg.add(classes, weight, dyn, on_year=on_year)
 
         if unknown:
             problems = [
@@ -172,28 +175,23 @@ def compute_site(
             raise InputError("land-cover codes without a carbon class", site_id=site.site_id, problems=problems)
         if site_area_ha == 0:
             raise InputError("the site polygon covers no pixel of its reference grid", site_id=site.site_id)
-        class_area = _class_area(year_meta, class_names)
-        present = [c for c, a in zip(class_names, class_area.sum("year").values, strict=True) if a > 0]
+        area = dynamics.class_area(agg, class_names)
+        present = [c for c, a in zip(class_names, area.sum("year").values, strict=True) if a > 0]
         densities = coefficients.densities(ecozone, present, site_id=site.site_id)
 
-    density = accounting.density_array(densities.reindex(class_names).fillna({p: 0.0 for p in POOLS}))
+    coef = _coefficient_arrays(densities.reindex(class_names))
     nodata = xr.DataArray([year_meta[y].nodata_ha for y in year_list], dims="year", coords={"year": year_list})
-    stock = accounting.class_stocks(class_area, density)
-    stocks, by_class = accounting.stock_tables(site.site_id, stock, class_area, nodata)
-
-    t_values = np.stack([transitions[p].reshape(k, k) for p in period_list]) if period_list else np.zeros((0, k, k))
-    period_index = pd.Index(period_list, name="period", tupleize_cols=False) if period_list else pd.Index([], name="period")
-    transition_ha = xr.DataArray(
-        t_values,
-        dims=("period", "from_class", "to_class"),
-        coords={"period": period_index, "from_class": class_names, "to_class": class_names},
-    )
+    stock = dynamics.year_stocks(agg, coef)
+    stocks, by_class = accounting.stock_tables(site.site_id, stock, area, nodata)
     full = (start, year_list[-1]) if start < year_list[-1] else None
-    sinks = accounting.sink_table(site.site_id, transition_ha, density, site_area_ha, full)
-    trans = accounting.transition_table(site.site_id, transition_ha)
+    sinks = accounting.sink_table(site.site_id, period_list, dynamics.period_flows(agg, coef), site_area_ha, full)
+    trans = accounting.transition_table(site.site_id, period_list, agg.transitions, class_names)
 
     provenance = _provenance(site, year_meta, coefficients, grid, ref_year, site_area_ha, start)
+    provenance["method"] = dyn.method
+    provenance["initial_age"] = dyn.initial_age
     for df in (stocks, sinks):
+        df["method"] = dyn.method
         df["coefficient_set"] = coefficients.name
         df["coefficient_sha256"] = coefficients.sha256
     stocks["legend"] = [year_meta[y].legend for y in stocks["year"]]
@@ -207,9 +205,43 @@ def compute_site(
         coefficients_used=_coefficients_used(site, densities, coefficients),
         provenance=provenance,
         stock=stock,
+        aggregates=agg,
+        coefficients=coef,
     )
     validate_site_result(result)
     return result
+
+
+def default_method(coefficients: CoefficientSet) -> str:
+    """gain_loss with a coefficient table (young stands grow, soils move over 20 years);
+    stock_difference with an InVEST pools table, which has no growth rates (InVEST's own
+    method, so InVEST inputs give InVEST's answer). docs/methods.md §9."""
+    return "stock_difference" if coefficients.is_invest else "gain_loss"
+
+
+def site_dynamics(site: Site, coefficients: CoefficientSet, method: str | None = None) -> dynamics.Dynamics:
+    """The site's method (run override, else its ``method`` property, else the default) and
+    its ``initial_age`` property (years; empty or ``mature``: mature)."""
+    chosen = method or site.properties.get("method") or default_method(coefficients)
+    if chosen not in dynamics.METHODS:
+        raise InputError(f"unknown method {chosen!r}: use one of {', '.join(dynamics.METHODS)}", site_id=site.site_id)
+    raw = site.properties.get("initial_age")
+    if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "mature")):
+        return dynamics.Dynamics(chosen, None)
+    try:
+        age = int(float(raw))
+    except (TypeError, ValueError):
+        raise InputError(f"initial_age must be a whole number of years or 'mature', not {raw!r}",
+                         site_id=site.site_id) from None
+    if age < 0:
+        raise InputError(f"initial_age must not be negative ({age})", site_id=site.site_id)
+    return dynamics.Dynamics(chosen, age)
+
+
+def _coefficient_arrays(densities: pd.DataFrame) -> dynamics.Coefficients:
+    stock = densities[list(POOLS)].to_numpy(dtype=np.float64)
+    growth = densities[[f"growth_{p}" for p in POOLS]].to_numpy(dtype=np.float64)
+    return dynamics.Coefficients(classes=list(densities.index), stock=np.nan_to_num(stock, nan=0.0), growth=growth)
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -308,17 +340,6 @@ def _reference(site: Site, year_meta: dict[int, _Year]) -> tuple[int, RasterInfo
     return choice
 
 
-def _class_area(year_meta: dict[int, _Year], class_names: list[str]) -> xr.DataArray:
-    years = sorted(year_meta)
-    values = np.zeros((len(years), len(class_names)))
-    for i, y in enumerate(years):
-        m = year_meta[y]
-        values[i] = np.bincount(m.class_of_code, weights=m.area_ha, minlength=len(class_names))
-    return xr.DataArray(
-        values, dims=("year", "carbon_class"), coords={"year": years, "carbon_class": class_names}, name="area_ha"
-    )
-
-
 def _area_by_code(site_id: str, year_meta: dict[int, _Year]) -> pd.DataFrame:
     rows = []
     for y in sorted(year_meta):
@@ -411,7 +432,7 @@ class RunResult:
 
 
 def compute_config(config: Any, site_ids: list[str] | None = None, *, maps: bool = False,
-                   max_cells: int = DEFAULT_MAX_CELLS) -> RunResult:
+                   method: str | None = None, max_cells: int = DEFAULT_MAX_CELLS) -> RunResult:
     """Validated tables for every site of a configuration (or the listed ones).
 
     Inputs shared by all sites (sites file, catalog, coefficients) must be valid or
@@ -430,7 +451,7 @@ def compute_config(config: Any, site_ids: list[str] | None = None, *, maps: bool
     for site in sites:
         try:
             results[site.site_id] = compute_site(
-                site, catalog, coefficients, legends_dir=cfg.legends,
+                site, catalog, coefficients, legends_dir=cfg.legends, method=method,
                 maps_dir=cfg.output_dir / "maps" / site.site_id if maps else None, max_cells=max_cells,
             )
         except InputError as exc:

@@ -73,6 +73,7 @@ stocks = sa.Table(
     sa.Column("stock_tc", _float, nullable=False),
     sa.Column("stock_tc_per_ha", _float, nullable=False),
     sa.Column("legend", sa.String(64), nullable=False),
+    sa.Column("method", sa.String(32), nullable=False),
 )
 
 sinks = sa.Table(
@@ -90,8 +91,10 @@ sinks = sa.Table(
     sa.Column("stock_end_tc", _float, nullable=False),
     sa.Column("stock_change_tc", _float, nullable=False),
     *[sa.Column(f"stock_change_{p}_tc", _float, nullable=False) for p in POOLS],
+    *[sa.Column(f"{kind}_{p}_tc", _float, nullable=False) for p in POOLS if p != "soc" for kind in ("gain", "loss")],
     sa.Column("sink_tco2e", _float, nullable=False),
     sa.Column("annual_sink_tco2e", _float, nullable=False),
+    sa.Column("method", sa.String(32), nullable=False),
 )
 
 transitions = sa.Table(

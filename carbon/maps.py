@@ -58,20 +58,17 @@ class DensityMapWriter:
         for ds in self._tmp.values():
             ds.write(block, 1, window=Window(0, row_off, self.grid.width, nrows))
 
-    def write(self, row_off: int, nrows: int, inside: np.ndarray, class_idx: dict[int, np.ndarray],
-              density_by_class: np.ndarray) -> None:
+    def write_year(self, year: int, row_off: int, nrows: int, inside: np.ndarray, density: np.ndarray) -> None:
+        """Density (t C/ha) of the inside pixels of rows ``row_off..row_off+nrows`` for ``year``."""
         window = Window(0, row_off, self.grid.width, nrows)
-        dens = {}
-        for y in self.years:
-            ci = class_idx[y]
-            values = np.where(ci >= 0, density_by_class[np.clip(ci, 0, None)], np.nan)
-            block = np.full((nrows, self.grid.width), NODATA, dtype=np.float32)
-            block[inside] = values
-            dens[y] = block
-            self._tmp[f"{self.site_id}_stock_density_{y}"].write(block, 1, window=window)
+        block = np.full((nrows, self.grid.width), NODATA, dtype=np.float32)
+        block[inside] = density
+        self._tmp[f"{self.site_id}_stock_density_{year}"].write(block, 1, window=window)
         if self.start_year < self.years[-1]:
-            change = dens[self.years[-1]] - dens[self.start_year]
-            self._tmp[self._names[-1]].write(change.astype(np.float32), 1, window=window)
+            if year == self.start_year:
+                self._start_block = block
+            if year == self.years[-1]:
+                self._tmp[self._names[-1]].write(block - self._start_block, 1, window=window)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         for name, ds in self._tmp.items():

@@ -143,6 +143,8 @@ class CoefficientSet:
             out[pool] = p["stock_tc_per_ha"].reindex(out.index)
             out[f"sd_{pool}"] = p["sd_tc_per_ha"].reindex(out.index)
             out[f"source_{pool}"] = p["source"].reindex(out.index)
+            growth = p["growth_tc_per_ha_yr"] if "growth_tc_per_ha_yr" in p.columns else pd.Series(dtype=float)
+            out[f"growth_{pool}"] = growth.reindex(out.index).astype(float)
             for cls in out.index[out[pool].isna()]:
                 missing.append(f"no {pool} coefficient for class {cls!r} in ecozone {ecozone!r} (nor '*')")
         if missing and strict:
@@ -169,6 +171,7 @@ class CoefficientSet:
         for pool, col in mapping.items():
             out[pool] = 0.0 if col is None else t[col].reindex(classes).to_numpy(dtype=float)
             out[f"sd_{pool}"] = np.nan
+            out[f"growth_{pool}"] = np.nan
             out[f"source_{pool}"] = (
                 f"{src}: not a separate pool (InVEST c_dead holds dead wood and litter)"
                 if col is None

@@ -24,6 +24,8 @@ ABS_TOL_TC = 1e-6
 
 POOL_STOCK_COLUMNS = [f"stock_{p}_tc" for p in POOLS]
 POOL_CHANGE_COLUMNS = [f"stock_change_{p}_tc" for p in POOLS]
+GAIN_LOSS_POOLS = [p for p in POOLS if p != "soc"]
+METHODS = ["stock_difference", "gain_loss"]
 
 
 def _close(a: pd.Series, b: pd.Series) -> pd.Series:
@@ -44,6 +46,7 @@ class StocksTable(pa.DataFrameModel):
     stock_soc_tc: Series[float] = pa.Field(ge=0)
     stock_tc: Series[float] = pa.Field(ge=0)
     stock_tc_per_ha: Series[float] = pa.Field(ge=0)
+    method: Series[str] = pa.Field(isin=METHODS)
     coefficient_set: Series[str]
     coefficient_sha256: Series[str] = pa.Field(str_matches=r"^[0-9a-f]{64}$")
 
@@ -118,8 +121,17 @@ class SinksTable(pa.DataFrameModel):
     stock_start_tc: Series[float] = pa.Field(ge=0)
     stock_end_tc: Series[float] = pa.Field(ge=0)
     stock_change_tc: Series[float]
+    gain_agb_tc: Series[float] = pa.Field(ge=0)
+    loss_agb_tc: Series[float] = pa.Field(le=0)
+    gain_bgb_tc: Series[float] = pa.Field(ge=0)
+    loss_bgb_tc: Series[float] = pa.Field(le=0)
+    gain_deadwood_tc: Series[float] = pa.Field(ge=0)
+    loss_deadwood_tc: Series[float] = pa.Field(le=0)
+    gain_litter_tc: Series[float] = pa.Field(ge=0)
+    loss_litter_tc: Series[float] = pa.Field(le=0)
     sink_tco2e: Series[float]
     annual_sink_tco2e: Series[float]
+    method: Series[str] = pa.Field(isin=METHODS)
     coefficient_set: Series[str]
     coefficient_sha256: Series[str] = pa.Field(str_matches=r"^[0-9a-f]{64}$")
 
@@ -135,6 +147,14 @@ class SinksTable(pa.DataFrameModel):
     @classmethod
     def _pool_changes(cls, df: pd.DataFrame) -> Series[bool]:
         return _close(df[POOL_CHANGE_COLUMNS].sum(axis=1), df["stock_change_tc"])
+
+    @pa.dataframe_check(error="gains and losses of a pool do not add up to its stock change")
+    @classmethod
+    def _gain_loss(cls, df: pd.DataFrame) -> Series[bool]:
+        ok = pd.Series(True, index=df.index)
+        for p in GAIN_LOSS_POOLS:
+            ok &= _close(df[f"gain_{p}_tc"] + df[f"loss_{p}_tc"], df[f"stock_change_{p}_tc"])
+        return ok
 
     @pa.dataframe_check(error="sink_tco2e != stock_change_tc x 44/12")
     @classmethod

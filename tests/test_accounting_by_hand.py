@@ -32,6 +32,7 @@ def run(tmp_path: Path, y2023: np.ndarray, **kw):
     catalog = load_catalog(write_catalog(tmp_path / "catalog.csv", [(2020, a.name, "clcd"), (2023, b.name, "clcd")]))
     coef = load_coefficients(write_coefficients(tmp_path / "coef.csv", DENSITY))
     site = Site("quarry", "Quarry", "reclaimed_mine", "*", SITE, CRS.from_proj4(CLCD_ALBERS))
+    kw.setdefault("method", "stock_difference")  # the stock-difference rules (methods §2, §6)
     return compute_site(site, catalog, coef, **kw)
 
 

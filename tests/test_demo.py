@@ -16,6 +16,11 @@ def demo():
     return compute_config(None)
 
 
+@pytest.fixture(scope="module")
+def demo_sd():
+    return compute_config(None, method="stock_difference")
+
+
 def test_every_demo_site_computes(demo) -> None:
     assert demo.errors == {}
     assert set(demo.results) == {"wuhan-quarry-reclaim", "jiufeng-forest-park", "liangzi-lakeside-wetland", "daye-mine-wc"}
@@ -30,8 +35,8 @@ def test_demo_site_areas_match_geodesic_polygon_areas(demo) -> None:
         assert demo.results[row.site_id].provenance["site_area_ha"] == pytest.approx(expected, rel=0.005)
 
 
-def test_reclaimed_mine_stock_follows_its_land_cover(demo) -> None:
-    r = demo.results["wuhan-quarry-reclaim"]
+def test_reclaimed_mine_stock_difference_follows_its_land_cover(demo_sd) -> None:
+    r = demo_sd.results["wuhan-quarry-reclaim"]
     cfg = load_config(None)
     coef = load_coefficients(cfg.coefficients)
     areas = r.stocks_by_class.set_index(["year", "carbon_class"])["area_ha"]

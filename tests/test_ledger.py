@@ -121,7 +121,7 @@ def test_writer_killed_mid_transaction_leaves_ledger_consistent(tmp_path: Path, 
                             created_at=now(), code_version="t")).inserted_primary_key[0]
             c.execute(stocks.insert().values(site_run_id=rid, site_id="wuhan-quarry-reclaim", year=2018, area_ha=1,
                       nodata_ha=0, stock_agb_tc=0, stock_bgb_tc=0, stock_deadwood_tc=0, stock_litter_tc=0,
-                      stock_soc_tc=0, stock_tc=0, stock_tc_per_ha=0, legend="clcd"))
+                      stock_soc_tc=0, stock_tc=0, stock_tc_per_ha=0, legend="clcd", method="gain_loss"))
             os.kill(os.getpid(), signal.SIGKILL)
     """)
     proc = subprocess.run([sys.executable, "-c", child], cwd=Path(__file__).resolve().parent.parent)

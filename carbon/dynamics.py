@@ -1,0 +1,354 @@
+"""Carbon dynamics from land-cover history: stand age, growth, conversion and soil transitions.
+
+Pure numpy/xarray arithmetic, no file access (docs/methods.md §9).
+
+Per pixel, the land-cover history gives the first map year of the current run of the same
+class (``start``) and the class before it (``previous``). From these:
+
+* **Age** at year t = t − start (conservative: the change happened at some time after the
+  previous map, so the true age is at least this). A pixel already in its class in its first
+  map has the site's ``initial_age`` (+ years since the first map), or is mature.
+* **Biomass** of a pool with a growth rate g: min(mature stock, age × g); without a growth
+  rate: the class's stock at once (IPCC Tier 1 for annual crops and grass).
+* **Conversion**: the biomass of the previous class is lost in the year of conversion
+  (IPCC 2006 Vol.4 Eq. 2.16); the new class starts from age 0.
+* **Soil**: after a change, SOC moves linearly from the stock it had at the change to the
+  new class's stock over D years (20 at Tier 1, Eq. 2.25), then stays. SOC is tracked as
+  weights on the classes' SOC densities, so every stock stays linear in the coefficients.
+
+The stock-difference method is the special case in which every stand is mature and soil
+follows the class at once (D = 0).
+
+Results are aggregated while the rasters are read: areas by (class, age) and soil weights
+by (class, source class), per year and per period. All stocks, sinks and their breakdown
+follow from these small tables, so coefficients can be varied (Monte Carlo) without
+reading a raster again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import xarray as xr
+
+from carbon.constants import POOLS
+
+METHODS = ("stock_difference", "gain_loss")
+#: Years for SOC to reach the new class's stock after a change (IPCC 2006 Vol.4 Eq. 2.25, D = 20).
+SOC_TRANSITION_YEARS = 20
+#: Ages are tracked up to this many years; older stands count as this old (bin AGE_MAX).
+AGE_MAX = 1000
+#: Number of age bins: 0..AGE_MAX, then one bin for "mature" (age unknown, at maturity).
+N_AGE = AGE_MAX + 2
+MATURE_BIN = N_AGE - 1
+BIOMASS_POOLS = tuple(p for p in POOLS if p != "soc")
+INVALID = -1
+
+
+@dataclass(frozen=True)
+class Dynamics:
+    """How a site's stocks evolve (docs/methods.md §9)."""
+
+    method: str = "gain_loss"
+    initial_age: int | None = None  # None: stands already in their class at the first map are mature
+
+    @property
+    def soc_years(self) -> int:
+        return SOC_TRANSITION_YEARS if self.method == "gain_loss" else 0
+
+    def age_of_initial(self, years_since_first_map: np.ndarray | int) -> np.ndarray | int | None:
+        if self.method == "stock_difference" or self.initial_age is None:
+            return None
+        return self.initial_age + years_since_first_map
+
+
+# --- history ---------------------------------------------------------------------------
+
+
+def runs(classes: np.ndarray, years: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For a stack of class indices (year, pixel; ``INVALID`` = no data), per year and pixel:
+    the first map year of the current run of the same class (-1 where the run began at the
+    pixel's first observation, i.e. the class was already there), and the class before the
+    run (-1 where there is none). A year without data does not break a run: the pixel keeps
+    its state, and a change seen after the gap is dated to the first year that shows it.
+    Invalid pixels get -2 in both.
+    """
+    n_years = classes.shape[0]
+    cur = np.full(classes.shape[1:], INVALID, dtype=np.int64)
+    cur_start = np.full(classes.shape[1:], -1, dtype=np.int64)
+    cur_prev = np.full(classes.shape[1:], -1, dtype=np.int64)
+    start = np.full(classes.shape, -2, dtype=np.int64)
+    previous = np.full(classes.shape, -2, dtype=np.int64)
+    for i in range(n_years):
+        c = classes[i]
+        valid = c != INVALID
+        new = valid & (cur != c)
+        changed = new & (cur != INVALID)
+        cur_prev[changed] = cur[changed]
+        cur_start[changed] = years[i]
+        cur[new] = c[new]
+        start[i] = np.where(valid, cur_start, -2)
+        previous[i] = np.where(valid, cur_prev, -2)
+    return start, previous
+
+
+def land_cover_history(classes: xr.DataArray) -> xr.Dataset:
+    """Per pixel and year of a land-cover stack (dims ``year``, ...; class indices, -1 = no
+    data): ``first_year`` of the pixel's current class (-1: already in it at its first map)
+    and ``previous_class`` (-1: none). -2 where the pixel has no data that year."""
+    stack = classes.transpose("year", ...)
+    years = stack["year"].to_numpy()
+    flat = stack.to_numpy().reshape(len(years), -1)
+    start, previous = runs(flat, years)
+    shape = stack.shape
+    return xr.Dataset(
+        {
+            "first_year": (stack.dims, start.reshape(shape)),
+            "previous_class": (stack.dims, previous.reshape(shape)),
+        },
+        coords=stack.coords,
+    )
+
+
+def age_bins(age: np.ndarray) -> np.ndarray:
+    """Age (years; negative = mature) -> bin index."""
+    return np.where(age < 0, MATURE_BIN, np.minimum(age, AGE_MAX))
+
+
+# --- aggregation while reading ---------------------------------------------------------
+
+
+@dataclass
+class Aggregates:
+    """Everything the stocks and sinks of a site depend on, accumulated over strips."""
+
+    n_classes: int
+    years: list[int]
+    periods: list[tuple[int, int]]
+    area: dict[int, np.ndarray] = field(init=False)  # year -> (class, age bin) ha
+    soc: dict[int, np.ndarray] = field(init=False)  # year -> (class, source class) ha-weights
+    same: dict[tuple[int, int], np.ndarray] = field(init=False)  # period -> (class, age bin at t1), same run
+    before: dict[tuple[int, int], np.ndarray] = field(init=False)  # converted pixels at t1 (class, age bin)
+    after: dict[tuple[int, int], np.ndarray] = field(init=False)  # converted pixels at t2 (class, age bin)
+    soc_start: dict[tuple[int, int], np.ndarray] = field(init=False)
+    soc_end: dict[tuple[int, int], np.ndarray] = field(init=False)
+    transitions: dict[tuple[int, int], np.ndarray] = field(init=False)  # period -> (from, to) ha
+
+    def __post_init__(self) -> None:
+        k = self.n_classes
+        self.area = {y: np.zeros((k, N_AGE)) for y in self.years}
+        self.soc = {y: np.zeros((k, k)) for y in self.years}
+        self.same = {p: np.zeros((k, N_AGE)) for p in self.periods}
+        self.before = {p: np.zeros((k, N_AGE)) for p in self.periods}
+        self.after = {p: np.zeros((k, N_AGE)) for p in self.periods}
+        self.soc_start = {p: np.zeros((k, k)) for p in self.periods}
+        self.soc_end = {p: np.zeros((k, k)) for p in self.periods}
+        self.transitions = {p: np.zeros((k, k)) for p in self.periods}
+
+    def _hist(self, cls: np.ndarray, age: np.ndarray, w: np.ndarray) -> np.ndarray:
+        k = self.n_classes
+        return np.bincount(cls * N_AGE + age_bins(age), weights=w, minlength=k * N_AGE).reshape(k, N_AGE)
+
+    def add(self, classes: np.ndarray, weight: np.ndarray, dynamics: Dynamics,
+            on_year: Callable[[int, np.ndarray, np.ndarray | None], None] | None = None) -> None:
+        """Accumulate one block of pixels: ``classes`` (year, pixel) class indices with
+        ``INVALID`` for no data, ``weight`` (pixel) in ha. ``on_year(year, ages, soc_weights)``
+        is called for each year (ages in years, -1 mature, -2 no data; for per-pixel maps)."""
+        years = np.asarray(self.years)
+        k = self.n_classes
+        start, _ = runs(classes, years)
+        valid = classes != INVALID
+        since_first = years - years[0]
+        ages = np.empty(classes.shape, dtype=np.int64)
+        for i, y in enumerate(self.years):
+            if dynamics.method == "stock_difference":
+                age = -1  # every stand counts at its class's stock (mature)
+            else:
+                init_age = dynamics.age_of_initial(since_first[i])
+                age = np.where(start[i] == -1, -1 if init_age is None else init_age, y - start[i])
+            ages[i] = np.where(valid[i], age, -2)
+        index = {y: i for i, y in enumerate(self.years)}
+        for i, lam in enumerate(soc_weights(classes, years, k, dynamics.soc_years)):
+            y = self.years[i]
+            v = valid[i]
+            self.area[y] += self._hist(classes[i][v], ages[i][v], weight[v])
+            self.soc[y] += _by_class(classes[i][v], None if lam is None else lam[v], weight[v], k)
+            for p in self.periods:
+                if y not in p:
+                    continue
+                other = index[p[1] if y == p[0] else p[0]]
+                both = v & valid[other]
+                acc = self.soc_start if y == p[0] else self.soc_end
+                acc[p] += _by_class(classes[i][both], None if lam is None else lam[both], weight[both], k)
+            if on_year is not None:
+                on_year(y, ages[i], lam)
+        for p in self.periods:
+            i1, i2 = index[p[0]], index[p[1]]
+            both = valid[i1] & valid[i2]
+            same = both & (start[i1] == start[i2]) & (classes[i1] == classes[i2])
+            conv = both & ~same
+            c1, c2 = classes[i1], classes[i2]
+            self.same[p] += self._hist(c1[same], ages[i1][same], weight[same])
+            self.before[p] += self._hist(c1[conv], ages[i1][conv], weight[conv])
+            self.after[p] += self._hist(c2[conv], ages[i2][conv], weight[conv])
+            self.transitions[p] += np.bincount(c1[both] * k + c2[both], weights=weight[both],
+                                               minlength=k * k).reshape(k, k)
+
+
+def _by_class(cls: np.ndarray, lam: np.ndarray | None, w: np.ndarray, k: int) -> np.ndarray:
+    """(current class, source class) sums of weight x SOC weights; diagonal when lam is None."""
+    out = np.zeros((k, k))
+    if lam is None:
+        out[np.diag_indices(k)] = np.bincount(cls, weights=w, minlength=k)
+        return out
+    for c in np.unique(cls):
+        m = cls == c
+        out[c] = w[m] @ lam[m]
+    return out
+
+
+def soc_weights(classes: np.ndarray, years: np.ndarray, k: int, soc_years: int) -> Iterator[np.ndarray | None]:
+    """Per year, the SOC of every pixel as weights over the classes' SOC densities (pixel,
+    class); None when soil follows the class at once (the weights are the current class).
+
+    A run that starts at the pixel's first observation is at equilibrium. After a change the
+    weights move linearly, over ``soc_years``, from those at the change to the new class.
+    """
+    n_years, n = classes.shape
+    if soc_years == 0:
+        for _ in range(n_years):
+            yield None
+        return
+    anchor = np.zeros((n, k))  # SOC weights at the start of the current run
+    target = np.full(n, INVALID, dtype=np.int64)
+    run_start = np.zeros(n, dtype=np.int64)
+    rows = np.arange(n)
+    for i in range(n_years):
+        c = classes[i]
+        valid = c != INVALID
+        first = valid & (target == INVALID)
+        changed = valid & (target != INVALID) & (c != target)
+        if changed.any():
+            f = np.clip((years[i] - run_start[changed]) / soc_years, 0.0, 1.0)[:, None]
+            old = np.zeros((int(changed.sum()), k))
+            old[np.arange(len(old)), target[changed]] = 1.0
+            anchor[changed] = anchor[changed] * (1 - f) + old * f
+            run_start[changed] = years[i]
+        if first.any():
+            anchor[first] = 0.0
+            anchor[rows[first], c[first]] = 1.0
+            run_start[first] = years[i] - soc_years  # already at equilibrium
+        target[first | changed] = c[first | changed]
+        has = target != INVALID
+        f = np.clip((years[i] - run_start) / soc_years, 0.0, 1.0)
+        lam = anchor * (1 - f)[:, None]
+        lam[rows[has], target[has]] += f[has]
+        yield lam
+
+
+# --- stocks from aggregates ------------------------------------------------------------
+
+
+def biomass_table(mature: np.ndarray, growth: np.ndarray) -> np.ndarray:
+    """Stock (t C/ha) by (class, age bin, biomass pool): min(mature, age x growth) where a
+    growth rate is given, else the mature stock. ``mature``/``growth``: (class, pool)."""
+    ages = np.arange(N_AGE, dtype=np.float64)[None, :, None]
+    grown = np.minimum(mature[:, None, :], ages * growth[:, None, :])
+    table = np.where(np.isfinite(growth)[:, None, :] & (growth[:, None, :] > 0), grown, mature[:, None, :])
+    table[:, MATURE_BIN, :] = mature
+    return table
+
+
+def shift_ages(hist: np.ndarray, years: int) -> np.ndarray:
+    """Move (class, age bin) areas ``years`` older; mature stays mature, AGE_MAX saturates."""
+    out = np.zeros_like(hist)
+    out[:, MATURE_BIN] = hist[:, MATURE_BIN]
+    src = np.arange(AGE_MAX + 1)
+    np.add.at(out, (slice(None), np.minimum(src + years, AGE_MAX)), hist[:, : AGE_MAX + 1])
+    return out
+
+
+@dataclass(frozen=True)
+class Coefficients:
+    """Densities as arrays over the site's classes: mature stock and growth (class, pool)."""
+
+    classes: list[str]
+    stock: np.ndarray  # (class, pool) t C/ha, pools in POOLS order
+    growth: np.ndarray  # (class, pool) t C/ha/yr, NaN where none
+
+    @property
+    def biomass(self) -> np.ndarray:
+        idx = [POOLS.index(p) for p in BIOMASS_POOLS]
+        return biomass_table(self.stock[:, idx], self.growth[:, idx])
+
+    @property
+    def soc(self) -> np.ndarray:
+        return self.stock[:, POOLS.index("soc")]
+
+
+def year_stocks(agg: Aggregates, coef: Coefficients) -> xr.DataArray:
+    """Stock (t C) by year, class and pool."""
+    bio = coef.biomass
+    out = np.zeros((len(agg.years), agg.n_classes, len(POOLS)))
+    bio_idx = [POOLS.index(p) for p in BIOMASS_POOLS]
+    for i, y in enumerate(agg.years):
+        out[i][:, bio_idx] = np.einsum("ca,cap->cp", agg.area[y], bio)
+        out[i][:, POOLS.index("soc")] = agg.soc[y] @ coef.soc
+    return xr.DataArray(out, dims=("year", "carbon_class", "pool"),
+                        coords={"year": agg.years, "carbon_class": coef.classes, "pool": list(POOLS)}, name="stock_tc")
+
+
+def class_area(agg: Aggregates, classes: list[str]) -> xr.DataArray:
+    values = np.stack([agg.area[y].sum(axis=1) for y in agg.years]) if agg.years else np.zeros((0, len(classes)))
+    return xr.DataArray(values, dims=("year", "carbon_class"), coords={"year": agg.years, "carbon_class": classes},
+                        name="area_ha")
+
+
+def period_flows(agg: Aggregates, coef: Coefficients) -> xr.Dataset:
+    """Per period and pool: stock at both ends (t C) and the change split into gains (growth,
+    and the stock of new classes) and losses (the biomass of converted land), over the land
+    with data in both years (docs/methods.md §6, §9)."""
+    bio = coef.biomass
+    bio_idx = [POOLS.index(p) for p in BIOMASS_POOLS]
+    soc_i = POOLS.index("soc")
+    n = len(agg.periods)
+    start = np.zeros((n, len(POOLS)))
+    end = np.zeros((n, len(POOLS)))
+    gain = np.zeros((n, len(POOLS)))
+    loss = np.zeros((n, len(POOLS)))
+    area = np.zeros(n)
+    for j, (t1, t2) in enumerate(agg.periods):
+        same, before, after = agg.same[(t1, t2)], agg.before[(t1, t2)], agg.after[(t1, t2)]
+        same_end = shift_ages(same, t2 - t1)
+        s_same = np.einsum("ca,cap->p", same, bio)
+        e_same = np.einsum("ca,cap->p", same_end, bio)
+        s_conv = np.einsum("ca,cap->p", before, bio)
+        e_conv = np.einsum("ca,cap->p", after, bio)
+        start[j, bio_idx] = s_same + s_conv
+        end[j, bio_idx] = e_same + e_conv
+        gain[j, bio_idx] = (e_same - s_same) + e_conv
+        loss[j, bio_idx] = -s_conv
+        start[j, soc_i] = (agg.soc_start[(t1, t2)] @ coef.soc).sum()
+        end[j, soc_i] = (agg.soc_end[(t1, t2)] @ coef.soc).sum()
+        change = end[j, soc_i] - start[j, soc_i]
+        gain[j, soc_i], loss[j, soc_i] = max(change, 0.0), min(change, 0.0)
+        area[j] = agg.transitions[(t1, t2)].sum()
+    coords = {"period": np.arange(n), "pool": list(POOLS)}
+    dims = ("period", "pool")
+    return xr.Dataset(
+        {"stock_start_tc": (dims, start), "stock_end_tc": (dims, end), "gain_tc": (dims, gain),
+         "loss_tc": (dims, loss), "area_ha": ("period", area)},
+        coords=coords,
+    )
+
+
+def pixel_density(classes: np.ndarray, ages: np.ndarray, coef: Coefficients, soc_lam: np.ndarray | None) -> np.ndarray:
+    """Total stock density (t C/ha) of each pixel of one year (NaN without data)."""
+    bio = coef.biomass.sum(axis=2)  # (class, age bin)
+    valid = classes != INVALID
+    c = np.where(valid, classes, 0)
+    dens = bio[c, age_bins(np.where(valid, ages, 0))]
+    dens = dens + (coef.soc[c] if soc_lam is None else soc_lam @ coef.soc)
+    return np.where(valid, dens, np.nan)
