@@ -26,12 +26,13 @@ The story per site
 ------------------
 ``wuhan-quarry-reclaim`` (CLCD, tile a)
     A limestone quarry.  2018-2019 bare rock (7) with an impervious (8) haul
-    road; the road is ripped in 2021.  Reclamation: grass (4) on the benches
-    in 2020, grass + shrub (3) in 2021, shrub turning into forest (2) from
-    2022, so that in 2024 about half the site is forest, a third shrub, the
-    rest grass with a small bare remnant.  Each pixel steps through
-    bare -> grass -> shrub -> forest in the order of a smooth "recovery score"
-    (higher near the edges), so patches grow coherently and never go back.
+    road; the road is ripped in 2021.  Reclamation over three years: trees
+    are planted on the benches in three campaigns (2020, 2021, 2022), mapped
+    as forest (2) from the year of planting, with grass (4) sown on the
+    rest; by 2024 about 85% of the site is young forest, the rest grass with
+    a small bare remnant.  Pixels are reclaimed in the order of a smooth
+    "recovery score" (higher near the edges), so patches grow coherently and
+    never go back.
 ``jiufeng-forest-park`` (CLCD, tile a)
     Mostly forest with shrub patches and a little cropland at its south-east
     edge.  Shrub patches regrow to forest year by year; a small patch is
@@ -44,8 +45,9 @@ The story per site
     flood): the lowest wetland fringe of the whole tile shows as water.
 ``daye-mine-wc`` (WorldCover)
     An open-pit mine: bare (60) with built-up (50) plant and road in 2020-2021
-    (the plant is demolished in 2022), then grassland (30) -> shrubland (20)
-    -> tree cover (10) over 2020-2024.
+    (the plant is demolished in 2022); grass (30) is sown first and trees
+    (10) planted on it from 2021 on, with a little shrubland (20); by 2024
+    three quarters of the site is tree cover.
 
 Outside the sites the tiles carry a plausible, mostly static landscape made
 of thresholded smooth random fields (FFT gaussian smoothing of white noise):
@@ -130,21 +132,22 @@ WC_COLORS = {
 
 # Succession schedules: year -> (share at least grass, at least shrub, tree/forest),
 # each share counted over all pixels of the site.
+# (Planting: the tree share jumps in the planting years, straight from bare or grass.)
 QUARRY_SCHEDULE: dict[int, tuple[float, float, float]] = {
     2018: (0.03, 0.00, 0.00),
     2019: (0.05, 0.00, 0.00),
-    2020: (0.45, 0.00, 0.00),
-    2021: (0.75, 0.25, 0.00),
-    2022: (0.85, 0.60, 0.15),
-    2023: (0.90, 0.78, 0.33),
-    2024: (0.94, 0.83, 0.50),
+    2020: (0.40, 0.00, 0.30),
+    2021: (0.70, 0.00, 0.60),
+    2022: (0.90, 0.00, 0.85),
+    2023: (0.92, 0.00, 0.85),
+    2024: (0.95, 0.00, 0.85),
 }
 DAYE_SCHEDULE: dict[int, tuple[float, float, float]] = {
     2020: (0.04, 0.00, 0.00),
-    2021: (0.40, 0.05, 0.00),
-    2022: (0.65, 0.30, 0.05),
-    2023: (0.80, 0.50, 0.20),
-    2024: (0.88, 0.65, 0.40),
+    2021: (0.40, 0.00, 0.20),
+    2022: (0.70, 0.50, 0.45),
+    2023: (0.85, 0.68, 0.65),
+    2024: (0.90, 0.80, 0.75),
 }
 # Forest park: share of the 2018 shrub pixels that have regrown to forest.
 PARK_REGROWTH = {2018: 0.0, 2019: 0.08, 2020: 0.16, 2021: 0.25,
