@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from carbon.engine import SiteResult, plan_site
+from carbon.engine import SiteResult, plan_site, site_dynamics
 from carbon.errors import CarbonSinkError
 from carbon.sites import Site
 from carbon.tables import CatalogEntry, CoefficientSet, sha256_file
@@ -68,16 +68,19 @@ def ensure_output_dir(output_dir: Path) -> Path:
 
 def site_input_key(site: Site, catalog: list[CatalogEntry], coefficients: CoefficientSet,
                    legends_dir: Path | None, *, years: list[int] | None, start_year: int | None,
-                   hash_file: Callable[[str], str] = sha256_file, code: str | None = None) -> tuple[str, dict[str, Any]]:
+                   method: str | None = None, hash_file: Callable[[str], str] = sha256_file, code: str | None = None) -> tuple[str, dict[str, Any]]:
     """Content key of everything a site's result depends on: geometry and properties, the
     bytes of every raster covering it, the crosswalks, the coefficient set, the code."""
     plan = plan_site(site, catalog, coefficients, legends_dir, years)
+    dyn = site_dynamics(site, coefficients, method)
     inputs = {
         "site": {
             "site_id": site.site_id,
             "geometry_sha256": hashlib.sha256(site.geometry_wkb + site.crs.to_wkt().encode()).hexdigest(),
             "ecozone": site.ecozone,
             "baseline_year": site.baseline_year,
+            "method": dyn.method,
+            "initial_age": dyn.initial_age,
         },
         "years": {
             str(y): {

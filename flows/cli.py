@@ -62,6 +62,8 @@ def run(
                                                    "listed sites are always recomputed.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Recompute sites whose inputs are unchanged.")] = False,
     maps: Annotated[bool, typer.Option("--maps/--no-maps", help="Write per-pixel stock density maps (COG).")] = False,
+    method: Annotated[str | None, typer.Option("--method", help="Override every site's method: gain_loss or "
+                                               "stock_difference (docs/methods.md §9).")] = None,
 ) -> None:
     """Meter every site (the main job). With no arguments it runs the demo."""
     _prefect_defaults()
@@ -69,6 +71,10 @@ def run(
     from carbon.sites import load_sites, select_sites  # noqa: PLC0415
 
     cfg = _load(config)
+    from carbon.dynamics import METHODS  # noqa: PLC0415
+
+    if method is not None and method not in METHODS:
+        _fail(ValueError(f"--method must be one of {', '.join(METHODS)}, not {method!r}"))
     try:
         sites = select_sites(load_sites(cfg.sites), site)
         ensure_output_dir(cfg.output_dir)
@@ -89,7 +95,7 @@ def run(
         unsubscribe = progress.subscribe(on_site)
         try:
             state = metering_run(config=str(cfg.path), site_ids=site or None, force=force or bool(site), maps=maps,
-                                 return_state=True)
+                                 method=method, return_state=True)
         finally:
             unsubscribe()
     summary = state.result(raise_on_failure=False) if state.is_completed() else getattr(state, "data", None)
@@ -166,11 +172,11 @@ def results(
     ledger = _ledger(cfg)
     if stocks:
         df = ledger.current("stocks", site)
-        cols = ["site_id", "year", "area_ha", "stock_tc", *[f"stock_{p}_tc" for p in POOLS], "run_id"]
+        cols = ["site_id", "year", "area_ha", "stock_tc", *[f"stock_{p}_tc" for p in POOLS], "method", "run_id"]
         title = "Carbon stocks (t C)"
     else:
         df = ledger.current("sinks", site)
-        cols = [*SINK_COLUMNS, "is_full_period", "nodata_ha", "coefficient_set", "run_id"]
+        cols = [*SINK_COLUMNS, "is_full_period", "nodata_ha", "method", "coefficient_set", "run_id"]
         title = "Sinks (t CO2e; removals positive)"
     df = df[cols]
     if fmt == "json":

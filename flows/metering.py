@@ -44,20 +44,23 @@ def _final(summary: dict[str, Any]) -> State:
 
 @flow(name="metering-run", log_prints=True)
 def metering_run(config: str | None = None, site_ids: list[str] | None = None, force: bool = False,
-                 maps: bool = False) -> State:
-    """Meter every site of a configuration (or the listed ones); unchanged sites are skipped."""
+                 maps: bool = False, method: str | None = None) -> State:
+    """Meter every site of a configuration (or the listed ones); unchanged sites are skipped.
+    ``method`` overrides every site's accounting method (stock_difference or gain_loss)."""
     run = prepare_run(str(config or DEMO_CONFIG), site_ids)
-    futures = meter_site.map(unmapped(run), run["site_ids"], force=unmapped(force), maps=unmapped(maps))
+    futures = meter_site.map(unmapped(run), run["site_ids"], force=unmapped(force), maps=unmapped(maps),
+                             method=unmapped(method))
     summary = finish_run(run, _collect(futures, run["site_ids"]))
     return _final(summary)
 
 
 @flow(name="site-run", log_prints=True)
 def site_run(site_id: str, config: str | None = None, years: list[int] | None = None, start_year: int | None = None,
-             coefficients: str | None = None, maps: bool = True) -> State:
+             coefficients: str | None = None, maps: bool = True, method: str | None = None) -> State:
     """Re-run one site, always recomputed: what an analyst runs with chosen years, period start,
     coefficient set and per-pixel maps on or off."""
     run = prepare_run(str(config or DEMO_CONFIG), [site_id], coefficients)
-    future = meter_site.submit(run, site_id, force=True, years=years, start_year=start_year, maps=maps)
+    future = meter_site.submit(run, site_id, force=True, years=years, start_year=start_year, maps=maps,
+                               method=method)
     summary = finish_run(run, _collect([future], [site_id]))
     return _final(summary)

@@ -79,7 +79,8 @@ def prepare_run(config_path: str, site_ids: list[str] | None, coefficients: str 
 
 
 @task(name="site-input-key", **IO)
-def site_key(run: dict[str, Any], site_id: str, years: list[int] | None, start_year: int | None) -> dict[str, Any]:
+def site_key(run: dict[str, Any], site_id: str, years: list[int] | None, start_year: int | None,
+             method: str | None = None) -> dict[str, Any]:
     cfg = _config(run["config_path"], run["coefficients"])
     site = select_sites(load_sites(cfg.sites), [site_id])[0]
     ledger = Ledger(cfg.ledger_url)
@@ -93,20 +94,20 @@ def site_key(run: dict[str, Any], site_id: str, years: list[int] | None, start_y
         return known
 
     key, inputs = site_input_key(site, load_catalog(cfg.landcover), load_coefficients(cfg.coefficients), cfg.legends,
-                                 years=years, start_year=start_year, hash_file=cached_sha256,
+                                 years=years, start_year=start_year, method=method, hash_file=cached_sha256,
                                  code=run["code_version"])
     return {"key": key, "inputs": inputs, "last_key": ledger.last_success_key(site_id)}
 
 
 @task(name="compute-site")
 def compute_site_tables(run: dict[str, Any], site_id: str, years: list[int] | None, start_year: int | None,
-                        maps: bool) -> str:
+                        maps: bool, method: str | None = None) -> str:
     """Compute and validate a site's tables and write them (CSV, Parquet, maps) under the run's folder."""
     cfg = _config(run["config_path"], run["coefficients"])
     site = select_sites(load_sites(cfg.sites), [site_id])[0]
     site_dir = inside(cfg.output_dir, "runs", run["run_id"], "sites", site.site_id)
     result = compute_site(site, load_catalog(cfg.landcover), load_coefficients(cfg.coefficients),
-                          legends_dir=cfg.legends, years=years, start_year=start_year,
+                          legends_dir=cfg.legends, years=years, start_year=start_year, method=method,
                           maps_dir=inside(cfg.output_dir, "runs", run["run_id"], "maps", site.site_id) if maps else None)
     write_site_tables(result, site_dir)
     return str(site_dir)
@@ -136,7 +137,7 @@ def record_site(run: dict[str, Any], site_id: str, status: str, error: str | Non
 
 @task(name="meter-site", task_run_name="meter-{site_id}")
 def meter_site(run: dict[str, Any], site_id: str, force: bool = False, years: list[int] | None = None,
-               start_year: int | None = None, maps: bool = False) -> dict[str, Any]:
+               start_year: int | None = None, maps: bool = False, method: str | None = None) -> dict[str, Any]:
     """One site: inputs key -> (skip if unchanged) -> compute and validate -> publish.
 
     A bad input fails this site alone: the failure is recorded in the ledger with its
@@ -144,12 +145,12 @@ def meter_site(run: dict[str, Any], site_id: str, force: bool = False, years: li
     """
     progress.emit(site_id, "started")
     try:
-        key = site_key(run, site_id, years, start_year)
+        key = site_key(run, site_id, years, start_year, method)
         if not force and key["last_key"] == key["key"]:
             record_site(run, site_id, "skipped", input_key=key["key"])
             progress.emit(site_id, "skipped")
             return {"site_id": site_id, "status": "skipped", "input_key": key["key"]}
-        site_dir = compute_site_tables(run, site_id, years, start_year, maps)
+        site_dir = compute_site_tables(run, site_id, years, start_year, maps, method)
         site_run_id = publish_site(run, site_id, site_dir, key)
     except CarbonSinkError as exc:
         record_site(run, site_id, "failed", error=str(exc))
