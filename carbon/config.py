@@ -2,7 +2,8 @@
 
 Keys: ``sites``, ``landcover`` (catalog CSV), ``legends`` (folder of crosswalks,
 optional), ``coefficients`` (coefficient CSV or InVEST pools table), ``output_dir``,
-``ledger`` (database URL, default ``sqlite:///<output_dir>/ledger.db``).
+``ledger`` (database URL, default ``sqlite:///<output_dir>/ledger.db``), ``monte_carlo_draws``
+(default 10,000) and ``conservative_rule`` (``ar_tool14`` or ``lower90``; docs/methods.md §10).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from carbon.errors import InputError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = REPO_ROOT / "data" / "demo" / "carbon-sink.toml"
-KEYS = {"sites", "landcover", "legends", "coefficients", "output_dir", "ledger"}
+KEYS = {"sites", "landcover", "legends", "coefficients", "output_dir", "ledger", "monte_carlo_draws",
+        "conservative_rule"}
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,8 @@ class Config:
     output_dir: Path
     ledger_url: str
     legends: Path | None = None
+    monte_carlo_draws: int = 10_000
+    conservative_rule: str = "ar_tool14"
 
 
 def load_config(path: str | Path | None = None) -> Config:
@@ -39,7 +43,14 @@ def load_config(path: str | Path | None = None) -> Config:
         raise InputError(f"configuration is not valid TOML: {exc}", path=path) from None
     problems = [f"unknown key {k!r} (known: {', '.join(sorted(KEYS))})" for k in raw if k not in KEYS]
     problems += [f"required key {k!r} is missing" for k in ("sites", "landcover", "coefficients", "output_dir") if k not in raw]
-    problems += [f"key {k!r} must be a string" for k in KEYS & raw.keys() if not isinstance(raw[k], str)]
+    problems += [f"key {k!r} must be a string" for k in (KEYS - {"monte_carlo_draws"}) & raw.keys()
+                 if not isinstance(raw[k], str)]
+    draws = raw.get("monte_carlo_draws", 10_000)
+    if not isinstance(draws, int) or isinstance(draws, bool) or not 100 <= draws <= 1_000_000:
+        problems.append(f"monte_carlo_draws must be a whole number from 100 to 1,000,000, not {draws!r}")
+    rule = raw.get("conservative_rule", "ar_tool14")
+    if rule not in ("ar_tool14", "lower90"):
+        problems.append(f"conservative_rule must be 'ar_tool14' or 'lower90', not {rule!r}")
     if problems:
         raise InputError("configuration is invalid", path=path, problems=problems)
     base = path.resolve().parent
@@ -59,4 +70,6 @@ def load_config(path: str | Path | None = None) -> Config:
         output_dir=output_dir,
         ledger_url=ledger,
         legends=rel("legends") if raw.get("legends") else None,
+        monte_carlo_draws=draws,
+        conservative_rule=rule,
     )

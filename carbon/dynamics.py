@@ -277,6 +277,16 @@ class Coefficients:
     classes: list[str]
     stock: np.ndarray  # (class, pool) t C/ha, pools in POOLS order
     growth: np.ndarray  # (class, pool) t C/ha/yr, NaN where none
+    sd: np.ndarray | None = None  # (class, pool) t C/ha, NaN or 0 where none
+
+    @property
+    def cv(self) -> np.ndarray:
+        """Coefficient of variation sd / stock of each (class, pool); 0 without an sd."""
+        if self.sd is None:
+            return np.zeros_like(self.stock)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cv = np.where(self.stock > 0, np.nan_to_num(self.sd, nan=0.0) / self.stock, 0.0)
+        return cv
 
     @property
     def biomass(self) -> np.ndarray:
@@ -352,3 +362,36 @@ def pixel_density(classes: np.ndarray, ages: np.ndarray, coef: Coefficients, soc
     dens = bio[c, age_bins(np.where(valid, ages, 0))]
     dens = dens + (coef.soc[c] if soc_lam is None else soc_lam @ coef.soc)
     return np.where(valid, dens, np.nan)
+
+
+# --- contributions by coefficient (for uncertainty) ------------------------------------
+
+
+def year_contributions(agg: Aggregates, coef: Coefficients) -> np.ndarray:
+    """(year, source class, pool) t C: the part of each year's stock that scales with the
+    coefficient of that class and pool (biomass: the class's own area by age; SOC: the SOC
+    weights on that class). Summed over class and pool it is the year's stock."""
+    bio = coef.biomass
+    bio_idx = [POOLS.index(p) for p in BIOMASS_POOLS]
+    out = np.zeros((len(agg.years), agg.n_classes, len(POOLS)))
+    for i, y in enumerate(agg.years):
+        out[i][:, bio_idx] = np.einsum("ca,cap->cp", agg.area[y], bio)
+        out[i][:, POOLS.index("soc")] = agg.soc[y].sum(axis=0) * coef.soc
+    return out
+
+
+def period_contributions(agg: Aggregates, coef: Coefficients) -> tuple[np.ndarray, np.ndarray]:
+    """(period, source class, pool) t C at the start and at the end of each period, over the
+    land with data in both years (as ``period_flows``)."""
+    bio = coef.biomass
+    bio_idx = [POOLS.index(p) for p in BIOMASS_POOLS]
+    soc_i = POOLS.index("soc")
+    shape = (len(agg.periods), agg.n_classes, len(POOLS))
+    start, end = np.zeros(shape), np.zeros(shape)
+    for j, (t1, t2) in enumerate(agg.periods):
+        p = (t1, t2)
+        start[j][:, bio_idx] = np.einsum("ca,cap->cp", agg.same[p] + agg.before[p], bio)
+        end[j][:, bio_idx] = np.einsum("ca,cap->cp", shift_ages(agg.same[p], t2 - t1) + agg.after[p], bio)
+        start[j][:, soc_i] = agg.soc_start[p].sum(axis=0) * coef.soc
+        end[j][:, soc_i] = agg.soc_end[p].sum(axis=0) * coef.soc
+    return start, end

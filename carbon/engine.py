@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from carbon import accounting, dynamics
+from carbon import accounting, dynamics, uncertainty
 from carbon.area import pixel_area_m2
-from carbon.constants import CARBON_CLASSES, INVEST_LEGEND, POOLS
+from carbon.constants import CARBON_CLASSES, CO2_PER_C, INVEST_LEGEND, POOLS
 from carbon.coverage import coverage_fraction
 from carbon.errors import InputError
 from carbon.rasters import Grid, RasterInfo, YearReader, inspect_raster, intersects, nominal_pixel_area_m2, site_grid, to_crs
@@ -90,6 +90,8 @@ def compute_site(
     method: str | None = None,
     maps_dir: str | Path | None = None,
     max_cells: int = DEFAULT_MAX_CELLS,
+    draws: int = uncertainty.DEFAULT_DRAWS,
+    conservative_rule: str = "ar_tool14",
 ) -> SiteResult:
     """Stocks, sinks and transitions of one site from every catalog year that covers it.
 
@@ -97,7 +99,9 @@ def compute_site(
     ``start_year`` overrides the start of the whole period (default: the site's
     ``baseline_year``, else its first map year); ``method`` overrides the site's ``method``
     property (docs/methods.md §9). With ``maps_dir``, per-year stock density maps and the
-    change map are written there as Cloud-Optimized GeoTIFFs.
+    change map are written there as Cloud-Optimized GeoTIFFs. ``draws`` Monte Carlo draws
+    give every stock and sink its interval; ``conservative_rule`` (``ar_tool14`` or
+    ``lower90``) makes the conservative sink (docs/methods.md §10).
     """
     from schemas.outputs import validate_site_result  # noqa: PLC0415 (schemas import carbon.constants)
 
@@ -190,6 +194,10 @@ def compute_site(
     provenance = _provenance(site, year_meta, coefficients, grid, ref_year, site_area_ha, start)
     provenance["method"] = dyn.method
     provenance["initial_age"] = dyn.initial_age
+    seed = uncertainty.seed_for(site.site_id, coefficients.sha256, dyn.method, str(dyn.initial_age), str(period_list),
+                                *[year_meta[y].digest.hexdigest() for y in year_list])
+    provenance["monte_carlo"] = {"draws": draws, "seed": seed, "conservative_rule": conservative_rule}
+    _add_uncertainty(stocks, sinks, agg, coef, draws=draws, rule=conservative_rule, seed=seed)
     for df in (stocks, sinks):
         df["method"] = dyn.method
         df["coefficient_set"] = coefficients.name
@@ -241,7 +249,44 @@ def site_dynamics(site: Site, coefficients: CoefficientSet, method: str | None =
 def _coefficient_arrays(densities: pd.DataFrame) -> dynamics.Coefficients:
     stock = densities[list(POOLS)].to_numpy(dtype=np.float64)
     growth = densities[[f"growth_{p}" for p in POOLS]].to_numpy(dtype=np.float64)
-    return dynamics.Coefficients(classes=list(densities.index), stock=np.nan_to_num(stock, nan=0.0), growth=growth)
+    sd = densities[[f"sd_{p}" for p in POOLS]].to_numpy(dtype=np.float64)
+    return dynamics.Coefficients(classes=list(densities.index), stock=np.nan_to_num(stock, nan=0.0), growth=growth,
+                                 sd=sd)
+
+
+def _add_uncertainty(stocks: pd.DataFrame, sinks: pd.DataFrame, agg: dynamics.Aggregates,
+                     coef: dynamics.Coefficients, *, draws: int, rule: str, seed: int) -> None:
+    """Monte Carlo intervals on every stock and sink row, Approach 1 beside them, and the
+    conservative sink (docs/methods.md §10)."""
+    if rule not in uncertainty.RULES:
+        raise InputError(f"unknown conservative rule {rule!r}: use one of {', '.join(uncertainty.RULES)}")
+    cv = coef.cv
+    factors = uncertainty.draw_factors(cv, draws, seed)
+    label = f"IPCC Approach 2: Monte Carlo, {draws} lognormal draws, coefficients correlated across pixels and years"
+    by_year = uncertainty.summarize(dynamics.year_contributions(agg, coef), factors, cv)
+    order = {y: i for i, y in enumerate(agg.years)}
+    _put(stocks, "stock_tc", by_year, [order[y] for y in stocks["year"]])
+    stocks["uncertainty_method"] = label
+    if sinks.empty:
+        return
+    start, end = dynamics.period_contributions(agg, coef)
+    by_period = uncertainty.summarize(end - start, factors, cv, scale=CO2_PER_C)
+    index = {p: i for i, p in enumerate(agg.periods)}
+    _put(sinks, "sink_tco2e", by_period, [index[(a, b)] for a, b in zip(sinks["period_start"], sinks["period_end"],
+                                                                          strict=True)])
+    sinks["conservative_sink_tco2e"] = [
+        uncertainty.conservative_sink(r.sink_tco2e, r.sink_tco2e_lower90, r.sink_tco2e_upper90, r.sink_tco2e_u90_pct,
+                                      rule)
+        for r in sinks.itertuples()
+    ]
+    sinks["conservative_rule"] = rule
+    sinks["uncertainty_method"] = label
+
+
+def _put(df: pd.DataFrame, name: str, summary: uncertainty.Summary, rows: list[int]) -> None:
+    for field_name in ("mean", "median", "lower90", "upper90", "lower95", "upper95", "u90_pct", "u95_pct",
+                       "u95_pct_approach1"):
+        df[f"{name}_{field_name}"] = np.asarray(getattr(summary, field_name))[rows]
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -452,6 +497,7 @@ def compute_config(config: Any, site_ids: list[str] | None = None, *, maps: bool
         try:
             results[site.site_id] = compute_site(
                 site, catalog, coefficients, legends_dir=cfg.legends, method=method,
+                draws=cfg.monte_carlo_draws, conservative_rule=cfg.conservative_rule,
                 maps_dir=cfg.output_dir / "maps" / site.site_id if maps else None, max_cells=max_cells,
             )
         except InputError as exc:

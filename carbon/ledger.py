@@ -25,6 +25,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from carbon.constants import POOLS
 from carbon.errors import CarbonSinkError
+from schemas.outputs import UNCERTAINTY_FIELDS
 
 metadata = sa.MetaData()
 
@@ -74,6 +75,8 @@ stocks = sa.Table(
     sa.Column("stock_tc_per_ha", _float, nullable=False),
     sa.Column("legend", sa.String(64), nullable=False),
     sa.Column("method", sa.String(32), nullable=False),
+    *[sa.Column(f"stock_tc_{f}", _float, nullable=f.startswith("u")) for f in UNCERTAINTY_FIELDS],
+    sa.Column("uncertainty_method", sa.Text, nullable=False),
 )
 
 sinks = sa.Table(
@@ -95,6 +98,10 @@ sinks = sa.Table(
     sa.Column("sink_tco2e", _float, nullable=False),
     sa.Column("annual_sink_tco2e", _float, nullable=False),
     sa.Column("method", sa.String(32), nullable=False),
+    *[sa.Column(f"sink_tco2e_{f}", _float, nullable=f.startswith("u")) for f in UNCERTAINTY_FIELDS],
+    sa.Column("conservative_sink_tco2e", _float, nullable=False),
+    sa.Column("conservative_rule", sa.String(16), nullable=False),
+    sa.Column("uncertainty_method", sa.Text, nullable=False),
 )
 
 transitions = sa.Table(

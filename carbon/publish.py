@@ -68,7 +68,7 @@ def ensure_output_dir(output_dir: Path) -> Path:
 
 def site_input_key(site: Site, catalog: list[CatalogEntry], coefficients: CoefficientSet,
                    legends_dir: Path | None, *, years: list[int] | None, start_year: int | None,
-                   method: str | None = None, hash_file: Callable[[str], str] = sha256_file, code: str | None = None) -> tuple[str, dict[str, Any]]:
+                   method: str | None = None, uncertainty: dict[str, Any] | None = None, hash_file: Callable[[str], str] = sha256_file, code: str | None = None) -> tuple[str, dict[str, Any]]:
     """Content key of everything a site's result depends on: geometry and properties, the
     bytes of every raster covering it, the crosswalks, the coefficient set, the code."""
     plan = plan_site(site, catalog, coefficients, legends_dir, years)
@@ -92,7 +92,7 @@ def site_input_key(site: Site, catalog: list[CatalogEntry], coefficients: Coeffi
         },
         "coefficient_set": coefficients.name,
         "coefficient_sha256": coefficients.sha256,
-        "parameters": {"years": years, "start_year": start_year},
+        "parameters": {"years": years, "start_year": start_year, "uncertainty": uncertainty},
         "code_version": code or code_version(),
     }
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()

@@ -109,8 +109,9 @@ def run(
     ledger = _ledger(cfg)
     sinks = ledger.current("sinks")
     sinks = sinks[sinks["is_full_period"] & sinks["site_id"].isin([s.site_id for s in sites])]
-    _print_table(sinks[["site_id", "period_start", "period_end", "area_ha", "stock_change_tc", "sink_tco2e",
-                        "annual_sink_tco2e"]], "Current full-period sinks (t CO2e; removals positive)")
+    _print_table(sinks[["site_id", "period_start", "period_end", "area_ha", "sink_tco2e", "sink_tco2e_lower90",
+                        "sink_tco2e_upper90", "conservative_sink_tco2e", "annual_sink_tco2e"]],
+                 "Current full-period sinks (t CO2e; removals positive; 90% interval; conservative per AR-TOOL14)")
     console.print(f"run {summary['run_id']}: {summary['status']}; {summary['n_sites']} sites, "
                   f"{summary['n_skipped']} unchanged, {summary['n_failed']} failed. Manifest: {summary['manifest']}")
     for site_id, error in summary["failures"].items():
@@ -172,11 +173,20 @@ def results(
     ledger = _ledger(cfg)
     if stocks:
         df = ledger.current("stocks", site)
-        cols = ["site_id", "year", "area_ha", "stock_tc", *[f"stock_{p}_tc" for p in POOLS], "method", "run_id"]
+        cols = ["site_id", "year", "area_ha", "stock_tc", "stock_tc_lower90", "stock_tc_upper90", "stock_tc_u90_pct",
+                *[f"stock_{p}_tc" for p in POOLS], "method", "run_id"]
+        if fmt != "table":
+            cols[7:7] = ["stock_tc_mean", "stock_tc_median", "stock_tc_lower95", "stock_tc_upper95",
+                         "stock_tc_u95_pct", "stock_tc_u95_pct_approach1", "uncertainty_method"]
         title = "Carbon stocks (t C)"
     else:
         df = ledger.current("sinks", site)
-        cols = [*SINK_COLUMNS, "is_full_period", "nodata_ha", "method", "coefficient_set", "run_id"]
+        cols = [*SINK_COLUMNS, "sink_tco2e_lower90", "sink_tco2e_upper90", "sink_tco2e_u90_pct",
+                "conservative_sink_tco2e", "is_full_period", "method", "run_id"]
+        if fmt != "table":
+            cols += ["sink_tco2e_mean", "sink_tco2e_median", "sink_tco2e_lower95", "sink_tco2e_upper95",
+                     "sink_tco2e_u95_pct", "sink_tco2e_u95_pct_approach1", "conservative_rule", "uncertainty_method",
+                     "nodata_ha", "coefficient_set"]
         title = "Sinks (t CO2e; removals positive)"
     df = df[cols]
     if fmt == "json":

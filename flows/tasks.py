@@ -95,6 +95,7 @@ def site_key(run: dict[str, Any], site_id: str, years: list[int] | None, start_y
 
     key, inputs = site_input_key(site, load_catalog(cfg.landcover), load_coefficients(cfg.coefficients), cfg.legends,
                                  years=years, start_year=start_year, method=method, hash_file=cached_sha256,
+                                 uncertainty={"draws": cfg.monte_carlo_draws, "rule": cfg.conservative_rule},
                                  code=run["code_version"])
     return {"key": key, "inputs": inputs, "last_key": ledger.last_success_key(site_id)}
 
@@ -108,6 +109,7 @@ def compute_site_tables(run: dict[str, Any], site_id: str, years: list[int] | No
     site_dir = inside(cfg.output_dir, "runs", run["run_id"], "sites", site.site_id)
     result = compute_site(site, load_catalog(cfg.landcover), load_coefficients(cfg.coefficients),
                           legends_dir=cfg.legends, years=years, start_year=start_year, method=method,
+                          draws=cfg.monte_carlo_draws, conservative_rule=cfg.conservative_rule,
                           maps_dir=inside(cfg.output_dir, "runs", run["run_id"], "maps", site.site_id) if maps else None)
     write_site_tables(result, site_dir)
     return str(site_dir)

@@ -28,6 +28,24 @@ GAIN_LOSS_POOLS = [p for p in POOLS if p != "soc"]
 METHODS = ["stock_difference", "gain_loss"]
 
 
+UNCERTAINTY_FIELDS = ("mean", "median", "lower90", "upper90", "lower95", "upper95", "u90_pct", "u95_pct",
+                      "u95_pct_approach1")
+
+
+def _ordered(df: pd.DataFrame, name: str) -> pd.Series:
+    """lower95 <= lower90 <= median <= upper90 <= upper95 and lower95 <= mean <= upper95,
+    with a tolerance of rounding (docs/methods.md §10)."""
+    tol = 1e-9 * (1 + df[f"{name}_mean"].abs())
+    chain = [f"{name}_{f}" for f in ("lower95", "lower90", "median", "upper90", "upper95")]
+    ok = pd.Series(True, index=df.index)
+    for a, b in zip(chain, chain[1:], strict=False):
+        ok &= df[a] <= df[b] + tol
+    ok &= (df[f"{name}_lower95"] <= df[f"{name}_mean"] + tol) & (df[f"{name}_mean"] <= df[f"{name}_upper95"] + tol)
+    for u in ("u90_pct", "u95_pct", "u95_pct_approach1"):
+        ok &= df[f"{name}_{u}"].isna() | (df[f"{name}_{u}"] >= 0)
+    return ok
+
+
 def _close(a: pd.Series, b: pd.Series) -> pd.Series:
     return pd.Series(np.isclose(a.astype(float), b.astype(float), rtol=REL_TOL, atol=ABS_TOL_TC), index=a.index)
 
@@ -49,6 +67,16 @@ class StocksTable(pa.DataFrameModel):
     method: Series[str] = pa.Field(isin=METHODS)
     coefficient_set: Series[str]
     coefficient_sha256: Series[str] = pa.Field(str_matches=r"^[0-9a-f]{64}$")
+    stock_tc_mean: Series[float] = pa.Field(ge=0)
+    stock_tc_median: Series[float] = pa.Field(ge=0)
+    stock_tc_lower90: Series[float] = pa.Field(ge=0)
+    stock_tc_upper90: Series[float] = pa.Field(ge=0)
+    stock_tc_lower95: Series[float] = pa.Field(ge=0)
+    stock_tc_upper95: Series[float] = pa.Field(ge=0)
+    stock_tc_u90_pct: Series[float] = pa.Field(ge=0, nullable=True)
+    stock_tc_u95_pct: Series[float] = pa.Field(ge=0, nullable=True)
+    stock_tc_u95_pct_approach1: Series[float] = pa.Field(ge=0, nullable=True)
+    uncertainty_method: Series[str]
 
     class Config:
         strict = False
@@ -57,6 +85,12 @@ class StocksTable(pa.DataFrameModel):
     @classmethod
     def _pools_sum(cls, df: pd.DataFrame) -> Series[bool]:
         return _close(df[POOL_STOCK_COLUMNS].sum(axis=1), df["stock_tc"])
+
+    @pa.dataframe_check(error="stock interval out of order (lower95 <= lower90 <= median <= upper90 <= upper95, "
+                        "lower95 <= mean <= upper95, U% >= 0)")
+    @classmethod
+    def _interval(cls, df: pd.DataFrame) -> Series[bool]:
+        return _ordered(df, "stock_tc")
 
     @pa.dataframe_check(error="stock_tc_per_ha != stock_tc / area_ha")
     @classmethod
@@ -134,9 +168,35 @@ class SinksTable(pa.DataFrameModel):
     method: Series[str] = pa.Field(isin=METHODS)
     coefficient_set: Series[str]
     coefficient_sha256: Series[str] = pa.Field(str_matches=r"^[0-9a-f]{64}$")
+    sink_tco2e_mean: Series[float]
+    sink_tco2e_median: Series[float]
+    sink_tco2e_lower90: Series[float]
+    sink_tco2e_upper90: Series[float]
+    sink_tco2e_lower95: Series[float]
+    sink_tco2e_upper95: Series[float]
+    sink_tco2e_u90_pct: Series[float] = pa.Field(ge=0, nullable=True)
+    sink_tco2e_u95_pct: Series[float] = pa.Field(ge=0, nullable=True)
+    sink_tco2e_u95_pct_approach1: Series[float] = pa.Field(ge=0, nullable=True)
+    conservative_sink_tco2e: Series[float]
+    conservative_rule: Series[str] = pa.Field(isin=["ar_tool14", "lower90"])
+    uncertainty_method: Series[str]
 
     class Config:
         strict = False
+
+    @pa.dataframe_check(error="sink interval out of order (lower95 <= lower90 <= median <= upper90 <= upper95, "
+                        "lower95 <= mean <= upper95, U% >= 0)")
+    @classmethod
+    def _interval(cls, df: pd.DataFrame) -> Series[bool]:
+        return _ordered(df, "sink_tco2e")
+
+    @pa.dataframe_check(error="conservative sink exceeds the estimate (ar_tool14) or differs from lower90")
+    @classmethod
+    def _conservative(cls, df: pd.DataFrame) -> Series[bool]:
+        tol = 1e-9 * (1 + df["sink_tco2e"].abs())
+        ar = df["conservative_sink_tco2e"] <= df["sink_tco2e"] + tol
+        low = (df["conservative_sink_tco2e"] - df["sink_tco2e_lower90"]).abs() <= tol
+        return ar.where(df["conservative_rule"] == "ar_tool14", low)
 
     @pa.dataframe_check(error="stock_change_tc != stock_end_tc - stock_start_tc")
     @classmethod

@@ -1,0 +1,102 @@
+"""Uncertainty of stocks and sinks: Monte Carlo (IPCC Approach 2) beside error propagation
+(Approach 1), and the conservative sink (docs/methods.md §10).
+
+Pure numpy over the contribution tables of carbon/dynamics.py: a stock is a sum over
+(class, pool) of contributions that scale with that class's coefficient for that pool, so a
+draw of the coefficient set costs no raster read.
+
+* Each (class, pool) coefficient is drawn once per iteration as mean x f, f lognormal with
+  mean 1 and the coefficient's coefficient of variation (sd / mean): never negative, right-
+  skewed like biomass data. The same factor scales the pool's growth rate.
+* One draw applies to every pixel and every year of that class and pool (fully correlated in
+  space and time), so land whose cover did not change has no uncertainty on its stock change.
+* The seed derives from the site's inputs, so the same inputs give the same intervals.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+DEFAULT_DRAWS = 10_000
+RULES = ("ar_tool14", "lower90")
+Z95 = 1.959963984540054
+
+#: CDM AR-TOOL14 v04.2 Appendix 2 (domain.md §3.1): (upper bound of U90 in %, share of the
+#: 90% half-width deducted). U90 <= 10% -> 0; 10-15 -> 25%; 15-20 -> 50%; 20-30 -> 75%; > 30 -> 100%.
+AR_TOOL14_STEPS = ((10.0, 0.0), (15.0, 0.25), (20.0, 0.5), (30.0, 0.75), (np.inf, 1.0))
+
+
+def seed_for(*parts: str) -> int:
+    return int(hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16], 16)
+
+
+def draw_factors(cv: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """(n, class, pool) multiplicative factors, lognormal with mean 1 and the given CV
+    (factors are exactly 1 where cv is 0)."""
+    cv = np.nan_to_num(np.asarray(cv, dtype=np.float64), nan=0.0)
+    sigma = np.sqrt(np.log1p(cv * cv))
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n, *cv.shape))
+    return np.exp(sigma * z - 0.5 * sigma * sigma)
+
+
+@dataclass(frozen=True)
+class Summary:
+    mean: np.ndarray
+    median: np.ndarray
+    lower90: np.ndarray
+    upper90: np.ndarray
+    lower95: np.ndarray
+    upper95: np.ndarray
+    u90_pct: np.ndarray
+    u95_pct: np.ndarray
+    u95_pct_approach1: np.ndarray
+
+
+def summarize(contrib: np.ndarray, factors: np.ndarray, cv: np.ndarray, scale: float = 1.0) -> Summary:
+    """Distribution of ``scale`` x Σ_{class,pool} contrib x factor for each row of
+    ``contrib`` (row, class, pool)."""
+    draws = np.einsum("rkp,nkp->rn", contrib, factors) * scale
+    q = np.quantile(draws, [0.025, 0.05, 0.5, 0.95, 0.975], axis=1)
+    mean = draws.mean(axis=1)
+    cv = np.nan_to_num(cv, nan=0.0)
+    sd_a1 = np.sqrt(np.einsum("rkp,kp->r", (contrib * cv) ** 2, np.ones_like(cv))) * abs(scale)
+    point = contrib.sum(axis=(1, 2)) * scale
+    return Summary(
+        mean=mean, median=q[2], lower90=q[1], upper90=q[3], lower95=q[0], upper95=q[4],
+        u90_pct=_u_pct((q[3] - q[1]) / 2, mean), u95_pct=_u_pct((q[4] - q[0]) / 2, mean),
+        u95_pct_approach1=_u_pct(Z95 * sd_a1, point),
+    )
+
+
+def _u_pct(half_width: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Half-width / |mean| in %; 0 where both are 0; NaN where only the mean is 0."""
+    half_width = np.maximum(np.asarray(half_width, dtype=np.float64), 0.0)
+    mean = np.abs(np.asarray(mean, dtype=np.float64))
+    tiny = 1e-9
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = np.where(mean > tiny, half_width / mean * 100.0, np.where(half_width <= tiny, 0.0, np.nan))
+    return u
+
+
+def ar_tool14_discount(u90_pct: float) -> float:
+    """Share of the 90% half-width deducted for a given U90 (%)."""
+    if not np.isfinite(u90_pct):
+        return 1.0
+    for bound, share in AR_TOOL14_STEPS:
+        if u90_pct <= bound:
+            return share
+    return 1.0
+
+
+def conservative_sink(sink: float, lower90: float, upper90: float, u90_pct: float, rule: str) -> float:
+    """The sink net of the uncertainty deduction: ``ar_tool14`` deducts a share of the 90%
+    half-width from the estimate; ``lower90`` takes the lower bound of the 90% interval."""
+    if rule == "lower90":
+        return float(lower90)
+    if rule == "ar_tool14":
+        return float(sink - ar_tool14_discount(u90_pct) * (upper90 - lower90) / 2)
+    raise ValueError(f"unknown conservative rule {rule!r}: use one of {', '.join(RULES)}")
