@@ -36,7 +36,9 @@ def test_results_json_has_the_sink_columns_and_integer_years(published: Path) ->
     rows = json.loads(result.stdout)
     assert isinstance(rows, list) and len(rows) == 26  # 4 sites: 6 + 6 + 6 + 4 consecutive/whole periods
     for key in ("site_id", "period_start", "period_end", "area_ha", "stock_start_tc", "stock_end_tc",
-                "stock_change_tc", "sink_tco2e", "annual_sink_tco2e"):
+                "stock_change_tc", "sink_tco2e", "annual_sink_tco2e", "sink_tco2e_median", "sink_tco2e_lower90",
+                "sink_tco2e_upper90", "sink_tco2e_lower95", "sink_tco2e_upper95", "sink_tco2e_u90_pct",
+                "conservative_sink_tco2e", "conservative_rule"):
         assert key in rows[0]
     assert all(isinstance(r["period_start"], int) and isinstance(r["period_end"], int) for r in rows)
     quarry = [r for r in rows if r["site_id"] == "wuhan-quarry-reclaim" and r["is_full_period"]][0]
