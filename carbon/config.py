@@ -17,7 +17,8 @@ from carbon.errors import InputError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = REPO_ROOT / "data" / "demo" / "carbon-sink.toml"
 KEYS = {"sites", "landcover", "legends", "coefficients", "output_dir", "ledger", "monte_carlo_draws",
-        "conservative_rule"}
+        "conservative_rule", "buffer_pct", "leakage_pct", "buffer_base", "baseline_landcover"}
+NUMBER_KEYS = {"monte_carlo_draws", "buffer_pct", "leakage_pct"}
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,10 @@ class Config:
     legends: Path | None = None
     monte_carlo_draws: int = 10_000
     conservative_rule: str = "ar_tool14"
+    buffer_pct: float | None = None
+    leakage_pct: float | None = None
+    buffer_base: str = "net_stock_change"
+    baseline_landcover: Path | None = None
 
 
 def load_config(path: str | Path | None = None) -> Config:
@@ -43,8 +48,14 @@ def load_config(path: str | Path | None = None) -> Config:
         raise InputError(f"configuration is not valid TOML: {exc}", path=path) from None
     problems = [f"unknown key {k!r} (known: {', '.join(sorted(KEYS))})" for k in raw if k not in KEYS]
     problems += [f"required key {k!r} is missing" for k in ("sites", "landcover", "coefficients", "output_dir") if k not in raw]
-    problems += [f"key {k!r} must be a string" for k in (KEYS - {"monte_carlo_draws"}) & raw.keys()
+    problems += [f"key {k!r} must be a string" for k in (KEYS - NUMBER_KEYS) & raw.keys()
                  if not isinstance(raw[k], str)]
+    for k in ("buffer_pct", "leakage_pct"):
+        v = raw.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 100):
+            problems.append(f"{k} must be a percentage from 0 to 100, not {v!r}")
+    if raw.get("buffer_base", "net_stock_change") not in ("net_stock_change", "net_after_leakage"):
+        problems.append(f"buffer_base must be 'net_stock_change' or 'net_after_leakage', not {raw['buffer_base']!r}")
     draws = raw.get("monte_carlo_draws", 10_000)
     if not isinstance(draws, int) or isinstance(draws, bool) or not 100 <= draws <= 1_000_000:
         problems.append(f"monte_carlo_draws must be a whole number from 100 to 1,000,000, not {draws!r}")
@@ -72,4 +83,8 @@ def load_config(path: str | Path | None = None) -> Config:
         legends=rel("legends") if raw.get("legends") else None,
         monte_carlo_draws=draws,
         conservative_rule=rule,
+        buffer_pct=None if raw.get("buffer_pct") is None else float(raw["buffer_pct"]),
+        leakage_pct=None if raw.get("leakage_pct") is None else float(raw["leakage_pct"]),
+        buffer_base=raw.get("buffer_base", "net_stock_change"),
+        baseline_landcover=rel("baseline_landcover") if raw.get("baseline_landcover") else None,
     )

@@ -241,6 +241,12 @@ class Ledger:
         with self.engine.connect() as c:
             return pd.read_sql(q, c)
 
+    def site_run_inputs(self, site_run_id: int) -> str | None:
+        """The input hashes (JSON) a site run was computed from."""
+        q = sa.select(site_runs.c.inputs_json).where(site_runs.c.site_run_id == site_run_id)
+        with self.engine.connect() as c:
+            return c.execute(q).scalar_one_or_none()
+
     def run(self, run_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as c:
             row = c.execute(sa.select(runs).where(runs.c.run_id == run_id)).mappings().first()

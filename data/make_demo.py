@@ -200,6 +200,22 @@ SITES: tuple[SiteSpec, ...] = (
              "Huangshi", "Demo Mining Group", "N0101"),
 )
 
+# Registry metadata (made up for the demo; eligibility under a methodology is not assessed).
+REGISTRY: dict[str, dict[str, object]] = {
+    "wuhan-quarry-reclaim": {"project_name": "武汉废弃采石场复绿碳汇示范项目 (demo)",
+                             "methodology": "CCER-14-001-V01", "verra_project_id": "9001",
+                             "verra_methodology": "VM0047", "country": "CN", "leakage_pct": 5.0},
+    "jiufeng-forest-park": {"project_name": "九峰森林公园碳汇示范项目 (demo)",
+                            "methodology": "CCER-14-001-V01", "verra_project_id": "9002",
+                            "verra_methodology": "VM0047", "country": "CN"},
+    "liangzi-lakeside-wetland": {"project_name": "梁子湖滨湿地恢复示范项目 (demo)",
+                                 "methodology": "CCER-14-003-V01", "verra_project_id": "9003",
+                                 "verra_methodology": "VM0033", "country": "CN"},
+    "daye-mine-wc": {"project_name": "大冶露天矿复垦碳汇示范项目 (demo)",
+                     "methodology": "CCER-14-001-V01", "verra_project_id": "9004",
+                     "verra_methodology": "VM0047", "country": "CN"},
+}
+
 ALBERS = CRS.from_proj4(CLCD_PROJ4)
 WGS84 = CRS.from_epsg(4326)
 TO_ALBERS = Transformer.from_crs("EPSG:4326", CLCD_PROJ4, always_xy=True)
@@ -383,6 +399,7 @@ def write_sites(path: Path, polygons: dict[str, Polygon]) -> None:
                 "city": spec.city,
                 "owner": spec.owner,
                 "project_type": spec.project_type,
+                **REGISTRY[spec.site_id],
             },
             "geometry": mapping(polygons[spec.site_id]),
         })

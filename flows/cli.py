@@ -215,6 +215,34 @@ def history(config: ConfigOpt = None,
 
 
 @app.command()
+def export(
+    registry: Annotated[str, typer.Option("--registry", "-r", help="ccer, verra or json.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the export file and its manifest.")],
+    config: ConfigOpt = None,
+    site: Annotated[list[str] | None, typer.Option("--site", "-s", help="Only this site (repeatable).")] = None,
+    period: Annotated[str | None, typer.Option("--period", help="Monitoring period START:END (map years); "
+                                               "default: each site's full period.")] = None,
+) -> None:
+    """Export current ledger results for a carbon registry, with deductions, vintages and a manifest."""
+    from carbon.export import export as run_export  # noqa: PLC0415
+
+    cfg = _load(config)
+    span = None
+    if period:
+        try:
+            a, b = (int(x) for x in period.split(":"))
+        except ValueError:
+            _fail(ValueError(f"--period must be START:END in years, e.g. 2018:2024, not {period!r}"))
+        span = (a, b)
+    try:
+        paths = run_export(cfg, registry, out, site or None, span)
+    except CarbonSinkError as exc:
+        _fail(exc)
+    for p in paths:
+        console.print(f"wrote {p}")
+
+
+@app.command()
 def serve(config: ConfigOpt = None,
           cron: Annotated[str, typer.Option("--cron", help="Schedule (cron, UTC).")] = "0 2 1 * *",
           name: Annotated[str, typer.Option("--name", help="Deployment name.")] = "monthly-metering") -> None:

@@ -1,0 +1,141 @@
+"""Registry export from the ledger: select, compute deductions and vintages, validate, write
+(all files or none) with a provenance manifest (docs/registry.md)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from carbon import registry
+from carbon.config import Config
+from carbon.errors import InputError
+from carbon.ledger import Ledger
+from carbon.sites import load_sites
+from schemas._validate import failure_messages
+from schemas.registry import MODELS
+
+FILES = {"ccer": "ccer_reductions.csv", "verra": "verra_vcus.csv", "json": "removals.json"}
+
+
+def _select(ledger: Ledger, site_ids: list[str] | None, period: tuple[int, int] | None) -> pd.DataFrame:
+    sinks = ledger.current("sinks")
+    if site_ids:
+        missing = sorted(set(site_ids) - set(sinks["site_id"]))
+        if missing:
+            raise InputError(f"no published results in the ledger for site(s) {', '.join(missing)}: run them first")
+        sinks = sinks[sinks["site_id"].isin(site_ids)]
+    if sinks.empty:
+        raise InputError("the ledger has no published results: run `carbon-sink run` first")
+    if period is None:
+        return sinks[sinks["is_full_period"]]
+    chosen = sinks[(sinks["period_start"] == period[0]) & (sinks["period_end"] == period[1])]
+    missing = sorted(set(sinks["site_id"]) - set(chosen["site_id"]))
+    if missing:
+        raise InputError(f"period {period[0]}:{period[1]} is not published for site(s) {', '.join(missing)}: "
+                         "re-run them with those map years")
+    return chosen
+
+
+def _baselines(cfg: Config, sinks: pd.DataFrame) -> tuple[dict[tuple[str, int, int], float], str]:
+    """Baseline removals per site and period: from a baseline land-cover scenario when the
+    configuration names one, else "no change since the baseline year" (0)."""
+    if cfg.baseline_landcover is None:
+        return {}, "no change since baseline_year (baseline removals 0)"
+    from carbon.engine import compute_site  # noqa: PLC0415
+    from carbon.tables import load_catalog, load_coefficients  # noqa: PLC0415
+
+    catalog = load_catalog(cfg.baseline_landcover)
+    coefficients = load_coefficients(cfg.coefficients)
+    sites = {s.site_id: s for s in load_sites(cfg.sites)}
+    out = {}
+    for row in sinks.itertuples():
+        r = compute_site(sites[row.site_id], catalog, coefficients, legends_dir=cfg.legends,
+                         years=[int(row.period_start), int(row.period_end)], start_year=int(row.period_start),
+                         method=str(row.method), draws=100)
+        out[(row.site_id, int(row.period_start), int(row.period_end))] = float(r.sinks.iloc[0]["sink_tco2e"])
+    return out, f"baseline land-cover scenario {cfg.baseline_landcover}"
+
+
+def build(cfg: Config, kind: str, site_ids: list[str] | None = None,
+          period: tuple[int, int] | None = None) -> tuple[pd.DataFrame | list[dict[str, Any]], dict[str, Any]]:
+    """The export table (or JSON records) and the manifest (without file hashes)."""
+    if kind not in registry.REGISTRIES:
+        raise InputError(f"unknown registry {kind!r}: use one of {', '.join(registry.REGISTRIES)}")
+    ledger = Ledger(cfg.ledger_url)
+    sinks = _select(ledger, site_ids, period)
+    props = {s.site_id: {"name": s.name, "site_type": s.site_type, **s.properties} for s in load_sites(cfg.sites)}
+    unknown = sorted(set(sinks["site_id"]) - set(props))
+    if unknown:
+        raise InputError(f"site(s) {', '.join(unknown)} are in the ledger but not in the sites file", path=cfg.sites)
+    problems, deductions = [], {}
+    for row in sinks.itertuples():
+        try:
+            deductions[row.site_id] = registry.site_deductions(
+                row.site_id, props[row.site_id], leakage_pct=cfg.leakage_pct, buffer_pct=cfg.buffer_pct,
+                buffer_base=cfg.buffer_base, years=int(row.period_years))
+        except InputError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise InputError("cannot compute the deductions", problems=problems)
+    baselines, baseline_rule = _baselines(cfg, sinks)
+    rows = registry.export_rows(sinks, props, baselines, deductions)
+    common = pd.DataFrame(rows)
+    _, msgs = failure_messages(MODELS["json"], common, where="export (common record)", row_offset=0)
+    table: pd.DataFrame | list[dict[str, Any]] = rows
+    if kind == "ccer":
+        table = registry.ccer_table(rows, props)
+    elif kind == "verra":
+        table = registry.verra_table(rows, props)
+    if kind != "json":
+        _, more = failure_messages(MODELS[kind], table, where=f"{kind} export", row_offset=0)
+        msgs += [m + f" (site {table.iloc[int(m.split('row ')[1].split(',')[0])]['site_id' if kind == 'verra' else 'siteId']})"
+                 if ", row " in m else m for m in more]
+    if msgs:
+        raise InputError(f"the {kind} export fails its contract; nothing was written", problems=msgs)
+    runs = sinks[["site_id", "run_id", "site_run_id", "coefficient_set", "coefficient_sha256", "code_version"]]
+    manifest = {
+        "registry": kind,
+        "baseline": baseline_rule,
+        "buffer_base_default": cfg.buffer_base,
+        "sites": {
+            r.site_id: {
+                "ledger_run_id": r.run_id,
+                "ledger_site_run_id": int(r.site_run_id),
+                "coefficient_set": r.coefficient_set,
+                "coefficient_sha256": r.coefficient_sha256,
+                "code_version": r.code_version,
+                "inputs": json.loads(ledger.site_run_inputs(int(r.site_run_id)) or "{}"),
+            }
+            for r in runs.sort_values("site_id").itertuples()
+        },
+    }
+    return table, manifest
+
+
+def export(cfg: Config, kind: str, out_dir: Path, site_ids: list[str] | None = None,
+           period: tuple[int, int] | None = None) -> list[Path]:
+    """Validate, then write the export file and ``manifest.json`` into ``out_dir`` (all or none)."""
+    table, manifest = build(cfg, kind, site_ids, period)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
+    try:
+        name = FILES[kind]
+        if kind == "json":
+            registry.write_json(table, tmp / name)
+        else:
+            registry.write_csv(table, tmp / name)
+        manifest["files"] = {name: registry.sha256_bytes(tmp / name)}
+        registry.write_json(manifest, tmp / "manifest.json")
+        paths = []
+        for f in (name, "manifest.json"):
+            (tmp / f).replace(out_dir / f)
+            paths.append(out_dir / f)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return paths

@@ -1,0 +1,23 @@
+"""Export flow: the registry export of a configuration's current ledger results."""
+
+from __future__ import annotations
+
+from prefect import flow, task
+
+from carbon.config import DEMO_CONFIG, load_config
+from carbon.export import export
+from flows.tasks import IO
+
+
+@task(name="export-registry", **IO)
+def export_registry(config: str, registry: str, out: str, site_ids: list[str] | None,
+                    period: tuple[int, int] | None) -> list[str]:
+    """Validate and write the export (all files or none); returns their paths."""
+    return [str(p) for p in export(load_config(config), registry, out, site_ids, period)]
+
+
+@flow(name="registry-export")
+def registry_export(registry: str, out: str, config: str | None = None, site_ids: list[str] | None = None,
+                    period: tuple[int, int] | None = None) -> list[str]:
+    """Export current ledger results in a registry's shape (ccer, verra or json)."""
+    return export_registry(str(config or DEMO_CONFIG), registry, out, site_ids, period)

@@ -1,0 +1,162 @@
+"""Registry exports: deductions and vintages by hand, both registry shapes validated,
+byte-identical re-exports, formula injection neutralised, bad parameters named."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from carbon.config import load_config
+from carbon.engine import compute_config
+from carbon.errors import InputError
+from carbon.export import export
+from carbon.ledger import Ledger
+from carbon.registry import Deductions, monitoring_dates, net_removals, neutralise, vintages, write_csv
+from tests.conftest import DEMO, write_config
+
+
+def test_net_creditable_removals_by_hand() -> None:
+    d = Deductions(leakage_pct=10, buffer_pct=20, buffer_base="net_stock_change", project_emissions_tco2e=5)
+    n = net_removals(1000, 900, 100, d)
+    assert n["net_stock_change_tco2e"] == 900
+    assert n["leakage_tco2e"] == pytest.approx(90)
+    assert n["net_after_leakage_tco2e"] == pytest.approx(805)
+    assert n["uncertainty_deduction_tco2e"] == pytest.approx(100)
+    assert n["buffer_tco2e"] == pytest.approx(180)  # 20% of the net stock change
+    assert n["net_creditable_tco2e"] == pytest.approx(525)
+    after = net_removals(1000, 900, 100, Deductions(10, 20, "net_after_leakage", 5))
+    assert after["buffer_tco2e"] == pytest.approx(161)  # 20% of 805
+    assert after["net_creditable_tco2e"] == pytest.approx(544)
+
+
+def test_a_loss_has_no_leakage_or_buffer_credit() -> None:
+    n = net_removals(-50, -80, 0, Deductions(10, 20))
+    assert n["leakage_tco2e"] == 0 and n["buffer_tco2e"] == 0
+    assert n["net_creditable_tco2e"] == pytest.approx(-80)
+
+
+def test_vintages_pro_rata_by_days_rounded_down() -> None:
+    figures = {"net_creditable_tco2e": 730.5, "buffer_tco2e": 73.0, "project_removals_tco2e": 900.0, "buffer_pct": 10}
+    v = vintages(dt.date(2021, 7, 1), dt.date(2023, 6, 30), figures)
+    assert [(x["vintage_start"], x["vintage_end"], x["days"]) for x in v] == [
+        ("2021-07-01", "2021-12-31", 184), ("2022-01-01", "2022-12-31", 365), ("2023-01-01", "2023-06-30", 181)]
+    assert [x["net_creditable_tco2e"] for x in v] == pytest.approx([730.5 * 184 / 730, 730.5 * 365 / 730,
+                                                                    730.5 * 181 / 730])
+    assert [x["issuable_tco2e"] for x in v] == [184, 365, 181]  # 184.13, 365.25, 181.12 rounded down
+    assert sum(x["issuable_tco2e"] for x in v) <= 730.5
+    assert [x["buffer_credits"] for x in v] == [18, 36, 18]  # 18.4, 36.5, 18.1
+    assert v[0]["buffer_pct"] == 10  # percentages are not shared out
+
+
+def test_map_years_to_monitoring_dates() -> None:
+    assert monitoring_dates(2018, 2024) == (dt.date(2019, 1, 1), dt.date(2024, 12, 31))
+    v = vintages(*monitoring_dates(2018, 2024), {"net_creditable_tco2e": 2192.0, "buffer_tco2e": 0.0})
+    assert [x["days"] for x in v] == [365, 366, 365, 365, 365, 366]
+    assert [x["issuable_tco2e"] for x in v] == [365, 366, 365, 365, 365, 366]
+
+
+def test_formula_injection_is_neutralised(tmp_path: Path) -> None:
+    assert neutralise("=HYPERLINK(\"http://x\")") == "'=HYPERLINK(\"http://x\")"
+    for bad in ("+1", "-1", "@SUM(A1)", "\tx", "\rx"):
+        assert neutralise(bad).startswith("'")
+    assert neutralise(-12.5) == -12.5 and neutralise("Hubei") == "Hubei"
+    write_csv(pd.DataFrame({"name": ["=cmd|' /C calc'!A0", "ok"], "sink_tco2e": [-12.5, 3.0]}), tmp_path / "x.csv")
+    text = (tmp_path / "x.csv").read_text()
+    assert "'=cmd" in text and "\n-12.500000\n" not in text and ",-12.500000\n" in text
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory) -> Path:
+    """The demo computed and published to a fresh ledger (without Prefect)."""
+    root = tmp_path_factory.mktemp("registry")
+    cfg_path = write_config(root / "c.toml")
+    text = cfg_path.read_text() + "buffer_pct = 10.0\nleakage_pct = 0.0\n"
+    cfg_path.write_text(text)
+    cfg = load_config(cfg_path)
+    cfg.output_dir.mkdir(parents=True)
+    ledger = Ledger(cfg.ledger_url)
+    run_id = str(uuid.uuid4())
+    ledger.start_run(run_id, config_path=str(cfg_path), code_version="t", flow_run_id=None)
+    for site_id, r in compute_config(cfg).results.items():
+        ledger.publish_site(run_id=run_id, flow_run_id=None, site_id=site_id, tables=r.tables(), input_key="k",
+                            inputs={"site": site_id}, coefficient_set="ipcc2019_tier1",
+                            coefficient_sha256="0" * 64, code_version="t")
+    return cfg_path
+
+
+@pytest.mark.parametrize("kind", ["ccer", "verra", "json"])
+def test_demo_exports_validate_and_are_byte_identical(published: Path, tmp_path: Path, kind: str) -> None:
+    cfg = load_config(published)
+    first = export(cfg, kind, tmp_path / "a")
+    second = export(cfg, kind, tmp_path / "b")
+    for a, b in zip(first, second, strict=True):
+        assert a.read_bytes() == b.read_bytes(), a.name
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    name = first[0].name
+    assert manifest["files"][name] == hashlib.sha256(first[0].read_bytes()).hexdigest()
+    assert set(manifest["sites"]) == {"wuhan-quarry-reclaim", "jiufeng-forest-park", "liangzi-lakeside-wetland",
+                                      "daye-mine-wc"}
+    assert all(len(s["ledger_run_id"]) == 36 for s in manifest["sites"].values())
+
+
+def test_verra_vintages_and_deductions_follow_the_ledger(published: Path, tmp_path: Path) -> None:
+    cfg = load_config(published)
+    export(cfg, "verra", tmp_path, site_ids=["wuhan-quarry-reclaim"])
+    df = pd.read_csv(tmp_path / "verra_vcus.csv", dtype={"project_id": str})
+    assert df["vintage_start"].tolist() == [f"{y}-01-01" for y in range(2019, 2025)]
+    ledger = Ledger(cfg.ledger_url)
+    sink = ledger.current("sinks", "wuhan-quarry-reclaim").query("is_full_period").iloc[0]
+    # the quarry's own property: leakage 5%; the config: buffer 10% of the net stock change
+    net_change = sink["sink_tco2e"]
+    leakage = 0.05 * net_change
+    uncertainty = sink["sink_tco2e"] - sink["conservative_sink_tco2e"]
+    net = net_change - leakage - uncertainty - 0.10 * net_change
+    assert df["leakage_tco2e"].sum() == pytest.approx(leakage, rel=1e-5)
+    assert df["uncertainty_deduction_tco2e"].sum() == pytest.approx(uncertainty, rel=1e-5)
+    assert df["total_vintage_quantity"].sum() <= net
+    assert df["total_vintage_quantity"].sum() >= net - len(df)  # each vintage loses less than 1 t to rounding
+    assert (df["project_id"] == "9001").all() and (df["methodology"] == "VM0047").all()
+
+
+def test_ccer_fields(published: Path, tmp_path: Path) -> None:
+    export(load_config(published), "ccer", tmp_path, site_ids=["liangzi-lakeside-wetland"], period=(2018, 2024))
+    df = pd.read_csv(tmp_path / "ccer_reductions.csv", dtype=str)
+    row = df.iloc[0]
+    assert row["methodologyNum"] == "CCER-14-003-V01" and row["provinceName"] == "Hubei"
+    assert row["monitoringStart"] == "20190101" and row["monitoringEnd"] == "20241231"
+    assert row["projectType"] == "N0301" and int(row["certifiedNum"]) >= 0
+
+
+def test_missing_buffer_is_named(published: Path, tmp_path: Path) -> None:
+    cfg_path = tmp_path / "c.toml"
+    cfg_path.write_text(published.read_text().replace("buffer_pct = 10.0\n", ""))
+    with pytest.raises(InputError, match=r"no buffer_pct .*site 'jiufeng-forest-park'"):
+        export(load_config(cfg_path), "json", tmp_path / "out")
+    assert not (tmp_path / "out" / "removals.json").exists()  # nothing half-written
+
+
+def test_invalid_registry_metadata_writes_nothing(published: Path, tmp_path: Path) -> None:
+    sites = json.loads((DEMO / "sites.geojson").read_text())
+    for f in sites["features"]:
+        f["properties"]["verra_project_id"] = "=1+1"  # not a Verra project id
+    (tmp_path / "sites.geojson").write_text(json.dumps(sites))
+    cfg_path = tmp_path / "c.toml"
+    cfg_path.write_text(published.read_text().replace(f'sites = "{DEMO / "sites.geojson"}"',
+                                                      f'sites = "{tmp_path / "sites.geojson"}"'))
+    with pytest.raises(InputError, match=r"verra export, row 0, column project_id"):
+        export(load_config(cfg_path), "verra", tmp_path / "out")
+    assert not any((tmp_path / "out").glob("*.csv"))
+
+
+def test_unpublished_period_and_site(published: Path, tmp_path: Path) -> None:
+    cfg = load_config(published)
+    with pytest.raises(InputError, match="period 2019:2024 is not published"):
+        export(cfg, "json", tmp_path, period=(2019, 2024))
+    with pytest.raises(InputError, match="no published results in the ledger for site"):
+        export(cfg, "json", tmp_path, site_ids=["nowhere"])
