@@ -267,7 +267,13 @@ def _add_uncertainty(stocks: pd.DataFrame, sinks: pd.DataFrame, agg: dynamics.Ag
     order = {y: i for i, y in enumerate(agg.years)}
     _put(stocks, "stock_tc", by_year, [order[y] for y in stocks["year"]])
     stocks["uncertainty_method"] = label
-    if sinks.empty:
+    if sinks.empty:  # a single map year: no period, but the same columns
+        for f in ("mean", "median", "lower90", "upper90", "lower95", "upper95", "u90_pct", "u95_pct",
+                  "u95_pct_approach1"):
+            sinks[f"sink_tco2e_{f}"] = pd.Series(dtype=float)
+        sinks["conservative_sink_tco2e"] = pd.Series(dtype=float)
+        sinks["conservative_rule"] = pd.Series(dtype=str)
+        sinks["uncertainty_method"] = pd.Series(dtype=str)
         return
     start, end = dynamics.period_contributions(agg, coef)
     by_period = uncertainty.summarize(end - start, factors, cv, scale=CO2_PER_C)
