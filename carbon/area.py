@@ -5,10 +5,13 @@ Pure arithmetic over a grid description (CRS + affine transform): no file access
 * Geographic grids: the exact area of the ellipsoidal quadrangle between two parallels
   and two meridians, A = (b^2 / 2) * dlambda * |q(phi2) - q(phi1)| (authalic latitude
   function q; Snyder 1987, Eq. 3-12), so a 1/12000 deg WorldCover pixel at 30.5 N is
-  73.9 m^2, not 100 m^2.
-* Projected grids: planar pixel area divided by the projection's areal scale factor
-  at the pixel centre (PROJ ``get_factors``), which is exactly 1 for equal-area
-  projections (CLCD Albers: 900 m^2) and corrects conformal ones (UTM, LCC).
+  73.9 m^2, not 100 m^2. Angular units (degrees, grads) come from the CRS.
+* Projected grids: the geodesic area, on the CRS's own ellipsoid, of pixels whose corners
+  are taken to longitude/latitude (edges densified), at nodes every few pixels, as a ratio
+  to the planar area that is interpolated in between. The ratio is exactly 1 for
+  equal-area projections (CLCD Albers: 900 m^2) and corrects conformal ones (UTM, LCC), a
+  non-Greenwich prime meridian, and projections whose PROJ scale factors are spherical
+  (Web Mercator, Mollweide on WGS 84).
 """
 
 from __future__ import annotations
@@ -17,11 +20,11 @@ import math
 
 import numpy as np
 from affine import Affine
-from pyproj import CRS, Proj, Transformer
+from pyproj import CRS, Geod, Transformer
 
-#: Areal scale factors within this of 1 are treated as exactly 1 (equal-area grids).
-EQUAL_AREA_TOLERANCE = 1e-9
-#: Spacing, in pixels, of the nodes at which the areal scale is evaluated before
+#: Area ratios within this of 1 are treated as exactly 1 (equal-area grids).
+EQUAL_AREA_TOLERANCE = 1e-6  # above the ~1e-8 noise of the geodesic ratio
+#: Spacing, in pixels, of the nodes at which the area ratio is evaluated before
 #: bilinear interpolation (the factor varies smoothly: ~3e-8 relative error, UTM near Wuhan).
 SCALE_NODE_SPACING = 64
 
@@ -47,7 +50,8 @@ def quadrangle_area_m2(lat1_deg: np.ndarray, lat2_deg: np.ndarray, dlon_deg: flo
     return 0.5 * b * b * math.radians(abs(dlon_deg)) * np.abs(_q(phi2, e) - _q(phi1, e))
 
 
-def _linear_unit_m(crs: CRS) -> float:
+def _unit(crs: CRS) -> float:
+    """Size of one unit of the CRS's first axis: metres, or radians for angular units."""
     for axis in crs.axis_info:
         if axis.unit_conversion_factor:
             return float(axis.unit_conversion_factor)
@@ -64,33 +68,55 @@ def pixel_area_m2(crs: CRS, transform: Affine, row_off: int, nrows: int, ncols: 
     if crs.is_geographic:
         if transform.b != 0 or transform.d != 0:
             raise ValueError("rotated geographic grids are not supported")
+        to_deg = math.degrees(_unit(crs))
         rows = np.arange(row_off, row_off + nrows, dtype=np.float64)
-        lat_top = transform.f + transform.e * rows
-        lat_bottom = lat_top + transform.e
-        per_row = quadrangle_area_m2(lat_top, lat_bottom, transform.a, crs)
+        lat_top = (transform.f + transform.e * rows) * to_deg
+        lat_bottom = lat_top + transform.e * to_deg
+        per_row = quadrangle_area_m2(lat_top, lat_bottom, transform.a * to_deg, crs)
         return np.broadcast_to(per_row[:, None], (nrows, ncols))
 
-    unit = _linear_unit_m(crs)
+    unit = _unit(crs)
     planar = abs(transform.a * transform.e - transform.b * transform.d) * unit * unit
-    scale = areal_scale(crs, transform, row_off, nrows, ncols)
-    if isinstance(scale, float):
-        return np.full((nrows, ncols), planar / scale)
-    return planar / scale
+    ratio = area_ratio(crs, transform, row_off, nrows, ncols)
+    if isinstance(ratio, float):
+        return np.full((nrows, ncols), planar * ratio)
+    return planar * ratio
 
 
-def areal_scale(crs: CRS, transform: Affine, row_off: int, nrows: int, ncols: int) -> np.ndarray | float:
-    """Projection areal scale factor at pixel centres, from nodes ``SCALE_NODE_SPACING``
+#: Points per pixel edge when a pixel is taken to longitude/latitude for its geodesic area.
+EDGE_POINTS = 4
+
+
+def _geodesic_pixel_area(geod: Geod, to_ll: Transformer, transform: Affine, col: float, row: float) -> float:
+    """Geodesic area (m^2) of the pixel whose top-left corner is at (col, row)."""
+    t = np.linspace(0.0, 1.0, EDGE_POINTS, endpoint=False)
+    cols = np.concatenate([col + t, np.full(EDGE_POINTS, col + 1.0), col + 1.0 - t, np.full(EDGE_POINTS, col)])
+    rows = np.concatenate([np.full(EDGE_POINTS, row), row + t, np.full(EDGE_POINTS, row + 1.0), row + 1.0 - t])
+    x, y = transform @ (cols, rows)
+    lon, lat = to_ll.transform(x, y)
+    area, _ = geod.polygon_area_perimeter(lon, lat)
+    return abs(area)
+
+
+def area_ratio(crs: CRS, transform: Affine, row_off: int, nrows: int, ncols: int) -> np.ndarray | float:
+    """Ellipsoidal / planar pixel area at pixel centres, from nodes ``SCALE_NODE_SPACING``
     apart, bilinearly interpolated; a plain 1.0 for equal-area grids."""
+    ell = crs.ellipsoid
+    if ell is None:
+        raise ValueError(f"CRS has no ellipsoid: {crs.name}")
+    geod = Geod(a=ell.semi_major_metre, b=ell.semi_minor_metre)
+    lonlat = CRS.from_proj4(f"+proj=longlat +a={ell.semi_major_metre} +b={ell.semi_minor_metre} +no_defs")
+    to_ll = Transformer.from_crs(crs, lonlat, always_xy=True)
+    unit = _unit(crs)
+    planar = abs(transform.a * transform.e - transform.b * transform.d) * unit * unit
     node_r = _nodes(nrows)
     node_c = _nodes(ncols)
-    rr, cc = np.meshgrid(node_r + row_off + 0.5, node_c + 0.5, indexing="ij")
-    x, y = transform @ (cc, rr)
-    geo = Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True)
-    lon, lat = geo.transform(x, y)
-    factors = Proj(crs).get_factors(lon, lat)
-    s = np.asarray(factors.areal_scale, dtype=np.float64).reshape(rr.shape)
+    s = np.empty((len(node_r), len(node_c)))
+    for i, r in enumerate(node_r):
+        for j, c in enumerate(node_c):
+            s[i, j] = _geodesic_pixel_area(geod, to_ll, transform, c, r + row_off) / planar
     if not np.all(np.isfinite(s)) or np.any(s <= 0):
-        raise ValueError(f"areal scale factor undefined inside the grid (CRS {crs.name})")
+        raise ValueError(f"pixel area undefined inside the grid (CRS {crs.name})")
     if np.max(np.abs(s - 1.0)) < EQUAL_AREA_TOLERANCE:
         return 1.0
     along_cols = _interp_axis(s, node_c, ncols, axis=1)

@@ -112,6 +112,20 @@ def land_cover_history(classes: xr.DataArray) -> xr.Dataset:
     )
 
 
+def filter_flicker(classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Single-year flicker A -> B -> A (three maps with data) is map noise, not two land-use
+    changes: the middle year takes the class around it. Returns the filtered stack and a
+    mask of the changed cells (year, pixel). docs/methods.md §9."""
+    out = classes.copy()
+    changed = np.zeros(classes.shape, dtype=bool)
+    for i in range(1, classes.shape[0] - 1):
+        before, here, after = out[i - 1], classes[i], classes[i + 1]
+        flick = (before != INVALID) & (after != INVALID) & (here != INVALID) & (before == after) & (here != before)
+        out[i][flick] = before[flick]
+        changed[i] = flick
+    return out, changed
+
+
 def age_bins(age: np.ndarray) -> np.ndarray:
     """Age (years; negative = mature) -> bin index."""
     return np.where(age < 0, MATURE_BIN, np.minimum(age, AGE_MAX))
@@ -135,6 +149,7 @@ class Aggregates:
     soc_start: dict[tuple[int, int], np.ndarray] = field(init=False)
     soc_end: dict[tuple[int, int], np.ndarray] = field(init=False)
     transitions: dict[tuple[int, int], np.ndarray] = field(init=False)  # period -> (from, to) ha
+    flicker_ha: dict[int, float] = field(init=False)  # year -> area whose single-year flicker was filtered
 
     def __post_init__(self) -> None:
         k = self.n_classes
@@ -146,6 +161,7 @@ class Aggregates:
         self.soc_start = {p: np.zeros((k, k)) for p in self.periods}
         self.soc_end = {p: np.zeros((k, k)) for p in self.periods}
         self.transitions = {p: np.zeros((k, k)) for p in self.periods}
+        self.flicker_ha = {y: 0.0 for y in self.years}
 
     def _hist(self, cls: np.ndarray, age: np.ndarray, w: np.ndarray) -> np.ndarray:
         k = self.n_classes
@@ -158,6 +174,10 @@ class Aggregates:
         is called for each year (ages in years, -1 mature, -2 no data; for per-pixel maps)."""
         years = np.asarray(self.years)
         k = self.n_classes
+        if dynamics.method == "gain_loss":
+            classes, flicker = filter_flicker(classes)
+            for i, y in enumerate(self.years):
+                self.flicker_ha[y] += float(weight[flicker[i]].sum())
         start, _ = runs(classes, years)
         valid = classes != INVALID
         since_first = years - years[0]

@@ -194,6 +194,7 @@ def compute_site(
     provenance = _provenance(site, year_meta, coefficients, grid, ref_year, site_area_ha, start)
     provenance["method"] = dyn.method
     provenance["initial_age"] = dyn.initial_age
+    provenance["flicker_filtered_ha"] = {str(y): a for y, a in agg.flicker_ha.items()}
     seed = uncertainty.seed_for(site.site_id, coefficients.sha256, dyn.method, str(dyn.initial_age), str(period_list),
                                 *[year_meta[y].digest.hexdigest() for y in year_list])
     provenance["monte_carlo"] = {"draws": draws, "seed": seed, "conservative_rule": conservative_rule}

@@ -215,16 +215,17 @@ class Ledger:
     # --- reading ------------------------------------------------------------------------
 
     def current(self, name: str, site_id: str | None = None) -> pd.DataFrame:
-        """Current estimates: per site and year (stocks) or period (sinks, transitions), the
-        rows of the latest successful site run that has them."""
+        """Current estimates: every row of each site's latest successful site run. An older
+        run's periods or years that the latest run no longer has are not current (a re-run
+        with other years replaces the site's estimate as a whole)."""
         table = TABLES[name]
+        latest = (sa.select(site_runs.c.site_id, sa.func.max(site_runs.c.site_run_id).label("latest"))
+                  .where(site_runs.c.status == "succeeded").group_by(site_runs.c.site_id).subquery())
         keys = ["site_id", "year"] if name == "stocks" else ["site_id", "period_start", "period_end"]
-        latest = (sa.select(*[table.c[k] for k in keys], sa.func.max(table.c.site_run_id).label("latest"))
-                  .group_by(*[table.c[k] for k in keys]).subquery())
-        cond = [table.c[k] == latest.c[k] for k in keys] + [table.c.site_run_id == latest.c.latest]
         q = (sa.select(table, site_runs.c.run_id, site_runs.c.created_at, site_runs.c.coefficient_set,
                        site_runs.c.coefficient_sha256, site_runs.c.code_version)
-             .join(latest, sa.and_(*cond)).join(site_runs, site_runs.c.site_run_id == table.c.site_run_id))
+             .join(latest, table.c.site_run_id == latest.c.latest)
+             .join(site_runs, site_runs.c.site_run_id == table.c.site_run_id))
         if site_id:
             q = q.where(table.c.site_id == site_id)
         q = q.order_by(*[table.c[k] for k in keys])

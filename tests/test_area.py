@@ -7,7 +7,7 @@ import pytest
 from affine import Affine
 from pyproj import CRS, Geod, Transformer
 
-from carbon.area import pixel_area_m2
+from carbon.area import pixel_area_m2, quadrangle_area_m2
 
 WGS84 = CRS.from_epsg(4326)
 CLCD_ALBERS = CRS.from_proj4("+proj=aea +lat_0=0 +lon_0=105 +lat_1=25 +lat_2=47 +x_0=0 +y_0=0 +ellps=WGS84 +units=m +no_defs")
@@ -57,3 +57,44 @@ def test_utm_pixel_area_is_corrected_to_the_ellipsoid() -> None:
         assert areas[r, c] == pytest.approx(expected, rel=1e-6)
     # the map-unit area (900 m2) is off by almost a tenth of a percent here
     assert abs(areas[0, 0] - 900) / 900 > 5e-4
+
+
+def geod_pixel_area(crs: CRS, t: Affine, col: int, row: int, n: int = 50) -> float:
+    """Independent: the pixel's densified outline taken to lon/lat, its geodesic area on the
+    CRS's ellipsoid (pyproj.Geod)."""
+    ell = crs.ellipsoid
+    lonlat = CRS.from_proj4(f"+proj=longlat +a={ell.semi_major_metre} +b={ell.semi_minor_metre}")
+    to_ll = Transformer.from_crs(crs, lonlat, always_xy=True)
+    u = np.linspace(0, 1, n, endpoint=False)
+    cols = np.concatenate([col + u, np.full(n, col + 1), col + 1 - u, np.full(n, col)])
+    rows = np.concatenate([np.full(n, row), row + u, np.full(n, row + 1), row + 1 - u])
+    x, y = t @ (cols, rows)
+    lon, lat = to_ll.transform(x, y)
+    return abs(Geod(a=ell.semi_major_metre, b=ell.semi_minor_metre).polygon_area_perimeter(lon, lat)[0])
+
+
+@pytest.mark.parametrize(("crs", "transform"), [
+    ("EPSG:3857", Affine(30, 0, 12_724_000, 0, -30, 3_568_000)),  # Web Mercator at 30.5 N: spherical scale in PROJ
+    ("ESRI:54009", Affine(30, 0, 10_900_000, 0, -30, 3_700_000)),  # Mollweide on WGS 84
+    ("EPSG:27572", Affine(30, 0, 600_000, 0, -30, 2_400_000)),  # Lambert II, Paris meridian, grads
+    ("EPSG:2056", Affine(100, 0, 2_535_050, 0, -100, 1_160_050)),  # Swiss LV95 (Bessel)
+])
+def test_pixel_area_matches_geod_in_awkward_crs(crs: str, transform: Affine) -> None:
+    c = CRS.from_user_input(crs)
+    areas = pixel_area_m2(c, transform, 0, 130, 150)
+    for r, col in [(0, 0), (64, 64), (100, 37), (129, 149)]:
+        assert areas[r, col] == pytest.approx(geod_pixel_area(c, transform, col, r), rel=1e-6)
+
+
+def test_web_mercator_map_units_overstate_area_by_a_third() -> None:
+    a = pixel_area_m2(CRS.from_epsg(3857), Affine(30, 0, 12_724_000, 0, -30, 3_568_000), 0, 1, 1)[0, 0]
+    assert 900 / a == pytest.approx(1.347, abs=0.005)  # 1/cos^2(30.5 N), domain.md §6
+
+
+def test_geographic_grid_in_grads() -> None:
+    c = CRS.from_epsg(4807)  # NTF (Paris), angles in grads
+    g = 1 / 1000  # grads
+    a = pixel_area_m2(c, Affine(g, 0, 0, 0, -g, 50 + g / 2), 0, 1, 1)[0, 0]
+    expected = quadrangle_area_m2(np.array([(50 - g / 2) * 0.9]), np.array([(50 + g / 2) * 0.9]), g * 0.9, c)[0]
+    assert a == pytest.approx(expected, rel=1e-12)
+    assert a == pytest.approx(geod_quad_area(0, (50 - g / 2) * 0.9, g * 0.9, g * 0.9), rel=1e-2)  # ~ WGS84

@@ -80,10 +80,11 @@ def test_site_run_adds_a_version_for_that_site_alone(tmp_path: Path) -> None:
     assert after["wuhan-quarry-reclaim"] == before["wuhan-quarry-reclaim"] + 1
     assert all(after[s] == before[s] for s in SITES - {"wuhan-quarry-reclaim"})
     sinks = ledger.current("sinks", "wuhan-quarry-reclaim")
-    # the re-run's periods (2018-2020, 2020-2024, 2018-2024) are current; 2018-2024 comes from the re-run
-    latest = sinks["site_run_id"].max()
-    assert set(map(tuple, sinks[sinks.site_run_id == latest][["period_start", "period_end"]].values.tolist())) == {
+    # the re-run replaces the site's estimate as a whole: only its periods are current
+    assert sinks["site_run_id"].nunique() == 1
+    assert set(map(tuple, sinks[["period_start", "period_end"]].values.tolist())) == {
         (2018, 2020), (2020, 2024), (2018, 2024)}
+    assert sinks["is_full_period"].sum() == 1
     run_id = state.result()["run_id"]
     maps = list((tmp_path / "out" / "runs" / run_id / "maps" / "wuhan-quarry-reclaim").glob("*.tif"))
     assert len(maps) == 4  # three density maps and the change map

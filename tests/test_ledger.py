@@ -140,3 +140,23 @@ def test_missing_ledger_folder_is_a_clear_error(tmp_path: Path) -> None:
 def test_unreachable_postgres_is_a_clear_error() -> None:
     with pytest.raises(LedgerError, match="cannot open ledger postgresql"):
         Ledger("postgresql+psycopg://nobody:secret@127.0.0.1:1/none?connect_timeout=2")
+
+
+def test_current_is_the_latest_run_of_each_site_as_a_whole(ledger: Ledger, demo_result) -> None:
+    """A re-run with other map years replaces the site's estimate: no period of an older run
+    stays current beside it (an export would otherwise count those years twice)."""
+    publish(ledger, demo_result)
+    narrower = demo_result.tables()
+    keep = (narrower["sinks"]["period_start"] >= 2020) & (narrower["sinks"]["period_end"] <= 2022)
+    narrower["sinks"] = narrower["sinks"][keep]
+    narrower["stocks"] = narrower["stocks"][narrower["stocks"]["year"].between(2020, 2022)]
+    narrower["transitions"] = narrower["transitions"][narrower["transitions"]["period_start"] >= 2020]
+    run_id = str(uuid.uuid4())
+    ledger.start_run(run_id, config_path="c", code_version="t", flow_run_id=None)
+    latest = ledger.publish_site(run_id=run_id, flow_run_id=None, site_id=demo_result.site_id, tables=narrower,
+                                 input_key="k", inputs={}, coefficient_set="s", coefficient_sha256="0" * 64,
+                                 code_version="t")
+    current = ledger.current("sinks")
+    assert set(current["site_run_id"]) == {latest}
+    assert len(current) == int(keep.sum())
+    assert set(ledger.current("stocks")["year"]) == {2020, 2021, 2022}
