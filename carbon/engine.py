@@ -25,7 +25,7 @@ from carbon import accounting, dynamics, uncertainty
 from carbon.area import pixel_area_m2
 from carbon.constants import CARBON_CLASSES, CO2_PER_C, INVEST_LEGEND, POOLS
 from carbon.coverage import coverage_fraction
-from carbon.errors import InputError
+from carbon.errors import CarbonSinkError, InputError
 from carbon.rasters import Grid, RasterInfo, YearReader, inspect_raster, intersects, nominal_pixel_area_m2, site_grid, to_crs
 from carbon.sites import Site
 from carbon.tables import CatalogEntry, CoefficientSet, Crosswalk, invest_crosswalk, load_crosswalk
@@ -179,6 +179,13 @@ def compute_site(
             raise InputError("land-cover codes without a carbon class", site_id=site.site_id, problems=problems)
         if site_area_ha == 0:
             raise InputError("the site polygon covers no pixel of its reference grid", site_id=site.site_id)
+        empty = [y for y in year_list if year_meta[y].area_ha.sum() == 0]
+        if empty:
+            raise InputError(
+                f"no land-cover data inside the site in map year(s) {empty} (rasters cover its bounding box only, "
+                "or are nodata there): choose the years to use",
+                site_id=site.site_id,
+            )
         area = dynamics.class_area(agg, class_names)
         present = [c for c, a in zip(class_names, area.sum("year").values, strict=True) if a > 0]
         densities = coefficients.densities(ecozone, present, site_id=site.site_id)
@@ -507,6 +514,8 @@ def compute_config(config: Any, site_ids: list[str] | None = None, *, maps: bool
                 draws=cfg.monte_carlo_draws, conservative_rule=cfg.conservative_rule,
                 maps_dir=cfg.output_dir / "maps" / site.site_id if maps else None, max_cells=max_cells,
             )
-        except InputError as exc:
+        except CarbonSinkError as exc:
             errors[site.site_id] = str(exc)
+        except Exception as exc:  # noqa: BLE001 - an unforeseen failure fails this site alone, named
+            errors[site.site_id] = f"unexpected {type(exc).__name__}: {exc}"
     return RunResult(results=results, errors=errors)

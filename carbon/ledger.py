@@ -129,7 +129,25 @@ TABLES = {"stocks": stocks, "sinks": sinks, "transitions": transitions}
 
 
 class LedgerError(CarbonSinkError):
-    """The ledger database cannot be reached or written."""
+    """The ledger database cannot be reached or written. ``transient``: worth another try
+    (a lock, a timeout, a dropped connection), as opposed to a wrong URL, folder or schema."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+#: Version of the ledger's tables; a ledger written by another version is refused, not mixed.
+SCHEMA_VERSION = 3
+
+meta = sa.Table(
+    "ledger_meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+_ENGINES: dict[str, sa.Engine] = {}
 
 
 def now() -> dt.datetime:
@@ -143,13 +161,34 @@ class Ledger:
             db = Path(url.removeprefix("sqlite:///"))
             if not db.parent.is_dir():
                 raise LedgerError(f"ledger folder does not exist: {db.parent} (ledger {url})")
+        if url in _ENGINES:
+            self.engine = _ENGINES[url]
+            return
         try:
             self.engine = sa.create_engine(url, future=True, pool_pre_ping=True)
             if self.engine.dialect.name == "sqlite":
                 sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-            metadata.create_all(self.engine)
+            self._check_schema()
+        except OperationalError as exc:
+            raise LedgerError(f"cannot open ledger {self.safe_url}: {exc.orig}", transient=True) from None
         except (SQLAlchemyError, ImportError) as exc:
             raise LedgerError(f"cannot open ledger {self.safe_url}: {exc}") from None
+        _ENGINES[url] = self.engine
+
+    def _check_schema(self) -> None:
+        inspector = sa.inspect(self.engine)
+        existing = set(inspector.get_table_names())
+        if existing & {t for t in metadata.tables if t != "ledger_meta"} and "ledger_meta" not in existing:
+            raise LedgerError(f"ledger {self.safe_url} was written by an older carbon-sink (no schema version): "
+                              "keep it for its history and point `ledger` at a new database")
+        metadata.create_all(self.engine)
+        with self.engine.begin() as c:
+            found = c.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).scalar_one_or_none()
+            if found is None:
+                c.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+            elif int(found) != SCHEMA_VERSION:
+                raise LedgerError(f"ledger {self.safe_url} has schema version {found}; this carbon-sink writes "
+                                  f"version {SCHEMA_VERSION}: point `ledger` at a new database")
 
     @property
     def safe_url(self) -> str:
@@ -161,7 +200,7 @@ class Ledger:
             with self.engine.begin() as conn:
                 yield conn
         except OperationalError as exc:
-            raise LedgerError(f"ledger {self.safe_url} cannot be written: {exc.orig}") from None
+            raise LedgerError(f"ledger {self.safe_url} cannot be written: {exc.orig}", transient=True) from None
 
     # --- runs ---------------------------------------------------------------------------
 

@@ -73,9 +73,13 @@ def inspect_raster(path: str) -> RasterInfo:
     """Open a land-cover raster header and check its structure (single band, integer, CRS)."""
     try:
         with rasterio.open(path) as src:
+            try:
+                crs = CRS.from_wkt(src.crs.to_wkt()) if src.crs else None
+            except Exception as exc:  # pyproj CRSError / ProjError: an engineering or broken CRS
+                raise InputError(f"raster CRS is not usable for area on the ellipsoid: {exc}", path=path) from None
             info = RasterInfo(
                 path=path,
-                crs=CRS.from_wkt(src.crs.to_wkt()) if src.crs else None,  # type: ignore[arg-type]
+                crs=crs,  # type: ignore[arg-type]
                 transform=src.transform,
                 width=src.width,
                 height=src.height,
@@ -97,6 +101,11 @@ def inspect_raster(path: str) -> RasterInfo:
         problems.append("raster has no coordinate reference system (CRS)")
     if info.transform.b != 0 or info.transform.d != 0:
         problems.append("rotated or sheared rasters are not supported")
+    elif info.transform.a < 0 or info.transform.e > 0:
+        problems.append("rasters stored south-up or east-to-west are not supported: rewrite it north-up "
+                        "(e.g. gdalwarp) first")
+    if info.crs is not None and info.crs.ellipsoid is None:
+        problems.append("raster CRS has no ellipsoid (an engineering or local CRS): pixel areas cannot be computed")
     if info.transform.is_identity:
         problems.append("raster has no georeferencing (identity transform)")
     if problems:
@@ -217,10 +226,10 @@ class YearReader:
             r0, r1 = max(row0 + row_off, 0), min(row0 + row_off + nrows, info.height)
             c0, c1 = max(col0, 0), min(col0 + self.grid.width, info.width)
             if r1 > r0 and c1 > c0:
-                block = src.read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
+                window = Window(c0, r0, c1 - c0, r1 - r0)
                 dst = (slice(r0 - row0 - row_off, r1 - row0 - row_off), slice(c0 - col0, c1 - col0))
-                values[dst] = block
-                ok[dst] = True
+                values[dst] = src.read(1, window=window)
+                ok[dst] = src.read_masks(1, window=window) > 0  # an internal mask or nodata, as GDAL sees it
         if info.nodata is not None and float(info.nodata).is_integer():
             ok &= values != int(info.nodata)
         return values, ok

@@ -119,3 +119,26 @@ def select_sites(sites: list[Site], site_ids: list[str] | None) -> list[Site]:
             f"unknown site_id(s): {', '.join(map(repr, unknown))}; known: {', '.join(sorted(by_id))}"
         )
     return [by_id[s] for s in site_ids]
+
+
+def overlaps(sites: list[Site], min_ha: float = 0.01) -> list[tuple[str, str, float]]:
+    """Pairs of sites whose polygons overlap by more than ``min_ha`` (geodesic ha): land that
+    would be counted, and exported, twice."""
+    from pyproj import Geod  # noqa: PLC0415
+
+    if not sites:
+        return []
+    tree = shapely.STRtree([s.geometry for s in sites])
+    geod = Geod(ellps="WGS84")
+    out = []
+    for i, j in zip(*tree.query([s.geometry for s in sites], predicate="intersects"), strict=True):
+        if i >= j:
+            continue
+        part = shapely.intersection(sites[i].geometry, sites[j].geometry)
+        if part.is_empty or part.area == 0:
+            continue
+        lonlat = gpd.GeoSeries([part], crs=sites[i].crs).to_crs(4326).iloc[0]
+        ha = abs(geod.geometry_area_perimeter(lonlat)[0]) / 1e4
+        if ha > min_ha:
+            out.append((sites[i].site_id, sites[j].site_id, ha))
+    return out

@@ -86,6 +86,8 @@ def load_crosswalk(legend: str, legends_dir: str | Path | None = None) -> Crossw
     if problems:
         raise InputError("legend crosswalk is invalid", path=path, problems=problems)
     assert table is not None
+    if table.empty:
+        raise InputError("legend crosswalk has no rows", path=path)
     table = table.sort_values("code")
     return Crosswalk(
         legend=legend,

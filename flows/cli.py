@@ -98,13 +98,9 @@ def run(
                                  method=method, return_state=True)
         finally:
             unsubscribe()
-    summary = state.result(raise_on_failure=False) if state.is_completed() else getattr(state, "data", None)
-    if not isinstance(summary, dict):
-        try:
-            state.result()
-        except Exception as exc:  # noqa: BLE001 - the run could not start: say why
-            _fail(exc)
-        _fail(RuntimeError(state.message or "metering run failed"))
+    summary = state.result(raise_on_failure=False)
+    if not isinstance(summary, dict):  # the run could not start (shared inputs, ledger): say why
+        _fail(summary if isinstance(summary, BaseException) else RuntimeError(state.message or "metering run failed"))
     assert isinstance(summary, dict)
     ledger = _ledger(cfg)
     sinks = ledger.current("sinks")
@@ -140,15 +136,23 @@ def validate(
             loaded[name] = loader(path)
         except InputError as exc:
             problems.append(str(exc))
+    if "sites" in loaded:
+        from carbon.sites import overlaps  # noqa: PLC0415
+
+        problems += [f"sites {a!r} and {b!r} overlap by {ha:,.2f} ha: that land would be counted twice"
+                     for a, b, ha in overlaps(loaded["sites"])]
     if len(loaded) == 3:
         for site in loaded["sites"]:
             try:
                 if quick:
                     plan_site(site, loaded["catalog"], loaded["coefficients"], cfg.legends)
                 else:
-                    compute_site(site, loaded["catalog"], loaded["coefficients"], legends_dir=cfg.legends)
+                    compute_site(site, loaded["catalog"], loaded["coefficients"], legends_dir=cfg.legends,
+                                 draws=100)
             except CarbonSinkError as exc:
                 problems.append(str(exc))
+            except Exception as exc:  # noqa: BLE001 - reported like any other problem
+                problems.append(f"site {site.site_id!r}: unexpected {type(exc).__name__}: {exc}")
     for p in problems:
         out.print(f"[red]problem:[/red] {p}", highlight=False)
     if problems:

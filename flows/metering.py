@@ -7,8 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import os
+
 from prefect import flow, unmapped
 from prefect.states import Completed, Failed, State
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from carbon.config import DEMO_CONFIG
 from flows.tasks import finish_run, meter_site, prepare_run
@@ -42,7 +45,11 @@ def _final(summary: dict[str, Any]) -> State:
                              f"{summary['n_skipped']} unchanged", data=summary)
 
 
-@flow(name="metering-run", log_prints=True)
+#: Sites metered at once (each holds its rasters open and one strip of pixels in memory).
+MAX_WORKERS = int(os.environ.get("CARBON_SINK_MAX_WORKERS", "4"))
+
+
+@flow(name="metering-run", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=MAX_WORKERS))
 def metering_run(config: str | None = None, site_ids: list[str] | None = None, force: bool = False,
                  maps: bool = False, method: str | None = None) -> State:
     """Meter every site of a configuration (or the listed ones); unchanged sites are skipped.

@@ -6,6 +6,7 @@ is briefly unavailable); computation never retries, and bad input never retries.
 
 from __future__ import annotations
 
+import errno
 import uuid
 from pathlib import Path
 from typing import Any
@@ -32,12 +33,19 @@ from carbon.tables import load_catalog, load_coefficients, sha256_file
 from flows import progress
 
 
+TRANSIENT_ERRNO = {errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno.EINTR, errno.EIO, errno.ECONNRESET,
+                   errno.ECONNREFUSED}
+
+
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry IO on transient failures only: never on bad input or a broken contract."""
+    """Retry IO on transient failures only (a busy or unreachable database, a file system
+    that hiccups); never on bad input, a missing folder or a broken contract."""
     try:
         state.result()
-    except (LedgerError, OSError):
-        return True
+    except LedgerError as exc:
+        return exc.transient
+    except OSError as exc:
+        return exc.errno in TRANSIENT_ERRNO
     except Exception:  # noqa: BLE001 - anything else is not worth another try
         return False
     return False
@@ -148,14 +156,16 @@ def meter_site(run: dict[str, Any], site_id: str, force: bool = False, years: li
     progress.emit(site_id, "started")
     try:
         key = site_key(run, site_id, years, start_year, method)
-        if not force and key["last_key"] == key["key"]:
+        if not force and not maps and key["last_key"] == key["key"]:  # maps asked for: compute them
             record_site(run, site_id, "skipped", input_key=key["key"])
             progress.emit(site_id, "skipped")
             return {"site_id": site_id, "status": "skipped", "input_key": key["key"]}
         site_dir = compute_site_tables(run, site_id, years, start_year, maps, method)
         site_run_id = publish_site(run, site_id, site_dir, key)
-    except CarbonSinkError as exc:
-        record_site(run, site_id, "failed", error=str(exc))
+    except Exception as exc:
+        # bad input fails this site alone; an unforeseen error too, recorded with its type
+        message = str(exc) if isinstance(exc, CarbonSinkError) else f"unexpected {type(exc).__name__}: {exc}"
+        record_site(run, site_id, "failed", error=message)
         progress.emit(site_id, "failed")
         raise
     progress.emit(site_id, "succeeded")

@@ -249,3 +249,48 @@ def test_geopackage_sites_are_read(tmp_path: Path, shared: Path) -> None:
     sites = load_sites(tmp_path / "sites.gpkg")
     assert sites[0].site_id == "lausanne" and sites[0].crs.to_epsg() == 2056
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_south_up_raster_is_refused(tmp_path: Path) -> None:
+    from affine import Affine
+
+    catalog, coef = setup(tmp_path, transform=Affine(30, 0, X0, 0, 30, Y0 - 90))
+    with pytest.raises(InputError, match="south-up"):
+        compute_site(albers_site(), catalog, coef)
+
+
+def test_internal_mask_is_nodata_on_the_reference_grid(tmp_path: Path) -> None:
+    import rasterio
+
+    path = write_tif(tmp_path / "lc2020.tif", GOOD, nodata=None)
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "r+") as dst:
+        mask = np.full(GOOD.shape, 255, dtype=np.uint8)
+        mask[0, 0] = 0
+        dst.write_mask(mask)
+    catalog = load_catalog(write_catalog(tmp_path / "c.csv", [(2020, path.name, "clcd")]))
+    coef = load_coefficients(write_coefficients(tmp_path / "k.csv", DENSITY))
+    site = albers_site(shapely.box(X0, Y0 - 60, X0 + 60, Y0))  # 4 whole pixels, (0, 0) masked
+    r = compute_site(site, catalog, coef)
+    assert r.stocks.iloc[0]["nodata_ha"] == pytest.approx(0.09)
+    assert r.stocks.iloc[0]["area_ha"] == pytest.approx(0.27)
+
+
+def test_local_crs_raster_is_refused(tmp_path: Path) -> None:
+    local = 'LOCAL_CS["local",UNIT["metre",1]]'
+    catalog, coef = setup(tmp_path, crs=local)
+    with pytest.raises(InputError, match=r"lc2020\.tif"):
+        compute_site(albers_site(), catalog, coef)
+
+
+def test_empty_crosswalk(tmp_path: Path) -> None:
+    (tmp_path / "empty.csv").write_text("code,label,carbon_class\n")
+    with pytest.raises(InputError, match="legend crosswalk has no rows"):
+        load_crosswalk("empty", tmp_path)
+
+
+def test_year_with_no_data_inside_the_site(tmp_path: Path) -> None:
+    catalog, coef = setup(tmp_path, {2020: GOOD, 2021: np.zeros_like(GOOD)})
+    with pytest.raises(InputError, match=r"no land-cover data inside the site in map year\(s\) \[2021\]"):
+        compute_site(albers_site(), catalog, coef)
+    r = compute_site(albers_site(), catalog, coef, years=[2020])  # the way out the message names
+    assert r.sinks.empty and len(r.stocks) == 1

@@ -102,3 +102,39 @@ def test_unknown_site(published: Path) -> None:
     result = runner.invoke(app, ["run", "--config", str(published), "--site", "nope"])
     assert result.exit_code == 2
     assert "unknown site_id(s): 'nope'" in result.output
+
+
+def test_run_with_a_failing_site_reports_it_and_exits_1(tmp_path: Path) -> None:
+    import geopandas as gpd
+    import pandas as pd
+
+    from tests.conftest import DEMO
+
+    gdf = gpd.read_file(DEMO / "sites.geojson")
+    bad = gdf.iloc[[0]].copy()
+    bad["site_id"] = "far-away"
+    bad["geometry"] = bad.translate(xoff=10.0)
+    sites = tmp_path / "sites.geojson"
+    gpd.GeoDataFrame(pd.concat([gdf, bad], ignore_index=True), crs=4326).to_file(sites, driver="GeoJSON")
+    cfg = write_config(tmp_path / "c.toml", sites=sites)
+    result = runner.invoke(app, ["run", "--config", str(cfg)])
+    assert result.exit_code == 1, result.output
+    assert "site far-away failed" in result.output and "outside every raster" in result.output
+    assert "wuhan-quarry-reclaim" in result.stdout  # the others' sinks are printed
+
+
+def test_validate_reports_overlapping_sites(tmp_path: Path) -> None:
+    import geopandas as gpd
+    import pandas as pd
+
+    from tests.conftest import DEMO
+
+    gdf = gpd.read_file(DEMO / "sites.geojson")
+    twin = gdf.iloc[[0]].copy()
+    twin["site_id"] = "quarry-twin"
+    sites = tmp_path / "sites.geojson"
+    gpd.GeoDataFrame(pd.concat([gdf, twin], ignore_index=True), crs=4326).to_file(sites, driver="GeoJSON")
+    cfg = write_config(tmp_path / "c.toml", sites=sites)
+    result = runner.invoke(app, ["validate", "--config", str(cfg), "--quick"])
+    assert result.exit_code == 1
+    assert "sites 'wuhan-quarry-reclaim' and 'quarry-twin' overlap by 62" in result.stdout

@@ -160,3 +160,32 @@ def test_current_is_the_latest_run_of_each_site_as_a_whole(ledger: Ledger, demo_
     assert set(current["site_run_id"]) == {latest}
     assert len(current) == int(keep.sum())
     assert set(ledger.current("stocks")["year"]) == {2020, 2021, 2022}
+
+
+def test_a_ledger_of_another_schema_version_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    eng = sa.create_engine(url)
+    with eng.begin() as c:
+        c.execute(sa.text("CREATE TABLE stocks (site_run_id INTEGER, site_id TEXT)"))
+    with pytest.raises(LedgerError, match="older carbon-sink") as e:
+        Ledger(url)
+    assert not e.value.transient
+
+
+def test_only_transient_failures_are_retried() -> None:
+    import errno
+    from types import SimpleNamespace
+
+    from carbon.errors import InputError
+    from flows.tasks import _transient
+
+    def state(exc: BaseException):
+        def result():
+            raise exc
+        return SimpleNamespace(result=result)
+
+    assert _transient(None, None, state(LedgerError("locked", transient=True)))
+    assert not _transient(None, None, state(LedgerError("wrong schema")))
+    assert _transient(None, None, state(OSError(errno.EBUSY, "busy")))
+    assert not _transient(None, None, state(OSError(errno.ENOENT, "missing")))
+    assert not _transient(None, None, state(InputError("bad site")))
