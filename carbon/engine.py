@@ -228,6 +228,23 @@ def compute_site(
     return result
 
 
+def read_site_codes(site: Site, catalog: list[CatalogEntry], coefficients: CoefficientSet,
+                    legends_dir: str | Path | None = None, years: list[int] | None = None,
+                    ) -> tuple[Grid, Any, dict[int, tuple[np.ndarray, np.ndarray, Crosswalk]]]:
+    """The site's reference grid, its polygon in that grid's CRS, and per year the codes and
+    validity of the whole window with the year's crosswalk (for figures: small sites only)."""
+    year_meta = plan_site(site, catalog, coefficients, legends_dir, years)
+    _, ref_info = _reference(site, year_meta)
+    geom_ref = to_crs(site.geometry, site.crs, ref_info.crs)
+    grid = site_grid(ref_info, geom_ref)
+    out = {}
+    with ExitStack() as stack:
+        for y, meta in sorted(year_meta.items()):
+            codes, valid, _ = YearReader(meta.infos, grid, stack).read(0, grid.height)
+            out[y] = (codes, valid, meta.crosswalk)
+    return grid, geom_ref, out
+
+
 def default_method(coefficients: CoefficientSet) -> str:
     """gain_loss with a coefficient table (young stands grow, soils move over 20 years);
     stock_difference with an InVEST pools table, which has no growth rates (InVEST's own

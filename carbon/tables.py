@@ -60,6 +60,7 @@ class Crosswalk:
     classes: tuple[str, ...]  # carbon class of each code (same order)
     labels: tuple[str, ...]
     sha256: str
+    colors: tuple[str | None, ...] = ()  # display colour of each code (optional column ``color``)
 
     def lookup(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Index of each code in ``self.codes`` and whether it is known (vectorised)."""
@@ -96,6 +97,7 @@ def load_crosswalk(legend: str, legends_dir: str | Path | None = None) -> Crossw
         classes=tuple(table["carbon_class"]),
         labels=tuple("" if pd.isna(v) else str(v) for v in table["label"]),
         sha256=sha256_file(path),
+        colors=tuple(None if pd.isna(v) else str(v) for v in table["color"]) if "color" in table.columns else (),
     )
 
 

@@ -64,6 +64,7 @@ def run(
     maps: Annotated[bool, typer.Option("--maps/--no-maps", help="Write per-pixel stock density maps (COG).")] = False,
     method: Annotated[str | None, typer.Option("--method", help="Override every site's method: gain_loss or "
                                                "stock_difference (docs/methods.md §9).")] = None,
+    reports: Annotated[bool, typer.Option("--reports/--no-reports", help="Write an HTML report per site.")] = True,
 ) -> None:
     """Meter every site (the main job). With no arguments it runs the demo."""
     _prefect_defaults()
@@ -95,7 +96,7 @@ def run(
         unsubscribe = progress.subscribe(on_site)
         try:
             state = metering_run(config=str(cfg.path), site_ids=site or None, force=force or bool(site), maps=maps,
-                                 method=method, return_state=True)
+                                 method=method, reports=reports, return_state=True)
         finally:
             unsubscribe()
     summary = state.result(raise_on_failure=False)
@@ -110,6 +111,8 @@ def run(
                  "Current full-period sinks (t CO2e; removals positive; 90% interval; conservative per AR-TOOL14)")
     console.print(f"run {summary['run_id']}: {summary['status']}; {summary['n_sites']} sites, "
                   f"{summary['n_skipped']} unchanged, {summary['n_failed']} failed. Manifest: {summary['manifest']}")
+    if summary.get("reports"):
+        console.print(f"site reports: {cfg.output_dir / 'reports'}/<site_id>/index.html")
     for site_id, error in summary["failures"].items():
         console.print(f"[red]site {site_id} failed:[/red] {error}", highlight=False)
     if summary["n_failed"]:
@@ -244,6 +247,23 @@ def export(
         _fail(exc)
     for p in paths:
         console.print(f"wrote {p}")
+
+
+@app.command()
+def report(
+    site: Annotated[str, typer.Option("--site", "-s", help="The site.")],
+    config: ConfigOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder (default: <output_dir>/reports/<site>).")] = None,
+) -> None:
+    """A self-contained HTML report of a site (maps, charts, tables, provenance) from the ledger."""
+    from carbon.report import site_report  # noqa: PLC0415
+
+    cfg = _load(config)
+    try:
+        page = site_report(cfg, site, out)
+    except CarbonSinkError as exc:
+        _fail(exc)
+    console.print(f"wrote {page}")
 
 
 @app.command()

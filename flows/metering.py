@@ -14,7 +14,7 @@ from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from carbon.config import DEMO_CONFIG
-from flows.tasks import finish_run, meter_site, prepare_run
+from flows.tasks import finish_run, meter_site, prepare_run, site_reports
 
 
 def _collect(futures: list[Any], site_ids: list[str]) -> list[dict[str, Any]]:
@@ -51,23 +51,28 @@ MAX_WORKERS = int(os.environ.get("CARBON_SINK_MAX_WORKERS", "4"))
 
 @flow(name="metering-run", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=MAX_WORKERS))
 def metering_run(config: str | None = None, site_ids: list[str] | None = None, force: bool = False,
-                 maps: bool = False, method: str | None = None) -> State:
+                 maps: bool = False, method: str | None = None, reports: bool = True) -> State:
     """Meter every site of a configuration (or the listed ones); unchanged sites are skipped.
-    ``method`` overrides every site's accounting method (stock_difference or gain_loss)."""
+    ``method`` overrides every site's accounting method (stock_difference or gain_loss);
+    ``reports`` writes an HTML report of each published site."""
     run = prepare_run(str(config or DEMO_CONFIG), site_ids)
     futures = meter_site.map(unmapped(run), run["site_ids"], force=unmapped(force), maps=unmapped(maps),
                              method=unmapped(method))
-    summary = finish_run(run, _collect(futures, run["site_ids"]))
+    outcomes = _collect(futures, run["site_ids"])
+    pages = site_reports(run, outcomes) if reports else None
+    summary = finish_run(run, outcomes, pages)
     return _final(summary)
 
 
 @flow(name="site-run", log_prints=True)
 def site_run(site_id: str, config: str | None = None, years: list[int] | None = None, start_year: int | None = None,
-             coefficients: str | None = None, maps: bool = True, method: str | None = None) -> State:
+             coefficients: str | None = None, maps: bool = True, method: str | None = None,
+             reports: bool = True) -> State:
     """Re-run one site, always recomputed: what an analyst runs with chosen years, period start,
     coefficient set and per-pixel maps on or off."""
     run = prepare_run(str(config or DEMO_CONFIG), [site_id], coefficients)
     future = meter_site.submit(run, site_id, force=True, years=years, start_year=start_year, maps=maps,
                                method=method)
-    summary = finish_run(run, _collect([future], [site_id]))
+    outcomes = _collect([future], [site_id])
+    summary = finish_run(run, outcomes, site_reports(run, outcomes) if reports else None)
     return _final(summary)

@@ -173,8 +173,26 @@ def meter_site(run: dict[str, Any], site_id: str, force: bool = False, years: li
             "input_key": key["key"], "inputs": key["inputs"]}
 
 
+@task(name="site-reports")
+def site_reports(run: dict[str, Any], outcomes: list[dict[str, Any]]) -> dict[str, str]:
+    """One HTML report per published site; a report that cannot be drawn is noted, not fatal."""
+    from carbon.report import site_report  # noqa: PLC0415
+
+    cfg = _config(run["config_path"], run["coefficients"])
+    pages = {}
+    for o in outcomes:
+        if o["status"] != "succeeded":
+            continue
+        try:
+            pages[o["site_id"]] = str(site_report(cfg, o["site_id"]))
+        except Exception as exc:  # noqa: BLE001 - the estimate is published; the report is a view of it
+            pages[o["site_id"]] = f"report failed: {type(exc).__name__}: {exc}"
+    return pages
+
+
 @task(name="finish-run", **IO)
-def finish_run(run: dict[str, Any], outcomes: list[dict[str, Any]]) -> dict[str, Any]:
+def finish_run(run: dict[str, Any], outcomes: list[dict[str, Any]], reports: dict[str, str] | None = None,
+               ) -> dict[str, Any]:
     """Close the run: ledger status, run manifest (JSON) and Prefect artifacts."""
     cfg = _config(run["config_path"], run["coefficients"])
     ledger = Ledger(cfg.ledger_url)
@@ -192,6 +210,7 @@ def finish_run(run: dict[str, Any], outcomes: list[dict[str, Any]]) -> dict[str,
         "code_version": run["code_version"],
         "status": status,
         "sites": {o["site_id"]: {k: v for k, v in o.items() if k != "site_id"} for o in outcomes},
+        "reports": reports or {},
     }
     write_json(run_dir / "manifest.json", manifest)
     ledger.finish_run(run["run_id"], status=status, n_sites=len(outcomes), n_failed=len(failed),
@@ -211,9 +230,14 @@ def finish_run(run: dict[str, Any], outcomes: list[dict[str, Any]]) -> dict[str,
              f"{len(failed)} failed.", "", f"Manifest: `{run_dir / 'manifest.json'}`"]
     if failed:
         lines += ["", "## Failures", ""] + [f"- `{o['site_id']}`: {o['error']}".replace("\n", "\n  ") for o in failed]
+    if reports:
+        lines += ["", "## Site reports", ""] + [
+            f"- `{site}`: [{page}](file://{page})" if page.endswith(".html") else f"- `{site}`: {page}"
+            for site, page in sorted(reports.items())]
     create_markdown_artifact(markdown="\n".join(lines), key="metering-run-summary",
                              description="Sites published, skipped and failed in this run")
     return {"run_id": run["run_id"], "status": status, "n_sites": len(outcomes), "n_failed": len(failed),
+            "reports": reports or {},
             "n_skipped": len(skipped), "manifest": str(run_dir / "manifest.json"), "failures":
             {o["site_id"]: o["error"] for o in failed}}
 

@@ -52,6 +52,7 @@ class CrosswalkTable(pa.DataFrameModel):
     code: Series[int] = pa.Field(unique=True, coerce=True)
     label: Series[str] = pa.Field(nullable=True)
     carbon_class: Series[str] = pa.Field(isin=list(CARBON_CLASSES))
+    color: Series[str] | None = pa.Field(nullable=True, str_matches=r"^#[0-9a-fA-F]{6}$")  # display colour
 
     class Config:
         strict = False

@@ -94,3 +94,39 @@ def pg_url() -> str:
             raise RuntimeError("CI=true but CARBON_SINK_TEST_PG_URL is not set (.ci/run starts PostgreSQL)")
         pytest.skip("no PostgreSQL server: set CARBON_SINK_TEST_PG_URL")
     return url
+
+
+def publish(cfg_path: Path, site_ids: list[str] | None = None) -> None:
+    """Compute a configuration's sites and publish them to its ledger, without Prefect
+    (for tests of what reads the ledger: exports, reports)."""
+    import uuid
+
+    from carbon.config import load_config
+    from carbon.engine import compute_config
+    from carbon.ledger import Ledger
+
+    cfg = load_config(cfg_path)
+    cfg.output_dir.mkdir(parents=True, exist_ok=True)
+    ledger = Ledger(cfg.ledger_url)
+    run_id = str(uuid.uuid4())
+    ledger.start_run(run_id, config_path=str(cfg_path), code_version="test", flow_run_id=None)
+    result = compute_config(cfg, site_ids)
+    for site_id, r in result.results.items():
+        ledger.publish_site(run_id=run_id, flow_run_id=None, site_id=site_id, tables=r.tables(), input_key="k",
+                            inputs=r.provenance, coefficient_set=cfg.coefficients.stem,
+                            coefficient_sha256="0" * 64, code_version="test")
+    for site_id, error in result.errors.items():
+        ledger.record_site(run_id=run_id, flow_run_id=None, site_id=site_id, status="failed", code_version="test",
+                           error=error)
+
+
+def chromium() -> str:
+    """Debian's chromium for tests of pages as a person sees them (.ci/run installs it)."""
+    import shutil
+
+    path = shutil.which("chromium")
+    if path is None:
+        if os.environ.get("CI", "").lower() == "true":
+            raise RuntimeError("CI=true but chromium is not installed (.ci/run installs it)")
+        pytest.skip("chromium not installed")
+    return path

@@ -45,6 +45,10 @@ def test_metering_run_publishes_then_skips_unchanged_sites(tmp_path: Path) -> No
     parquet = pd.read_parquet(run_dir / "sites" / "wuhan-quarry-reclaim" / "sinks.parquet")
     assert csv["sink_tco2e"].tolist() == pytest.approx(parquet["sink_tco2e"].tolist())
 
+    # one report per published site, linked from the run's markdown artifact
+    assert set(summary["reports"]) == SITES
+    assert all(Path(p).is_file() and p.endswith("index.html") for p in summary["reports"].values())
+
     again = metering_run(config=str(cfg), return_state=True).result()
     assert again["n_skipped"] == 4
     forced = metering_run(config=str(cfg), force=True, return_state=True).result()
@@ -114,6 +118,7 @@ def test_bad_site_fails_alone_and_the_run_shows_it(tmp_path: Path) -> None:
         arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["metering-run-summary"])))
         table = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["site-sinks"])))
     assert any("far-away" in str(a.data) and "outside every raster" in str(a.data) for a in arts)
+    assert any("Site reports" in str(a.data) and "wuhan-quarry-reclaim/index.html" in str(a.data) for a in arts)
     assert table
 
 

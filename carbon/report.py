@@ -1,0 +1,366 @@
+"""Per-site report for analysts and auditors: one self-contained HTML page and PNG figures.
+
+The numbers on the page are the ledger's (the site's current estimate); the maps are drawn
+from the land-cover rasters and the density maps the engine writes. A year that cannot be
+read, or a failed last run, is said on the page, and the rest is still shown.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import rasterio  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from carbon.config import Config  # noqa: E402
+from carbon.constants import POOLS  # noqa: E402
+from carbon.engine import compute_site, plan_site, read_site_codes  # noqa: E402
+from carbon.errors import CarbonSinkError, InputError  # noqa: E402
+from carbon.ledger import Ledger  # noqa: E402
+from carbon.publish import inside  # noqa: E402
+from carbon.rasters import Grid, inspect_raster  # noqa: E402
+from carbon.sites import Site, load_sites, select_sites  # noqa: E402
+from carbon.tables import load_catalog, load_coefficients  # noqa: E402
+
+#: Display colours of carbon classes, for legends without their own colours.
+CLASS_COLORS = {"forest": "#2d6a2d", "shrubland": "#7fb04a", "grassland": "#c6df8f", "cropland": "#f3d98b",
+                "wetland": "#3fa7a0", "water": "#2b6cb0", "settlement": "#d9534f", "barren": "#c9b79c",
+                "mining_land": "#6b5b4b", "snow_ice": "#e8f1f8"}
+POOL_NAMES = {"agb": "above-ground biomass", "bgb": "below-ground biomass", "deadwood": "dead wood",
+              "litter": "litter", "soc": "soil organic carbon"}
+
+
+@dataclass
+class ReportData:
+    site: Site
+    stocks: pd.DataFrame
+    sinks: pd.DataFrame
+    transitions: pd.DataFrame
+    history: pd.DataFrame
+    inputs: dict[str, Any]
+    problems: list[str] = field(default_factory=list)
+
+
+def site_report(cfg: Config, site_id: str, out_dir: Path | None = None) -> Path:
+    """Write ``index.html`` and its PNG figures for one site; returns the page's path."""
+    out_dir = Path(out_dir) if out_dir is not None else inside(cfg.output_dir, "reports", site_id)
+    data = _gather(cfg, site_id)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, Path] = {}
+    work = Path(tempfile.mkdtemp(prefix=".report-", dir=out_dir))
+    try:
+        figures.update(_maps(cfg, data, out_dir, work))
+        if not data.stocks.empty:
+            figures["stock_by_pool"] = _stock_chart(data, out_dir / "stock_by_pool.png")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    page = out_dir / "index.html"
+    page.write_text(_html(data, figures), encoding="utf-8")
+    return page
+
+
+# --- data --------------------------------------------------------------------------------
+
+
+def _gather(cfg: Config, site_id: str) -> ReportData:
+    ledger = Ledger(cfg.ledger_url)
+    history = ledger.history(site_id)
+    if history.empty:
+        raise InputError("no run of this site in the ledger: run it first", site_id=site_id)
+    site = select_sites(load_sites(cfg.sites), [site_id])[0]
+    stocks = ledger.current("stocks", site_id)
+    sinks = ledger.current("sinks", site_id)
+    transitions = ledger.current("transitions", site_id)
+    inputs: dict[str, Any] = {}
+    problems: list[str] = []
+    if not stocks.empty:
+        inputs = json.loads(ledger.site_run_inputs(int(stocks["site_run_id"].iloc[0])) or "{}")
+    last = history.iloc[-1]
+    if last["status"] == "failed":
+        problems.append(f"The latest run ({last['run_id']}, {last['created_at']}) failed: {last['error']}")
+        if stocks.empty:
+            problems.append("No successful run: no estimate to show.")
+        else:
+            problems.append(f"The figures below are from the last successful run ({stocks['run_id'].iloc[0]}).")
+    return ReportData(site, stocks, sinks, transitions, history, inputs, problems)
+
+
+def _readable_years(cfg: Config, site: Site, years: list[int], problems: list[str]) -> list[int]:
+    """The years whose rasters open and read; each failure is named on the page."""
+    catalog = load_catalog(cfg.landcover)
+    coefficients = load_coefficients(cfg.coefficients)
+    ok = []
+    for y in years:
+        try:
+            meta = plan_site(site, catalog, coefficients, cfg.legends, [y])[y]
+            for info in meta.infos:
+                inspect_raster(info.path)
+                with rasterio.open(info.path) as src:
+                    src.read(1, window=((0, min(src.height, 8)), (0, min(src.width, 8))))
+            ok.append(y)
+        except (CarbonSinkError, rasterio.errors.RasterioError) as exc:
+            if "covers the site" not in str(exc):  # a year of other sites' rasters is not a problem here
+                problems.append(f"Map year {y} cannot be read: {exc}")
+    return ok
+
+
+# --- figures -----------------------------------------------------------------------------
+
+
+def _maps(cfg: Config, data: ReportData, out_dir: Path, work: Path) -> dict[str, Path]:
+    site = data.site
+    catalog = load_catalog(cfg.landcover)
+    wanted = sorted(set(data.stocks["year"])) if not data.stocks.empty else sorted({e.year for e in catalog})
+    years = _readable_years(cfg, site, wanted, data.problems)
+    if not years:
+        data.problems.append("No land-cover map can be drawn: no map year of the site can be read.")
+        return {}
+    figures = {}
+    try:
+        grid, geom, codes = read_site_codes(site, catalog, load_coefficients(cfg.coefficients), cfg.legends, years)
+        figures["land_cover"] = _land_cover_figure(grid, geom, codes, out_dir / "land_cover.png")
+    except CarbonSinkError as exc:
+        data.problems.append(f"Land-cover maps cannot be drawn: {exc}")
+        return figures
+    method = str(data.stocks["method"].iloc[0]) if not data.stocks.empty else None
+    start = int(data.sinks.loc[data.sinks["is_full_period"], "period_start"].iloc[0]) if (
+        not data.sinks.empty and data.sinks["is_full_period"].any()) else years[0]
+    try:
+        compute_site(site, catalog, load_coefficients(cfg.coefficients), legends_dir=cfg.legends, years=years,
+                     start_year=start if start in years else years[0], method=method, maps_dir=work, draws=100)
+    except CarbonSinkError as exc:
+        data.problems.append(f"Stock density maps cannot be drawn: {exc}")
+        return figures
+    figures["density"] = _density_figure(grid, geom, work, site.site_id, years, out_dir / "stock_density.png")
+    return figures
+
+
+def _outline(ax: Any, geom: Any, grid: Grid) -> None:
+    inv = ~grid.transform
+    polys = getattr(geom, "geoms", [geom])
+    for poly in polys:
+        for ring in [poly.exterior, *poly.interiors]:
+            x, y = np.asarray(ring.coords).T
+            col, row = inv @ (x, y)
+            ax.plot(col - 0.5, row - 0.5, color="black", linewidth=1.2)
+
+
+def _land_cover_figure(grid: Grid, geom: Any, codes: dict[int, tuple[np.ndarray, np.ndarray, Any]],
+                       path: Path) -> Path:
+    years = sorted(codes)
+    ncols = min(4, len(years))
+    nrows = int(np.ceil(len(years) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.2 * nrows + 0.9), squeeze=False)
+    legend_items: dict[str, str] = {}
+    for ax, y in zip(axes.flat, years, strict=False):
+        values, valid, cw = codes[y]
+        colors = [c or CLASS_COLORS.get(k, "#999999") for c, k in
+                  zip(cw.colors or [None] * len(cw.codes), cw.classes, strict=True)]
+        idx, known = cw.lookup(values)
+        img = np.ma.masked_array(idx, mask=~(valid & known))
+        ax.imshow(img, cmap=ListedColormap(colors), vmin=0, vmax=len(colors) - 1, interpolation="nearest")
+        _outline(ax, geom, grid)
+        ax.set_title(f"{y} ({cw.legend})", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for j in np.unique(idx[valid & known]):
+            legend_items[f"{cw.codes[j]} {cw.labels[j]}"] = colors[j]
+    for ax in axes.flat[len(years):]:
+        ax.axis("off")
+    fig.legend(handles=[Patch(color=c, label=lbl) for lbl, c in legend_items.items()], loc="lower center",
+               ncol=min(5, len(legend_items)), fontsize=8, frameon=False)
+    fig.suptitle("Land cover with the site boundary (black; white = no data)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.96))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _density_figure(grid: Grid, geom: Any, maps_dir: Path, site_id: str, years: list[int], path: Path) -> Path:
+    panels = []
+    for y in (years[0], years[-1]):
+        with rasterio.open(maps_dir / f"{site_id}_stock_density_{y}.tif") as src:
+            panels.append((f"stock density {y} (t C/ha)", src.read(1), "YlGn", None))
+    change = sorted(maps_dir.glob(f"{site_id}_stock_change_*.tif"))
+    if change:
+        with rasterio.open(change[0]) as src:
+            a = src.read(1)
+        lim = float(np.nanmax(np.abs(a))) if np.isfinite(a).any() else 1.0
+        span = change[0].stem.split("_")[-2:]
+        panels.append((f"change {span[0]}-{span[1]} (t C/ha; removals > 0)", a, "RdBu", (-lim or -1, lim or 1)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
+    vmax = max(float(np.nanmax(p[1])) if np.isfinite(p[1]).any() else 1.0 for p in panels[:2])
+    for ax, (title, arr, cmap, lims) in zip(axes.flat, panels, strict=True):
+        vmin, vmax_i = lims if lims else (0.0, vmax)
+        im = ax.imshow(arr, cmap=cmap, vmin=vmin, vmax=vmax_i, interpolation="nearest")
+        _outline(ax, geom, grid)
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _stock_chart(data: ReportData, path: Path) -> Path:
+    s = data.stocks.sort_values("year")
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    ax.stackplot(s["year"], *[s[f"stock_{p}_tc"] for p in POOLS], labels=[POOL_NAMES[p] for p in POOLS], alpha=0.8)
+    ax.plot(s["year"], s["stock_tc"], color="black", marker="o", label="total")
+    if "stock_tc_lower95" in s:
+        ax.fill_between(s["year"], s["stock_tc_lower95"], s["stock_tc_upper95"], color="grey", alpha=0.35,
+                        label="95% interval (Monte Carlo)")
+    ax.set(xlabel="year", ylabel="t C", title=f"{data.site.site_id}: carbon stock by pool")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# --- page --------------------------------------------------------------------------------
+
+
+def _img(path: Path, alt: str) -> str:
+    b64 = base64.b64encode(path.read_bytes()).decode()
+    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}"><figcaption>' \
+           f'{html.escape(alt)} (<a href="{path.name}">{path.name}</a>)</figcaption></figure>'
+
+
+def _num(v: Any, digits: int = 2, col: str | None = None) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "<td></td>"
+    attr = f' data-col="{col}"' if col else ""
+    return f'<td class="n"{attr} data-value="{float(v)!r}">{float(v):,.{digits}f}</td>'
+
+
+def _sink_table(sinks: pd.DataFrame) -> str:
+    if sinks.empty:
+        return "<p>No sink in the ledger for this site.</p>"
+    head = ("<tr><th>period</th><th>area (ha)</th><th>stock start (t C)</th><th>stock end (t C)</th>"
+            "<th>change (t C)</th><th>sink (t CO2e)</th><th>90% interval (t CO2e)</th><th>U90 (%)</th>"
+            "<th>conservative sink (t CO2e)</th><th>annual sink (t CO2e/yr)</th><th>method</th></tr>")
+    rows = []
+    for r in sinks.sort_values(["period_start", "period_end"]).itertuples():
+        full = " (full period)" if r.is_full_period else ""
+        rows.append(
+            f'<tr data-period="{r.period_start}-{r.period_end}"><td>{r.period_start}-{r.period_end}{full}</td>'
+            f"{_num(r.area_ha)}{_num(r.stock_start_tc)}{_num(r.stock_end_tc)}{_num(r.stock_change_tc)}"
+            f"{_num(r.sink_tco2e, col='sink_tco2e')}"
+            f"<td>{r.sink_tco2e_lower90:,.1f} to {r.sink_tco2e_upper90:,.1f}</td>{_num(r.sink_tco2e_u90_pct, 1)}"
+            f"{_num(r.conservative_sink_tco2e)}{_num(r.annual_sink_tco2e)}<td>{html.escape(str(r.method))}</td></tr>"
+        )
+    return f'<table id="sinks">{head}{"".join(rows)}</table>'
+
+
+def _stock_table(stocks: pd.DataFrame) -> str:
+    if stocks.empty:
+        return ""
+    head = "<tr><th>year</th><th>area (ha)</th><th>no data (ha)</th>" + "".join(
+        f"<th>{POOL_NAMES[p]} (t C)</th>" for p in POOLS) + "<th>total (t C)</th><th>95% interval (t C)</th></tr>"
+    rows = []
+    for r in stocks.sort_values("year").itertuples():
+        cells = "".join(_num(getattr(r, f"stock_{p}_tc")) for p in POOLS)
+        rows.append(f'<tr data-year="{r.year}"><td>{r.year}</td>{_num(r.area_ha)}{_num(r.nodata_ha)}{cells}'
+                    f"{_num(r.stock_tc, col='stock_tc')}"
+                    f"<td>{r.stock_tc_lower95:,.1f} to {r.stock_tc_upper95:,.1f}</td></tr>")
+    return f'<table id="stocks">{head}{"".join(rows)}</table>'
+
+
+def _transition_table(transitions: pd.DataFrame, sinks: pd.DataFrame) -> str:
+    full = sinks[sinks["is_full_period"]] if not sinks.empty else sinks
+    if full.empty or transitions.empty:
+        return "<p>No transition matrix (a single map year).</p>"
+    y0, y1 = int(full["period_start"].iloc[0]), int(full["period_end"].iloc[0])
+    t = transitions[(transitions["period_start"] == y0) & (transitions["period_end"] == y1)]
+    m = t.pivot_table(index="from_class", columns="to_class", values="area_ha", aggfunc="sum", fill_value=0.0)
+    head = "<tr><th>from \\ to (ha)</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in m.columns) + "</tr>"
+    rows = "".join(f"<tr><th>{html.escape(i)}</th>" + "".join(_num(v) for v in m.loc[i]) + "</tr>" for i in m.index)
+    return f"<p>Land-cover transitions {y0} to {y1}, hectares.</p><table id=\"transitions\">{head}{rows}</table>"
+
+
+def _provenance(data: ReportData) -> str:
+    s = data.stocks
+    items = {
+        "site": f"{data.site.site_id}: {data.site.name} ({data.site.site_type}, ecozone {data.site.ecozone})",
+        "ledger run": s["run_id"].iloc[0] if not s.empty else "-",
+        "computed at": str(s["created_at"].iloc[0]) if not s.empty else "-",
+        "coefficient set": f"{s['coefficient_set'].iloc[0]} (SHA-256 {s['coefficient_sha256'].iloc[0]})"
+        if not s.empty else "-",
+        "code version": s["code_version"].iloc[0] if not s.empty else "-",
+        "uncertainty": s["uncertainty_method"].iloc[0] if not s.empty else "-",
+    }
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in items.items())
+    rasters = []
+    for year, y in sorted(data.inputs.get("years", {}).items()):
+        rasters_of_year = y.get("rasters", {})
+        if isinstance(rasters_of_year, list):  # inputs recorded without file hashes
+            rasters_of_year = dict.fromkeys(rasters_of_year, "")
+        for path, digest in rasters_of_year.items():
+            rasters.append(f"<tr><td>{year}</td><td>{html.escape(y.get('legend', ''))}</td>"
+                           f"<td>{html.escape(path)}</td><td><code>{digest}</code></td></tr>")
+    raster_table = ("<table><tr><th>year</th><th>legend</th><th>raster</th><th>SHA-256</th></tr>"
+                    + "".join(rasters) + "</table>") if rasters else ""
+    runs = "".join(f"<tr><td>{r.site_run_id}</td><td>{r.run_id}</td><td>{r.status}</td><td>{r.created_at}</td></tr>"
+                   for r in data.history.itertuples())
+    return (f"<table>{rows}</table>{raster_table}<h3>Every run of this site</h3>"
+            f"<table><tr><th>site run</th><th>run</th><th>status</th><th>time</th></tr>{runs}</table>")
+
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
+table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:0.85em}td,th{border:1px solid #ccc;padding:3px 6px}
+td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#f3f3f3;text-align:left}
+figure{margin:1em 0}img{max-width:100%}.problem{background:#fde8e8;border-left:4px solid #c0392b;padding:0.5em 1em}
+.note{color:#555;font-size:0.9em}"""
+
+CHECK = """<script>
+window.addEventListener('load', function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  var bad = imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); }).length;
+  document.body.setAttribute('data-figures', imgs.length + ' loaded, ' + bad + ' broken');
+});
+</script>"""
+
+
+def _html(data: ReportData, figures: dict[str, Path]) -> str:
+    site = data.site
+    problems = "".join(f'<p class="problem">{html.escape(p)}</p>' for p in data.problems)
+    figs = "".join(_img(figures[k], alt) for k, alt in (
+        ("land_cover", "Land cover of each map year with the site boundary"),
+        ("density", "Stock density, first and last year, and its change"),
+        ("stock_by_pool", "Carbon stock by pool over the years, with the 95% interval")) if k in figures)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>carbon-sink report: {html.escape(site.site_id)}</title>
+<style>{CSS}</style></head>
+<body data-figures="pending">
+<h1>{html.escape(site.name)} <small>({html.escape(site.site_id)})</small></h1>
+{problems}
+<p class="note">Units: carbon stocks in tonnes of carbon (t C); sinks in tonnes of CO2 equivalent (t CO2e),
+sink = stock change x 44/12. Sign: <b>removals are positive</b>, emissions negative. Areas are ellipsoidal
+hectares, boundary pixels counted by the share inside the site. Methods: docs/methods.md.</p>
+<h2>Sinks</h2>{_sink_table(data.sinks)}
+<h2>Stocks</h2>{_stock_table(data.stocks)}
+<h2>Maps and charts</h2>{figs or "<p>No figure could be drawn (see above).</p>"}
+<h2>Land-cover transitions</h2>{_transition_table(data.transitions, data.sinks)}
+<h2>Provenance</h2>{_provenance(data)}
+{CHECK}
+</body></html>
+"""

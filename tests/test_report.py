@@ -1,0 +1,101 @@
+"""The per-site report as a person sees it: rendered in headless Chromium, no console errors,
+every figure present, and the numbers on the page equal to the ledger's."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from carbon.config import load_config
+from carbon.ledger import Ledger
+from carbon.report import site_report
+from tests.conftest import DEMO, chromium, publish, write_config
+
+
+def render(page: Path) -> tuple[str, str]:
+    """The DOM after load and Chromium's log (console messages included)."""
+    profile = tempfile.mkdtemp(prefix="chromium-")
+    try:
+        proc = subprocess.run(
+            [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", "--virtual-time-budget=10000",
+             "--dump-dom", page.as_uri()],
+            capture_output=True, text=True, timeout=120, check=False,
+        )
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout, proc.stderr
+
+
+def console_errors(log: str) -> list[str]:
+    return [line for line in log.splitlines() if "CONSOLE" in line and ("Uncaught" in line or "rror" in line)]
+
+
+class Cells(HTMLParser):
+    """data-value cells by (row key, column)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: dict[tuple[str, str], float] = {}
+        self.row: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "tr":
+            self.row = a.get("data-period") or a.get("data-year")
+        if tag == "td" and a.get("data-col") and self.row:
+            self.values[(self.row, a["data-col"])] = float(a["data-value"] or "nan")
+
+
+@pytest.fixture(scope="module")
+def demo_cfg(tmp_path_factory) -> Path:
+    cfg = write_config(tmp_path_factory.mktemp("report") / "c.toml")
+    publish(cfg)
+    return cfg
+
+
+@pytest.mark.parametrize("site_id", ["wuhan-quarry-reclaim", "daye-mine-wc"])  # Albers and a geographic grid
+def test_report_renders_with_figures_and_the_ledger_numbers(demo_cfg: Path, site_id: str) -> None:
+    cfg = load_config(demo_cfg)
+    page = site_report(cfg, site_id)
+    dom, log = render(page)
+    assert console_errors(log) == []
+    assert re.search(r'data-figures="3 loaded, 0 broken"', dom), re.findall(r'data-figures="[^"]*"', dom)
+    cells = Cells()
+    cells.feed(dom)
+    ledger = Ledger(cfg.ledger_url)
+    sinks = ledger.current("sinks", site_id)
+    for r in sinks.itertuples():
+        assert cells.values[(f"{r.period_start}-{r.period_end}", "sink_tco2e")] == r.sink_tco2e
+    stocks = ledger.current("stocks", site_id)
+    for r in stocks.itertuples():
+        assert cells.values[(str(r.year), "stock_tc")] == r.stock_tc
+    assert "removals are positive" in dom and "t CO2e" in dom
+    assert stocks["run_id"].iloc[0] in dom  # provenance names the ledger run
+    for png in ("land_cover.png", "stock_density.png", "stock_by_pool.png"):
+        assert (page.parent / png).stat().st_size > 10_000
+
+
+def test_report_says_what_failed(tmp_path: Path) -> None:
+    """A year whose raster is corrupt: the run fails, the page says so and still shows the rest."""
+    landcover = tmp_path / "landcover"
+    shutil.copytree(DEMO / "landcover", landcover)
+    cfg_path = write_config(tmp_path / "c.toml", landcover=landcover / "catalog.csv")
+    publish(cfg_path, ["daye-mine-wc"])  # a good run first
+    raster = landcover / "worldcover_2022.tif"
+    raster.write_bytes(raster.read_bytes()[:300])  # truncated
+    publish(cfg_path, ["daye-mine-wc"])  # this run fails
+    page = site_report(load_config(cfg_path), "daye-mine-wc")
+    dom, log = render(page)
+    assert console_errors(log) == []
+    assert "The latest run" in dom and "failed" in dom
+    assert "Map year 2022 cannot be read" in dom and "worldcover_2022.tif" in dom
+    assert re.search(r'data-figures="3 loaded, 0 broken"', dom)
