@@ -40,6 +40,7 @@ NODATA = 255
 TILE = 256
 SEED = 20240611
 YEARS = (2020, 2030)
+SPECKLE = 0.15
 
 # CLCD codes
 CROP, FOREST, SHRUB, GRASS, WATER, BARREN, URBAN, WETLAND = 1, 2, 3, 4, 5, 7, 8, 9
@@ -102,7 +103,7 @@ class Landscape:
         rng = np.random.default_rng(seed)
         self.n = n
         sc = (1024, 256, 64, 16)
-        self.elev = Field(rng, n, sc, (1.0, 0.55, 0.3, 0.15))
+        self.elev = Field(rng, n, (*sc, 4), (1.0, 0.55, 0.3, 0.15, 0.08))
         self.moist = Field(rng, n, sc[:3], (1.0, 0.5, 0.25))
         self.urban = Field(rng, n, (256, 64, 16), (1.0, 0.6, 0.3))
         self.change = Field(rng, n, (128, 32, 8), (1.0, 0.6, 0.35))
@@ -112,11 +113,20 @@ class Landscape:
         self.qm = self.moist.quantiles(n, [0.3, 0.5, 0.7])
         self.qu = self.urban.quantiles(n, [0.9, 0.95])
         self.qc = self.change.quantiles(n, [0.05, 0.93])
-        self.edge_sd = float(np.std(self.edge(np.arange(0, n, 7), np.arange(0, n, 7))))
+        sub = np.arange(0, n, 7)
+        self.edge_sd = float(np.std(self.edge(sub, sub)))
+        self.elev_sd = float(np.std(self.elev(sub, sub)))
+        self.moist_sd = float(np.std(self.moist(sub, sub)))
 
-    def strip(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(current, future) codes of the given rows and columns."""
+    def strip(self, rows: np.ndarray, cols: np.ndarray, speckle: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """(current, future) codes of the given rows and columns; ``speckle`` adds per-pixel
+        noise (x the field's sd) to the fields, like the mixed pixels and classification noise
+        of a real 30 m map (which LZW compresses about 5x, not 30x)."""
         e, m, u, c = self.elev(rows, cols), self.moist(rows, cols), self.urban(rows, cols), self.change(rows, cols)
+        if speckle:
+            rng = np.random.default_rng([SEED, int(rows[0])])
+            for f, sd in ((e, self.elev_sd), (m, self.moist_sd)):
+                f += (speckle * sd) * rng.standard_normal(f.shape, dtype=np.float32)
         qe, qm, qu, qc = self.qe, self.qm, self.qu, self.qc
         cur = np.full(e.shape, CROP, dtype=np.uint8)
         cur[e >= qe[0.52]] = np.where(m[e >= qe[0.52]] > qm[0.5], SHRUB, GRASS)
@@ -164,7 +174,7 @@ def make_pair(size: int, kind: str = "patchy", work: Path = WORK, log=print) -> 
     stem = f"lc_{kind}_{size}"
     paths = {YEARS[0]: work / f"{stem}_current.tif", YEARS[1]: work / f"{stem}_future.tif"}
     meta_path = work / f"{stem}.json"
-    params = {"size": size, "kind": kind, "seed": SEED, "crs": CRS, "pixel": PIXEL, "north": NORTH, "version": 3}
+    params = {"size": size, "kind": kind, "seed": SEED, "crs": CRS, "pixel": PIXEL, "north": NORTH, "speckle": SPECKLE, "version": 4}
     if meta_path.is_file() and all(p.is_file() for p in paths.values()):
         meta = json.loads(meta_path.read_text())
         if meta.get("params") == params:
@@ -180,7 +190,7 @@ def make_pair(size: int, kind: str = "patchy", work: Path = WORK, log=print) -> 
         for r0 in range(0, size, TILE):
             h = min(TILE, size - r0)
             if coarse == 1:
-                cur, fut = land.strip(np.arange(r0, r0 + h), np.arange(size))
+                cur, fut = land.strip(np.arange(r0, r0 + h), np.arange(size), speckle=SPECKLE)
             else:
                 crow = np.arange(r0, r0 + h) // coarse
                 ucrow, inv = np.unique(crow, return_inverse=True)

@@ -219,8 +219,16 @@ class Ledger:
     def publish_site(self, *, run_id: str, flow_run_id: str | None, site_id: str, tables: dict[str, pd.DataFrame],
                      input_key: str, inputs: dict[str, Any], coefficient_set: str, coefficient_sha256: str,
                      code_version: str) -> int:
-        """Write one site's results in one transaction; returns its site_run_id."""
+        """Write one site's results in one transaction; returns its site_run_id.
+
+        Idempotent within a run: publishing the same site and inputs again for the same run
+        (a task re-run after a worker died past the commit) returns the row already written."""
         with self._tx() as c:
+            done = c.execute(sa.select(site_runs.c.site_run_id).where(
+                site_runs.c.run_id == run_id, site_runs.c.site_id == site_id, site_runs.c.status == "succeeded",
+                site_runs.c.input_key == input_key)).scalar_one_or_none()
+            if done is not None:
+                return int(done)
             site_run_id = c.execute(site_runs.insert().values(
                 run_id=run_id, flow_run_id=flow_run_id, site_id=site_id, status="succeeded", created_at=now(),
                 input_key=input_key, inputs_json=json.dumps(inputs, sort_keys=True, default=str),

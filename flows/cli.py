@@ -65,6 +65,9 @@ def run(
     method: Annotated[str | None, typer.Option("--method", help="Override every site's method: gain_loss or "
                                                "stock_difference (docs/methods.md §9).")] = None,
     reports: Annotated[bool, typer.Option("--reports/--no-reports", help="Write an HTML report per site.")] = True,
+    dask: Annotated[str | None, typer.Option("--dask", help="Run the sites on Dask: a scheduler address "
+                                             "(tcp://host:8786) or 'local' for a LocalCluster.")] = None,
+    workers: Annotated[int, typer.Option("--workers", help="Processes of the local Dask cluster.")] = 2,
 ) -> None:
     """Meter every site (the main job). With no arguments it runs the demo."""
     _prefect_defaults()
@@ -83,7 +86,9 @@ def run(
         _fail(exc)
     _ledger(cfg)
     from flows import progress  # noqa: PLC0415
-    from flows.metering import metering_run  # noqa: PLC0415
+    from flows.metering import metering_run, with_dask  # noqa: PLC0415
+
+    flow_fn = metering_run if dask is None else with_dask(None if dask == "local" else dask, workers)
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=False) as bar:
@@ -95,7 +100,7 @@ def run(
 
         unsubscribe = progress.subscribe(on_site)
         try:
-            state = metering_run(config=str(cfg.path), site_ids=site or None, force=force or bool(site), maps=maps,
+            state = flow_fn(config=str(cfg.path), site_ids=site or None, force=force or bool(site), maps=maps,
                                  method=method, reports=reports, return_state=True)
         finally:
             unsubscribe()

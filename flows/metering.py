@@ -64,6 +64,19 @@ def metering_run(config: str | None = None, site_ids: list[str] | None = None, f
     return _final(summary)
 
 
+def with_dask(address: str | None = None, workers: int = 2):  # noqa: ANN201
+    """The metering flow on Dask: a running scheduler (``address``, e.g. tcp://host:8786) or a
+    LocalCluster of ``workers`` single-threaded processes (docs/operations.md)."""
+    from prefect_dask import DaskTaskRunner  # noqa: PLC0415
+
+    if address:
+        runner = DaskTaskRunner(address=address)
+    else:
+        runner = DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
+                                                "dashboard_address": None})
+    return metering_run.with_options(task_runner=runner)
+
+
 @flow(name="site-run", log_prints=True)
 def site_run(site_id: str, config: str | None = None, years: list[int] | None = None, start_year: int | None = None,
              coefficients: str | None = None, maps: bool = True, method: str | None = None,

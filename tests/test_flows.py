@@ -127,3 +127,20 @@ def test_site_ids_never_make_paths_outside_output_dir(tmp_path: Path) -> None:
         with pytest.raises(OutputDirError):
             inside(tmp_path, "runs", "r", "sites", bad)
     assert inside(tmp_path, "runs", "r", "sites", "ok-site") == tmp_path.resolve() / "runs" / "r" / "sites" / "ok-site"
+
+
+def test_dask_local_cluster_gives_the_serial_results(tmp_path: Path) -> None:
+    from flows.metering import with_dask
+
+    (tmp_path / "serial").mkdir()
+    (tmp_path / "dask").mkdir()
+    serial_cfg = write_config(tmp_path / "serial" / "c.toml")
+    dask_cfg = write_config(tmp_path / "dask" / "c.toml")
+    assert metering_run(config=str(serial_cfg), reports=False, return_state=True).is_completed()
+    state = with_dask(workers=2)(config=str(dask_cfg), reports=False, return_state=True)
+    assert state.is_completed(), state.message
+    cols = ["site_id", "period_start", "period_end", "sink_tco2e", "sink_tco2e_lower90", "sink_tco2e_upper90",
+            "conservative_sink_tco2e"]
+    serial = Ledger(f"sqlite:///{tmp_path / 'serial' / 'out' / 'ledger.db'}").current("sinks")[cols]
+    dask = Ledger(f"sqlite:///{tmp_path / 'dask' / 'out' / 'ledger.db'}").current("sinks")[cols]
+    pd.testing.assert_frame_equal(serial.reset_index(drop=True), dask.reset_index(drop=True))

@@ -189,3 +189,14 @@ def test_only_transient_failures_are_retried() -> None:
     assert _transient(None, None, state(OSError(errno.EBUSY, "busy")))
     assert not _transient(None, None, state(OSError(errno.ENOENT, "missing")))
     assert not _transient(None, None, state(InputError("bad site")))
+
+
+def test_publishing_a_site_again_in_the_same_run_is_idempotent(ledger: Ledger, demo_result) -> None:
+    """A task re-run after a worker died past the commit does not write the site twice."""
+    run_id = str(uuid.uuid4())
+    first = publish(ledger, demo_result, run_id)
+    again = ledger.publish_site(run_id=run_id, flow_run_id=None, site_id=demo_result.site_id,
+                                tables=demo_result.tables(), input_key="k" * 64, inputs={"x": 1},
+                                coefficient_set="set", coefficient_sha256="0" * 64, code_version="test")
+    assert again == first
+    assert counts(ledger)["site_runs"] == 1
