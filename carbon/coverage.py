@@ -20,6 +20,8 @@ def coverage_fraction(geom: BaseGeometry, grid: Grid, row_off: int, nrows: int) 
     """Fraction (0..1) of each cell of rows ``row_off .. row_off+nrows`` inside ``geom``
     (``geom`` in the grid's CRS)."""
     xmin, ymin, xmax, ymax = grid.row_bounds(row_off, nrows)
+    if geom.contains(shapely.box(xmin, ymin, xmax, ymax)):
+        return np.ones((nrows, grid.width), dtype=np.float64)  # every cell of the rows is inside
     out = np.zeros((nrows, grid.width), dtype=np.float64)
     part = shapely.clip_by_rect(geom, xmin, ymin, xmax, ymax)
     if part.is_empty or part.area == 0:

@@ -113,16 +113,26 @@ def land_cover_history(classes: xr.DataArray) -> xr.Dataset:
 
 
 def filter_flicker(classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Single-year flicker A -> B -> A (three maps with data) is map noise, not two land-use
-    changes: the middle year takes the class around it. Returns the filtered stack and a
-    mask of the changed cells (year, pixel). docs/methods.md §9."""
+    """Single-year flicker A -> B -> A (three maps with data; years without data between them
+    are skipped) is map noise, not two land-use changes: the middle year takes the class
+    around it. Returns the filtered stack and a mask of the changed cells (year, pixel).
+    docs/methods.md §9."""
+    n_years = classes.shape[0]
     out = classes.copy()
     changed = np.zeros(classes.shape, dtype=bool)
-    for i in range(1, classes.shape[0] - 1):
-        before, here, after = out[i - 1], classes[i], classes[i + 1]
+    # the next year with data, per year and pixel (from the maps as read)
+    following = np.full(classes.shape, INVALID, dtype=classes.dtype)
+    ahead = np.full(classes.shape[1:], INVALID, dtype=classes.dtype)
+    for i in range(n_years - 1, -1, -1):
+        following[i] = ahead
+        ahead = np.where(classes[i] != INVALID, classes[i], ahead)
+    before = np.full(classes.shape[1:], INVALID, dtype=classes.dtype)  # the previous year with data, filtered
+    for i in range(n_years):
+        here, after = classes[i], following[i]
         flick = (before != INVALID) & (after != INVALID) & (here != INVALID) & (before == after) & (here != before)
         out[i][flick] = before[flick]
         changed[i] = flick
+        before = np.where(out[i] != INVALID, out[i], before)
     return out, changed
 
 
@@ -174,6 +184,9 @@ class Aggregates:
         is called for each year (ages in years, -1 mature, -2 no data; for per-pixel maps)."""
         years = np.asarray(self.years)
         k = self.n_classes
+        if dynamics.method == "stock_difference":
+            self._add_stock_difference(classes, weight, on_year)
+            return
         if dynamics.method == "gain_loss":
             classes, flicker = filter_flicker(classes)
             for i, y in enumerate(self.years):
@@ -215,6 +228,37 @@ class Aggregates:
             self.after[p] += self._hist(c2[conv], ages[i2][conv], weight[conv])
             self.transitions[p] += np.bincount(c1[both] * k + c2[both], weights=weight[both],
                                                minlength=k * k).reshape(k, k)
+
+
+    def _add_stock_difference(self, classes: np.ndarray, weight: np.ndarray,
+                              on_year: Callable[[int, np.ndarray, np.ndarray | None], None] | None) -> None:
+        """Stock difference needs only class areas and transitions: every stand is mature and
+        soil follows the class, so land in the same class at both ends has no change and land
+        in another class is converted (its whole stock leaves, the new class's arrives)."""
+        k = self.n_classes
+        diag = np.diag_indices(k)
+        valid = classes != INVALID
+        for i, y in enumerate(self.years):
+            v = valid[i]
+            a = np.bincount(classes[i][v], weights=weight[v], minlength=k)
+            self.area[y][:, MATURE_BIN] += a
+            self.soc[y][diag] += a
+            if on_year is not None:
+                on_year(y, np.where(v, -1, -2), None)
+        index = {y: i for i, y in enumerate(self.years)}
+        for p in self.periods:
+            i1, i2 = index[p[0]], index[p[1]]
+            both = valid[i1] & valid[i2]
+            t = np.bincount(classes[i1][both] * k + classes[i2][both], weights=weight[both],
+                            minlength=k * k).reshape(k, k)
+            stayed = np.diag(t)
+            moved = t - np.diag(stayed)
+            self.transitions[p] += t
+            self.same[p][:, MATURE_BIN] += stayed
+            self.before[p][:, MATURE_BIN] += moved.sum(axis=1)
+            self.after[p][:, MATURE_BIN] += moved.sum(axis=0)
+            self.soc_start[p][diag] += t.sum(axis=1)
+            self.soc_end[p][diag] += t.sum(axis=0)
 
 
 def _by_class(cls: np.ndarray, lam: np.ndarray | None, w: np.ndarray, k: int) -> np.ndarray:
@@ -361,8 +405,8 @@ def period_flows(agg: Aggregates, coef: Coefficients) -> xr.Dataset:
         gain[j, bio_idx] = (e_same - s_same) + e_conv
         loss[j, bio_idx] = -s_conv
         start[j, soc_i] = (agg.soc_start[(t1, t2)] @ coef.soc).sum()
-        end[j, soc_i] = (agg.soc_end[(t1, t2)] @ coef.soc).sum()
-        change = end[j, soc_i] - start[j, soc_i]
+        change = ((agg.soc_end[(t1, t2)] - agg.soc_start[(t1, t2)]) @ coef.soc).sum()  # no rounding noise
+        end[j, soc_i] = start[j, soc_i] + change
         gain[j, soc_i], loss[j, soc_i] = max(change, 0.0), min(change, 0.0)
         area[j] = agg.transitions[(t1, t2)].sum()
     coords = {"period": np.arange(n), "pool": list(POOLS)}

@@ -22,7 +22,7 @@ import pandas as pd
 import xarray as xr
 
 from carbon import accounting, dynamics, uncertainty
-from carbon.area import pixel_area_m2
+from carbon.area import AreaModel
 from carbon.constants import CARBON_CLASSES, CO2_PER_C, INVEST_LEGEND, POOLS
 from carbon.coverage import coverage_fraction
 from carbon.errors import CarbonSinkError, InputError
@@ -126,6 +126,7 @@ def compute_site(
     site_area_ha = 0.0
     ecozone = None if coefficients.is_invest else site.ecozone
     rows_per_strip = max(1, max_cells // grid.width)
+    areas = AreaModel(grid.crs, grid.transform, grid.height, grid.width)
 
     with ExitStack() as stack:
         readers = {y: YearReader(m.infos, grid, stack) for y, m in year_meta.items()}
@@ -145,13 +146,14 @@ def compute_site(
                 if map_writer is not None:
                     map_writer.write_empty(row_off, nrows)
                 continue
-            weight = (cov * pixel_area_m2(grid.crs, grid.transform, row_off, nrows, grid.width) / M2_PER_HA)[inside]
+            weight = (cov * areas.block_m2(row_off, nrows) / M2_PER_HA)[inside]
             site_area_ha += float(weight.sum())
             classes = np.empty((len(year_list), int(inside.sum())), dtype=np.int64)
             for i, y in enumerate(year_list):
                 meta = year_meta[y]
                 codes, valid, tile = readers[y].read(row_off, nrows)
-                meta.digest.update(np.where(valid, codes, -1).tobytes())
+                meta.digest.update(codes.tobytes())
+                meta.digest.update(valid.tobytes())
                 codes, valid, tile = codes[inside], valid[inside], tile[inside]
                 idx, known = meta.crosswalk.lookup(codes)
                 bad = valid & ~known

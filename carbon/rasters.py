@@ -199,7 +199,7 @@ class YearReader:
 
     def read(self, row_off: int, nrows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         shape = (nrows, self.grid.width)
-        codes = np.zeros(shape, dtype=np.int64)
+        codes = np.zeros(shape, dtype=np.result_type(*[np.dtype(i.dtype) for i in self.infos]))
         valid = np.zeros(shape, dtype=bool)
         tile = np.full(shape, -1, dtype=np.int16)
         for k, (info, (src, offset)) in enumerate(zip(self.infos, self._sources, strict=True)):
@@ -216,12 +216,11 @@ class YearReader:
     def _read_one(self, info, src, offset, row_off, nrows):  # type: ignore[no-untyped-def]
         shape = (nrows, self.grid.width)
         if offset is None:
-            band, alpha = src.read([1, 2], window=Window(0, row_off, self.grid.width, nrows))
-            values = band.astype(np.int64)
+            values, alpha = src.read([1, 2], window=Window(0, row_off, self.grid.width, nrows))
             ok = alpha > 0
         else:
             col0, row0 = offset
-            values = np.zeros(shape, dtype=np.int64)
+            values = np.zeros(shape, dtype=np.dtype(info.dtype))
             ok = np.zeros(shape, dtype=bool)
             r0, r1 = max(row0 + row_off, 0), min(row0 + row_off + nrows, info.height)
             c0, c1 = max(col0, 0), min(col0 + self.grid.width, info.width)

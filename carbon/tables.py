@@ -63,11 +63,33 @@ class Crosswalk:
     colors: tuple[str | None, ...] = ()  # display colour of each code (optional column ``color``)
 
     def lookup(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Index of each code in ``self.codes`` and whether it is known (vectorised)."""
+        """Index of each code in ``self.codes`` and whether it is known (vectorised: a table
+        indexed by code for 8- and 16-bit rasters, a binary search otherwise)."""
+        if codes.dtype.kind in "ui" and codes.dtype.itemsize <= 2:
+            table = _code_table(self.codes, codes.dtype.str)
+            offset = 0 if codes.dtype.kind == "u" else 1 << (8 * codes.dtype.itemsize - 1)
+            idx = table[codes.astype(np.int64) + offset] if offset else table[codes]
+            return np.maximum(idx, 0), idx >= 0
         idx = np.searchsorted(self.codes, codes)
         idx = np.clip(idx, 0, len(self.codes) - 1)
         known = self.codes[idx] == codes
         return idx, known
+
+
+_TABLES: dict[tuple[bytes, str], np.ndarray] = {}
+
+
+def _code_table(codes: np.ndarray, dtype: str) -> np.ndarray:
+    """Index of each possible value of an 8/16-bit dtype in ``codes`` (-1: not a code)."""
+    key = (codes.tobytes(), dtype)
+    if key not in _TABLES:
+        dt = np.dtype(dtype)
+        lo = 0 if dt.kind == "u" else -(1 << (8 * dt.itemsize - 1))
+        table = np.full(1 << (8 * dt.itemsize), -1, dtype=np.int64)
+        inside = (codes >= lo) & (codes < lo + len(table))
+        table[codes[inside] - lo] = np.flatnonzero(inside)
+        _TABLES[key] = table
+    return _TABLES[key]
 
 
 def load_crosswalk(legend: str, legends_dir: str | Path | None = None) -> Crosswalk:

@@ -216,3 +216,16 @@ def test_single_year_flicker_is_map_noise_not_a_clearing(tmp_path: Path) -> None
     (tmp_path / "p").mkdir()
     persisted = run(tmp_path / "p", {2018: 2, 2019: 2, 2020: 1, 2021: 1, 2022: 2})
     assert sink(persisted, 2019, 2020)["loss_agb_tc"] / HA == pytest.approx(-100)
+
+
+def test_flicker_filter_skips_years_without_data() -> None:
+    from carbon.dynamics import INVALID, filter_flicker
+
+    a, b = 3, 5
+    stack = np.array([[a, a, a], [b, INVALID, b], [INVALID, b, INVALID], [a, a, b]])
+    out, changed = filter_flicker(stack)
+    # pixel 0: A, B, -, A -> B is flicker; pixel 1: A, -, B, A -> B is flicker; pixel 2: A, B, -, B stays
+    assert out[:, 0].tolist() == [a, a, INVALID, a]
+    assert out[:, 1].tolist() == [a, INVALID, a, a]
+    assert out[:, 2].tolist() == [a, b, INVALID, b]
+    assert changed.sum() == 2

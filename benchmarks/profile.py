@@ -1,0 +1,174 @@
+"""Where the time goes: profiles of the two workloads whose targets are missed.
+
+    uv run --group bench python benchmarks/profile.py engine [--size 8000]   # compute_site, full extent
+    uv run --group bench python benchmarks/profile.py sites  [--n 100]       # Prefect metering_run, N sites
+
+``engine`` runs compute_site on the benchmark pair under pyinstrument (sampling, wall time,
+the engine is single-threaded). ``sites`` runs the metering flow under py-spy (sampling every
+thread of the flow process and of the temporary Prefect server subprocess, idle threads
+excluded), on the first N sites of the 1,000-site benchmark configuration (each task still
+reads the 1,000-site file, as in the full run). Both print the top functions by inclusive
+and by self time, as shares of the sampled time, and write the full profile under
+benchmarks/_work/ (pyinstrument HTML; py-spy collapsed stacks).
+Inputs come from benchmarks/run.py (the pair and the metering configuration are generated if missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
+
+import generate  # noqa: E402
+
+
+def _short(path: str) -> str:
+    for marker in ("site-packages/", "/work/main/", "lib/python3"):
+        if marker in path:
+            return path.split(marker, 1)[1]
+    return path
+
+
+def print_top(incl: dict, self_: dict, total: float, unit: str, n: int = 25) -> str:
+    lines = [f"total sampled: {total:.1f} {unit}", "", f"top {n} by inclusive time (share of total):"]
+    for k, v in sorted(incl.items(), key=lambda kv: -kv[1])[:n]:
+        lines.append(f"  {v / total * 100:5.1f} %  {k}")
+    lines += ["", f"top {n} by self time (share of total):"]
+    for k, v in sorted(self_.items(), key=lambda kv: -kv[1])[:n]:
+        lines.append(f"  {v / total * 100:5.1f} %  {k}")
+    text = "\n".join(lines)
+    print(text)
+    return text
+
+
+def profile_engine(size: int) -> None:
+    import pyproj
+    import shapely
+    from pyinstrument import Profiler
+
+    from carbon.engine import compute_site
+    from carbon.sites import Site
+    from carbon.tables import load_catalog, load_coefficients
+
+    pair = generate.make_pair(size, "patchy")
+    catalog = load_catalog(generate.write_catalog(generate.WORK / f"catalog_{size}.csv", pair, "lucode"))
+    coef = load_coefficients(generate.write_pools(generate.WORK / "invest_pools.csv"))
+    site = Site("bench-full-extent", "full", "other", "*", shapely.box(*pair["bounds"]), pyproj.CRS("EPSG:32650"))
+    prof = Profiler(interval=0.005)
+    t0 = time.perf_counter()
+    prof.start()
+    compute_site(site, catalog, coef, draws=10_000)
+    prof.stop()
+    wall = time.perf_counter() - t0
+    session = prof.last_session
+    incl: dict = defaultdict(float)
+    self_: dict = defaultdict(float)
+
+    def walk(frame, on_path: frozenset) -> None:  # noqa: ANN001
+        key = f"{frame.function}  ({_short(frame.file_path or '?')})"
+        if key not in on_path:
+            incl[key] += frame.time
+        kids = frame.children
+        self_[key] += max(0.0, frame.time - sum(c.time for c in kids))
+        for c in kids:
+            walk(c, on_path | {key})
+
+    root = session.root_frame()
+    walk(root, frozenset())
+    print(f"compute_site on the {size}² pair: {wall:.1f} s wall under the profiler")
+    text = print_top(incl, self_, root.time, "s")
+    out = generate.WORK / f"profile_engine_{size}"
+    (out.with_suffix(".txt")).write_text(text + "\n")
+    (out.with_suffix(".html")).write_text(prof.output_html())
+    print(f"\nfull profile: {out.with_suffix('.html')}")
+
+
+def profile_sites(n: int, n_file: int) -> None:
+    from run import write_flow_config
+
+    pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    pair = generate.make_pair(8000, "patchy")
+    cfg = write_flow_config(generate.WORK, pair, n_file)
+    shutil.rmtree(cfg.parent / "out", ignore_errors=True)
+    home = Path(tempfile.mkdtemp(prefix="prefect_home_", dir=cfg.parent))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update({"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"})
+    raw = generate.WORK / f"profile_sites_{n}.collapsed"
+    cmd = [pyspy, "record", "--format", "raw", "--rate", "50", "--subprocesses", "--threads", "-o", str(raw), "--",
+           sys.executable, str(HERE / "child.py"), "flow", "--config", str(cfg), "--n", str(n)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    res = next((ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH-JSON")), None)
+    if res is None:
+        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
+        raise SystemExit("profiled run failed")
+    print(res)
+    # collapsed stacks: "process;thread;frame;...;frame count" (root first)
+    incl: dict = defaultdict(float)
+    self_: dict = defaultdict(float)
+    by_proc: dict = defaultdict(float)
+    total = 0.0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        c = float(count)
+        frames = stack.split(";")
+        proc_name = frames[0]
+        is_server = "uvicorn" in stack or "prefect/server" in stack or "starlette" in stack
+        by_proc["Prefect server process" if is_server and "child.py" not in proc_name else proc_name[:60]] += c
+        total += c
+        seen = set()
+        funcs = [f for f in frames[1:] if "(" in f]
+        for f in funcs:
+            key = _frame_key(f)
+            if key not in seen:
+                incl[key] += c
+                seen.add(key)
+        if funcs:
+            self_[_frame_key(funcs[-1])] += c
+    lines = ["samples by process:"] + [f"  {v / total * 100:5.1f} %  {k}" for k, v in
+                                      sorted(by_proc.items(), key=lambda kv: -kv[1])]
+    print("\n".join(lines))
+    text = print_top(incl, self_, total, "samples (50 Hz, non-idle, all threads and processes)", 40)
+    (generate.WORK / f"profile_sites_{n}.txt").write_text(res + "\n" + "\n".join(lines) + "\n" + text + "\n")
+
+
+def _frame_key(frame: str) -> str:
+    # py-spy frame: "function (path/to/file.py:line)"
+    name, _, rest = frame.partition(" (")
+    path = rest.rsplit(":", 1)[0]
+    return f"{name}  ({_short(path)})"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="what", required=True)
+    e = sub.add_parser("engine")
+    e.add_argument("--size", type=int, default=8000)
+    s = sub.add_parser("sites")
+    s.add_argument("--n", type=int, default=100, help="sites to meter")
+    s.add_argument("--sites-file", type=int, default=1000, help="sites in the configuration [1000]")
+    a = p.parse_args()
+    if a.what == "engine":
+        profile_engine(a.size)
+    else:
+        profile_sites(a.n, a.sites_file)
+
+
+if __name__ == "__main__":
+    main()
