@@ -178,14 +178,16 @@ class Aggregates:
         return np.bincount(cls * N_AGE + age_bins(age), weights=w, minlength=k * N_AGE).reshape(k, N_AGE)
 
     def add(self, classes: np.ndarray, weight: np.ndarray, dynamics: Dynamics,
-            on_year: Callable[[int, np.ndarray, np.ndarray | None], None] | None = None) -> None:
+            on_year: Callable[[int, np.ndarray, np.ndarray | None], None] | None = None,
+            year_area: np.ndarray | None = None) -> None:
         """Accumulate one block of pixels: ``classes`` (year, pixel) class indices with
         ``INVALID`` for no data, ``weight`` (pixel) in ha. ``on_year(year, ages, soc_weights)``
-        is called for each year (ages in years, -1 mature, -2 no data; for per-pixel maps)."""
+        is called for each year (ages in years, -1 mature, -2 no data; for per-pixel maps).
+        ``year_area`` (year, class) ha, when the caller has it, saves a pass over the pixels."""
         years = np.asarray(self.years)
         k = self.n_classes
         if dynamics.method == "stock_difference":
-            self._add_stock_difference(classes, weight, on_year)
+            self._add_stock_difference(classes, weight, on_year, year_area)
             return
         if dynamics.method == "gain_loss":
             classes, flicker = filter_flicker(classes)
@@ -231,16 +233,23 @@ class Aggregates:
 
 
     def _add_stock_difference(self, classes: np.ndarray, weight: np.ndarray,
-                              on_year: Callable[[int, np.ndarray, np.ndarray | None], None] | None) -> None:
+                              on_year: Callable[[int, np.ndarray, np.ndarray | None], None] | None,
+                              year_area: np.ndarray | None) -> None:
         """Stock difference needs only class areas and transitions: every stand is mature and
         soil follows the class, so land in the same class at both ends has no change and land
         in another class is converted (its whole stock leaves, the new class's arrives)."""
         k = self.n_classes
         diag = np.diag_indices(k)
         valid = classes != INVALID
+        everywhere = bool(valid.all())
         for i, y in enumerate(self.years):
             v = valid[i]
-            a = np.bincount(classes[i][v], weights=weight[v], minlength=k)
+            if year_area is not None:
+                a = year_area[i]
+            elif everywhere:
+                a = np.bincount(classes[i], weights=weight, minlength=k)
+            else:
+                a = np.bincount(classes[i][v], weights=weight[v], minlength=k)
             self.area[y][:, MATURE_BIN] += a
             self.soc[y][diag] += a
             if on_year is not None:
@@ -248,9 +257,13 @@ class Aggregates:
         index = {y: i for i, y in enumerate(self.years)}
         for p in self.periods:
             i1, i2 = index[p[0]], index[p[1]]
-            both = valid[i1] & valid[i2]
-            t = np.bincount(classes[i1][both] * k + classes[i2][both], weights=weight[both],
-                            minlength=k * k).reshape(k, k)
+            pair = classes[i1] * np.int32(k) + classes[i2]
+            if everywhere:
+                t = np.bincount(pair, weights=weight, minlength=k * k)
+            else:
+                both = valid[i1] & valid[i2]
+                t = np.bincount(pair[both], weights=weight[both], minlength=k * k)
+            t = t.reshape(k, k)
             stayed = np.diag(t)
             moved = t - np.diag(stayed)
             self.transitions[p] += t

@@ -146,32 +146,47 @@ def compute_site(
                 if map_writer is not None:
                     map_writer.write_empty(row_off, nrows)
                 continue
-            weight = (cov * areas.block_m2(row_off, nrows) / M2_PER_HA)[inside]
+            everywhere = bool(inside.all())  # whole rows inside the site: no masking needed
+
+            def pick(a: np.ndarray, _all: bool = everywhere, _m: np.ndarray = inside) -> np.ndarray:
+                return a.reshape(-1) if _all else a[_m]
+
+            weight = pick(cov * areas.block_m2(row_off, nrows) / M2_PER_HA)
             site_area_ha += float(weight.sum())
-            classes = np.empty((len(year_list), int(inside.sum())), dtype=np.int64)
+            classes = np.empty((len(year_list), weight.size), dtype=np.int32)
+            year_area = np.zeros((len(year_list), len(class_names)))  # ha by class, from the areas by code
             for i, y in enumerate(year_list):
                 meta = year_meta[y]
                 codes, valid, tile = readers[y].read(row_off, nrows)
                 meta.digest.update(codes.tobytes())
                 meta.digest.update(valid.tobytes())
-                codes, valid, tile = codes[inside], valid[inside], tile[inside]
+                codes, valid = pick(codes), pick(valid)
                 idx, known = meta.crosswalk.lookup(codes)
-                bad = valid & ~known
-                if bad.any():
-                    for t in np.unique(tile[bad]):
-                        unknown[meta.infos[t].path].update(np.unique(codes[bad & (tile == t)]).tolist())
-                    valid = valid & known
-                meta.area_ha += np.bincount(idx[valid], weights=weight[valid], minlength=len(meta.area_ha))
-                meta.pixels += np.bincount(idx[valid], minlength=len(meta.pixels))
-                meta.nodata_ha += float(weight[~valid].sum())
-                classes[i] = np.where(valid, meta.class_of_code[idx], dynamics.INVALID)
+                all_valid = bool(valid.all()) and bool(known.all())
+                if not all_valid:
+                    bad = valid & ~known
+                    if bad.any():
+                        tile = pick(tile)
+                        for t in np.unique(tile[bad]):
+                            unknown[meta.infos[t].path].update(np.unique(codes[bad & (tile == t)]).tolist())
+                        valid = valid & known
+                v_idx, v_w = (idx, weight) if all_valid else (idx[valid], weight[valid])
+                code_area = np.bincount(v_idx, weights=v_w, minlength=len(meta.area_ha))
+                meta.area_ha += code_area
+                year_area[i] = np.bincount(meta.class_of_code, weights=code_area, minlength=len(class_names))
+                meta.pixels += np.bincount(v_idx, minlength=len(meta.pixels))
+                if not all_valid:
+                    meta.nodata_ha += float(weight[~valid].sum())
+                classes[i] = meta.class_of_code[idx]
+                if not all_valid:
+                    classes[i][~valid] = dynamics.INVALID
             on_year = None
             if map_writer is not None:
                 def on_year(y: int, ages: np.ndarray, lam: np.ndarray | None, *, _c=classes, _r=row_off, _n=nrows,
                             _inside=inside) -> None:
                     density = dynamics.pixel_density(_c[year_list.index(y)], ages, map_coef, lam)
                     map_writer.write_year(y, _r, _n, _inside, density)
-            agg.add(classes, weight, dyn, on_year=on_year)
+            agg.add(classes, weight, dyn, on_year=on_year, year_area=year_area)
 
         if unknown:
             problems = [
@@ -398,7 +413,7 @@ def _class_names(coefficients: CoefficientSet, year_meta: dict[int, _Year]) -> l
         names = list(CARBON_CLASSES)
     pos = {c: i for i, c in enumerate(names)}
     for meta in year_meta.values():
-        meta.class_of_code = np.array([pos[c] for c in meta.crosswalk.classes], dtype=np.int64)
+        meta.class_of_code = np.array([pos[c] for c in meta.crosswalk.classes], dtype=np.int32)
         meta.area_ha = np.zeros(len(meta.crosswalk.codes), dtype=np.float64)
         meta.pixels = np.zeros(len(meta.crosswalk.codes), dtype=np.int64)
     return names

@@ -68,8 +68,9 @@ class Crosswalk:
         if codes.dtype.kind in "ui" and codes.dtype.itemsize <= 2:
             table = _code_table(self.codes, codes.dtype.str)
             offset = 0 if codes.dtype.kind == "u" else 1 << (8 * codes.dtype.itemsize - 1)
-            idx = table[codes.astype(np.int64) + offset] if offset else table[codes]
-            return np.maximum(idx, 0), idx >= 0
+            idx = table[codes.astype(np.int32) + offset] if offset else table[codes]
+            known = idx < len(self.codes)
+            return np.where(known, idx, 0) if not known.all() else idx, known
         idx = np.searchsorted(self.codes, codes)
         idx = np.clip(idx, 0, len(self.codes) - 1)
         known = self.codes[idx] == codes
@@ -80,12 +81,12 @@ _TABLES: dict[tuple[bytes, str], np.ndarray] = {}
 
 
 def _code_table(codes: np.ndarray, dtype: str) -> np.ndarray:
-    """Index of each possible value of an 8/16-bit dtype in ``codes`` (-1: not a code)."""
+    """Index of each possible value of an 8/16-bit dtype in ``codes`` (len(codes): not a code)."""
     key = (codes.tobytes(), dtype)
     if key not in _TABLES:
         dt = np.dtype(dtype)
         lo = 0 if dt.kind == "u" else -(1 << (8 * dt.itemsize - 1))
-        table = np.full(1 << (8 * dt.itemsize), -1, dtype=np.int64)
+        table = np.full(1 << (8 * dt.itemsize), len(codes), dtype=np.int32)  # len(codes): not a code
         inside = (codes >= lo) & (codes < lo + len(table))
         table[codes[inside] - lo] = np.flatnonzero(inside)
         _TABLES[key] = table
