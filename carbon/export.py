@@ -32,7 +32,12 @@ def _select(ledger: Ledger, site_ids: list[str] | None, period: tuple[int, int] 
     if sinks.empty:
         raise InputError("the ledger has no published results: run `carbon-sink run` first")
     if period is None:
-        return sinks[sinks["is_full_period"]]
+        full = sinks[sinks["is_full_period"]]
+        missing = sorted(set(sinks["site_id"]) - set(full["site_id"]))
+        if missing:
+            raise InputError(f"site(s) {', '.join(missing)} have no full period (a single map year, or a baseline "
+                             "year equal to the last): export them with --period or leave them out with --site")
+        return full
     chosen = sinks[(sinks["period_start"] == period[0]) & (sinks["period_end"] == period[1])]
     missing = sorted(set(sinks["site_id"]) - set(chosen["site_id"]))
     if missing:
@@ -93,15 +98,19 @@ def build(cfg: Config, kind: str, site_ids: list[str] | None = None,
         table = registry.verra_table(rows, props)
     if kind != "json":
         _, more = failure_messages(MODELS[kind], table, where=f"{kind} export", row_offset=0)
-        msgs += [m + f" (site {table.iloc[int(m.split('row ')[1].split(',')[0])]['site_id' if kind == 'verra' else 'siteId']})"
-                 if ", row " in m else m for m in more]
+        msgs += more
     if msgs:
         raise InputError(f"the {kind} export fails its contract; nothing was written", problems=msgs)
     runs = sinks[["site_id", "run_id", "site_run_id", "coefficient_set", "coefficient_sha256", "code_version"]]
+    from carbon.tables import sha256_file  # noqa: PLC0415
+
     manifest = {
         "registry": kind,
         "baseline": baseline_rule,
         "buffer_base_default": cfg.buffer_base,
+        "config_sha256": sha256_file(cfg.path),
+        "sites_file_sha256": sha256_file(cfg.sites),
+        "deductions": {site: vars(d) for site, d in sorted(deductions.items())},
         "sites": {
             r.site_id: {
                 "ledger_run_id": r.run_id,

@@ -32,7 +32,7 @@ METHODOLOGY_NAMES = {
     "VM0033": "Tidal Wetland and Seagrass Restoration",
 }
 #: Characters that make a spreadsheet treat a text cell as a formula.
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 
 
 @dataclass(frozen=True)
@@ -87,11 +87,21 @@ def net_removals(sink_tco2e: float, conservative_sink_tco2e: float, baseline_tco
     }
 
 
+def _largest_remainder(shares: list[float], total: int) -> list[int]:
+    """Whole numbers in proportion to ``shares`` that add up to ``total``."""
+    base = [math.floor(x + 1e-9) for x in shares]
+    left = total - sum(base)
+    order = sorted(range(len(shares)), key=lambda i: (-(shares[i] - base[i]), i))
+    for i in order[:max(left, 0)]:
+        base[i] += 1
+    return base
+
+
 def vintages(start: dt.date, end: dt.date, figures: dict[str, Any]) -> list[dict]:
     """Split a monitoring period (inclusive dates) into calendar-year vintages, pro rata by
-    days: every t CO2e figure of the period is shared out by the vintage's days. Issuable
-    quantities (and buffer credits) are whole t CO2e rounded down per vintage, so their sum
-    never exceeds the period's (never over-issue)."""
+    days: every t CO2e figure of the period is shared out by the vintage's days. The issuable
+    quantity of the period is its net rounded down to whole t CO2e (never over-issue), handed
+    out to the vintages by largest remainder; buffer credits likewise."""
     total_days = (end - start).days + 1
     out = []
     year_start = start
@@ -100,25 +110,34 @@ def vintages(start: dt.date, end: dt.date, figures: dict[str, Any]) -> list[dict
         days = (year_end - year_start).days + 1
         share = days / total_days
         row = {k: (v * share if k.endswith("_tco2e") else v) for k, v in figures.items()}
-        row.update({
-            "vintage_start": year_start.isoformat(),
-            "vintage_end": year_end.isoformat(),
-            "days": days,
-            "vintage_share": share,
-            "issuable_tco2e": max(0, math.floor(row["net_creditable_tco2e"] + 1e-9)),
-            "buffer_credits": max(0, math.floor(row["buffer_tco2e"] + 1e-9)),
-        })
+        row.update({"vintage_start": year_start.isoformat(), "vintage_end": year_end.isoformat(), "days": days,
+                    "vintage_share": share})
         out.append(row)
         year_start = dt.date(year_start.year + 1, 1, 1)
+    net = max(figures["net_creditable_tco2e"], 0.0)
+    buffer = max(figures["buffer_tco2e"], 0.0)
+    issuable = _largest_remainder([net * r["vintage_share"] for r in out], math.floor(net + 1e-9))
+    credits = _largest_remainder([buffer * r["vintage_share"] for r in out], math.floor(buffer + 1e-9))
+    for r, q, b in zip(out, issuable, credits, strict=True):
+        r["issuable_tco2e"] = q
+        r["buffer_credits"] = b
     return out
 
 
 def neutralise(value: Any) -> Any:
     """Text that a spreadsheet would run as a formula gets a leading apostrophe; numbers stay
     numbers (a negative sink is written as a number)."""
-    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+    if isinstance(value, str) and (value.startswith(FORMULA_PREFIXES) or value.lstrip().startswith(FORMULA_PREFIXES)):
         return "'" + value
     return value
+
+
+def _id(props: dict[str, Any], key: str) -> str:
+    """An identifier property as text: 9001.0 (a number column with gaps) is written 9001."""
+    v = _prop(props, key, "")
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
 
 
 def _prop(props: dict[str, Any], key: str, default: Any = None) -> Any:
@@ -126,23 +145,37 @@ def _prop(props: dict[str, Any], key: str, default: Any = None) -> Any:
     return default if v is None or (isinstance(v, float) and math.isnan(v)) or v == "" else v
 
 
+def _number(v: Any) -> float | None:
+    if v is None or isinstance(v, bool):
+        return None
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
 def site_deductions(site_id: str, props: dict[str, Any], *, leakage_pct: float | None, buffer_pct: float | None,
                     buffer_base: str, years: int) -> Deductions:
     """Leakage and buffer from the site's properties, else the configuration; a buffer
-    percentage must be given somewhere (no silent default)."""
-    leak = _prop(props, "leakage_pct", leakage_pct)
-    buf = _prop(props, "buffer_pct", buffer_pct)
-    if buf is None:
+    percentage must be given somewhere (no silent default). Every problem is named."""
+    raw = {"leakage_pct": _prop(props, "leakage_pct", leakage_pct), "buffer_pct": _prop(props, "buffer_pct", buffer_pct),
+           "project_emissions_tco2e_per_yr": _prop(props, "project_emissions_tco2e_per_yr", 0.0)}
+    if raw["buffer_pct"] is None:
         raise InputError("no buffer_pct for the site: set it as a site property or in the configuration",
                          site_id=site_id)
-    emissions_per_yr = float(_prop(props, "project_emissions_tco2e_per_yr", 0.0))
-    base = _prop(props, "buffer_base", buffer_base)
-    problems = [f"{k} {v!r} is not a percentage from 0 to 100" for k, v in (("leakage_pct", leak), ("buffer_pct", buf))
-                if v is not None and not (isinstance(v, int | float) and 0 <= float(v) <= 100)]
+    values = {k: _number(v) for k, v in raw.items()}
+    problems = [f"{k} {raw[k]!r} is not a number" for k, v in values.items() if v is None and raw[k] is not None]
+    problems += [f"{k} {values[k]} is not a percentage from 0 to 100" for k in ("leakage_pct", "buffer_pct")
+                 if values[k] is not None and not 0 <= values[k] <= 100]
+    if values["project_emissions_tco2e_per_yr"] is not None and values["project_emissions_tco2e_per_yr"] < 0:
+        problems.append("project_emissions_tco2e_per_yr must not be negative")
+    base = str(_prop(props, "buffer_base", buffer_base))
+    if base not in BUFFER_BASES:
+        problems.append(f"buffer_base {base!r} is not one of {', '.join(BUFFER_BASES)}")
     if problems:
         raise InputError("invalid deduction parameters", site_id=site_id, problems=problems)
-    return Deductions(leakage_pct=float(leak or 0.0), buffer_pct=float(buf), buffer_base=str(base),
-                      project_emissions_tco2e=emissions_per_yr * years)
+    return Deductions(leakage_pct=values["leakage_pct"] or 0.0, buffer_pct=float(values["buffer_pct"]),
+                      buffer_base=base, project_emissions_tco2e=(values["project_emissions_tco2e_per_yr"] or 0.0) * years)
 
 
 def export_rows(sinks: pd.DataFrame, site_props: dict[str, dict[str, Any]], baselines: dict[tuple[str, int, int], float],
@@ -185,7 +218,7 @@ def ccer_table(rows: list[dict[str, Any]], props: dict[str, dict[str, Any]]) -> 
         p = props[r["site_id"]]
         methodology = str(_prop(p, "methodology", DEFAULT_METHODOLOGY["ccer"]))
         out.append({
-            "applyId": str(_prop(p, "ccer_apply_id", "")),
+            "applyId": _id(p, "ccer_apply_id"),
             "projectName": r["project_name"],
             "orgCustomerName": r["owner"],
             "projectType": r["project_type"],
@@ -216,7 +249,7 @@ def verra_table(rows: list[dict[str, Any]], props: dict[str, dict[str, Any]]) ->
     for r in rows:
         p = props[r["site_id"]]
         out.append({
-            "project_id": str(_prop(p, "verra_project_id", "")),
+            "project_id": _id(p, "verra_project_id"),
             "project_name": r["project_name"],
             "country_area": r["country"],
             "project_type": "Agriculture Forestry and Other Land Use",

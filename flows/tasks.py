@@ -175,13 +175,14 @@ def meter_site(run: dict[str, Any], site_id: str, force: bool = False, years: li
 
 @task(name="site-reports")
 def site_reports(run: dict[str, Any], outcomes: list[dict[str, Any]]) -> dict[str, str]:
-    """One HTML report per published site; a report that cannot be drawn is noted, not fatal."""
+    """One HTML report per site that ran (a failed site's page says what failed beside its last
+    estimate); a report that cannot be drawn is noted, not fatal."""
     from carbon.report import site_report  # noqa: PLC0415
 
     cfg = _config(run["config_path"], run["coefficients"])
     pages = {}
     for o in outcomes:
-        if o["status"] != "succeeded":
+        if o["status"] == "skipped":
             continue
         try:
             pages[o["site_id"]] = str(site_report(cfg, o["site_id"]))
