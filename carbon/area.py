@@ -7,7 +7,7 @@ Pure arithmetic over a grid description (CRS + affine transform): no file access
   function q; Snyder 1987, Eq. 3-12), so a 1/12000 deg WorldCover pixel at 30.5 N is
   73.9 m^2, not 100 m^2. Angular units (degrees, grads) come from the CRS.
 * Projected grids: the geodesic area, on the CRS's own ellipsoid, of pixels whose corners
-  are taken to longitude/latitude (edges densified), at nodes every few pixels, as a ratio
+  are taken to longitude/latitude (edges densified), at nodes about 2 km apart, as a ratio
   to the planar area that is interpolated in between. The ratio is exactly 1 for
   equal-area projections (CLCD Albers: 900 m^2) and corrects conformal ones (UTM, LCC), a
   non-Greenwich prime meridian, and projections whose PROJ scale factors are spherical
@@ -25,9 +25,9 @@ from pyproj import CRS, Geod, Transformer
 
 #: Area ratios within this of 1 are treated as exactly 1 (equal-area grids).
 EQUAL_AREA_TOLERANCE = 1e-6  # above the ~1e-8 noise of the geodesic ratio
-#: Spacing, in pixels, of the nodes at which the area ratio is evaluated before
-#: bilinear interpolation (the ratio varies smoothly: < 1e-7 relative error at 30 m).
-SCALE_NODE_SPACING = 128
+#: Ground spacing of the nodes at which the area ratio is measured before bilinear
+#: interpolation: the ratio varies smoothly, and 2 km apart the interpolation error is ~1e-8.
+NODE_SPACING_M = 2000.0
 
 
 def _q(phi: np.ndarray, e: float) -> np.ndarray:
@@ -106,7 +106,7 @@ def _to_lonlat(crs_wkt: str) -> tuple[Geod, Transformer]:
 
 
 def area_ratio(crs: CRS, transform: Affine, row_off: int, nrows: int, ncols: int) -> np.ndarray | float:
-    """Ellipsoidal / planar pixel area at pixel centres, from nodes ``SCALE_NODE_SPACING``
+    """Ellipsoidal / planar pixel area at pixel centres, from nodes ``NODE_SPACING_M``
     apart, bilinearly interpolated; a plain 1.0 for equal-area grids."""
     return AreaModel(crs, transform, row_off + nrows, ncols).ratio(row_off, nrows)
 
@@ -121,8 +121,9 @@ class AreaModel:
         self.width = width
         unit = _unit(self.crs)
         self.planar = abs(transform.a * transform.e - transform.b * transform.d) * unit * unit
-        self.node_r = _nodes(height)
-        self.node_c = _nodes(width)
+        step = int(min(256, max(4, round(NODE_SPACING_M / math.sqrt(self.planar)))))
+        self.node_r = _nodes(height, step)
+        self.node_c = _nodes(width, step)
         self.nodes: np.ndarray | None = None
         self.equal_area = False
         if not self.crs.is_geographic:
@@ -157,8 +158,8 @@ class AreaModel:
         return self.planar * ratio
 
 
-def _nodes(n: int) -> np.ndarray:
-    nodes = np.arange(0, n, SCALE_NODE_SPACING, dtype=np.float64)
+def _nodes(n: int, step: int) -> np.ndarray:
+    nodes = np.arange(0, n, step, dtype=np.float64)
     if nodes[-1] != n - 1:
         nodes = np.append(nodes, n - 1)
     return nodes
