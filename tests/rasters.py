@@ -30,3 +30,15 @@ def write_tif(path: Path, codes: np.ndarray, *, crs: str | None = CLCD_ALBERS, t
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(codes.astype(profile["dtype"]), 1)
     return path
+
+
+def uniform_history(folder: Path, history: dict[int, int]) -> Path:
+    """A catalog of 3 x 3 CLCD rasters, one per year, each all one code: a land-cover history
+    worked out by hand for the pixels of a site. Returns the catalog's path."""
+    rows = ["year,path,legend"]
+    for year, code in history.items():
+        write_tif(folder / f"lc{year}.tif", np.full((3, 3), code, dtype=np.uint8))
+        rows.append(f"{year},lc{year}.tif,clcd")
+    catalog = folder / "catalog.csv"
+    catalog.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return catalog

@@ -18,7 +18,7 @@ from carbon.engine import compute_site
 from carbon.sites import Site
 from carbon.tables import load_catalog, load_coefficients
 from tests.conftest import write_catalog
-from tests.rasters import CLCD_ALBERS, X0, Y0, write_tif
+from tests.rasters import CLCD_ALBERS, X0, Y0, uniform_history, write_tif
 
 # CLCD codes: 1 cropland, 2 forest, 8 impervious (settlement)
 # Forest grows 4 t C/ha/yr above ground and 1 below ground, to 100 and 25 at maturity.
@@ -44,11 +44,7 @@ SITE = shapely.box(X0, Y0 - 60, X0 + 60, Y0)
 
 
 def run(tmp_path: Path, history: dict[int, int], **props):
-    rows = []
-    for year, code in history.items():
-        write_tif(tmp_path / f"lc{year}.tif", np.full((3, 3), code, dtype=np.uint8))
-        rows.append((year, f"lc{year}.tif", "clcd"))
-    catalog = load_catalog(write_catalog(tmp_path / "catalog.csv", rows))
+    catalog = load_catalog(uniform_history(tmp_path, history))
     (tmp_path / "coef.csv").write_text(COEF)
     coef = load_coefficients(tmp_path / "coef.csv")
     site = Site("s", "S", "reclaimed_mine", "*", SITE, CRS.from_proj4(CLCD_ALBERS), properties=props)

@@ -18,8 +18,7 @@ from carbon.ledger import Ledger
 from carbon.sites import Site
 from carbon.tables import load_catalog, load_coefficients
 from carbon.uncertainty import ar_tool14_discount, conservative_sink
-from tests.conftest import write_catalog
-from tests.rasters import CLCD_ALBERS, X0, Y0, write_tif
+from tests.rasters import CLCD_ALBERS, X0, Y0, uniform_history
 
 # forest agb 100 +- 30 t C/ha (CV 0.3); cropland agb 5 +- 2 (CV 0.4); everything else certain
 COEF = """carbon_class,ecozone,pool,stock_tc_per_ha,sd_tc_per_ha,growth_tc_per_ha_yr,source
@@ -39,11 +38,7 @@ SITE = shapely.box(X0, Y0 - 60, X0 + 60, Y0)
 
 
 def run(tmp_path: Path, history: dict[int, int], site_id: str = "s", **kw):
-    rows = []
-    for year, code in history.items():
-        write_tif(tmp_path / f"lc{year}.tif", np.full((3, 3), code, dtype=np.uint8))
-        rows.append((year, f"lc{year}.tif", "clcd"))
-    catalog = load_catalog(write_catalog(tmp_path / "catalog.csv", rows))
+    catalog = load_catalog(uniform_history(tmp_path, history))
     (tmp_path / "coef.csv").write_text(COEF)
     site = Site(site_id, "S", "forest", "*", SITE, CRS.from_proj4(CLCD_ALBERS))
     kw.setdefault("method", "stock_difference")
