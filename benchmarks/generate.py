@@ -276,12 +276,15 @@ def make_sites(path: Path, pair: dict, n: int, seed: int = SEED + 1) -> Path:
             continue
         area_m2 = rng.uniform(5, 20) * 1e4
         m = int(rng.integers(10, 17))
-        ang = np.sort(rng.uniform(0, 2 * np.pi, m))
+        ang = (np.arange(m) + rng.uniform(0.15, 0.85, m)) * (2 * np.pi / m)  # star-shaped: always simple
         rad = rng.uniform(0.7, 1.3, m)
         poly = shapely.Polygon(np.column_stack([np.cos(ang) * rad, np.sin(ang) * rad]))
         poly = shapely.affinity.scale(poly, *(2 * [math.sqrt(area_m2 / poly.area)]), origin=(0, 0))
         poly = shapely.affinity.rotate(poly, float(rng.uniform(0, 360)), origin=(0, 0))
-        geoms.append(shapely.affinity.translate(poly, cx, cy))
+        poly = shapely.affinity.translate(poly, cx, cy)
+        poly = shapely.set_precision(poly, 0.01)  # cm grid: what GeoJSON keeps, so it stays valid there
+        assert poly.is_valid and poly.geom_type == "Polygon"
+        geoms.append(poly)
         ids.append(f"bench-{len(ids) + 1:04d}")
     gdf = gpd.GeoDataFrame(
         {"site_id": ids, "name": [f"Benchmark site {i}" for i in ids], "site_type": "reclaimed_mine",

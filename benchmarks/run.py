@@ -55,6 +55,17 @@ def child(*args: str, env: dict | None = None, timeout: float | None = None) -> 
     return json.loads(line[len("BENCH-JSON "):])
 
 
+def tree() -> dict:
+    """The code measured: git HEAD and the files that differ from it (others edit the tree)."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+        except OSError:
+            return "?"
+
+    return {"head": git("log", "-1", "--format=%h %s"), "dirty": git("status", "--short", "--untracked-files=no")}
+
+
 def machine() -> dict:
     import numpy
     import prefect
@@ -85,11 +96,16 @@ def machine() -> dict:
 # --- steps -------------------------------------------------------------------------------
 
 
-def bench_engine(pair: dict, work: Path, draws: int, tag: str) -> dict:
+def bench_engine(pair: dict, work: Path, draws: int, tag: str, gdal_cache_mb: int | None = None) -> dict:
+    """compute_site on the pair's full extent in a fresh process; ``gdal_cache_mb`` caps GDAL's
+    block cache (default: GDAL's own, 5 % of RAM), to tell the engine's memory from GDAL's."""
     catalog = generate.write_catalog(work / f"catalog_{tag}.csv", pair, "lucode")
     pools = generate.write_pools(work / "invest_pools.csv")
+    env = None
+    if gdal_cache_mb is not None:
+        env = {**os.environ, "GDAL_CACHEMAX": str(gdal_cache_mb)}
     return child("engine", "--catalog", str(catalog), "--coefficients", str(pools),
-                 "--bounds", *map(str, pair["bounds"]), "--draws", str(draws))
+                 "--bounds", *map(str, pair["bounds"]), "--draws", str(draws), env=env)
 
 
 def bench_invest(pair: dict, work: Path, py: str, runner: str) -> dict:
@@ -186,6 +202,8 @@ def report(R: dict) -> str:
     add = lines.append
     add(f"carbon-sink benchmarks — {R['machine']['cores']} cores, {R['machine']['cpu']}, {R['machine']['ram_gb']} GB RAM")
     add(f"command: {R['command']}")
+    add(f"code: {R['tree']['head']}" + (" (+ uncommitted changes: " + R["tree"]["dirty"].replace(chr(10), ", ")
+                                         + ")" if R["tree"]["dirty"] else ""))
     add(f"total benchmark wall time: {R['total_s'] / 60:.1f} min (input generation included: "
         f"{R.get('generate_s', 0):.0f} s)")
     add("")
@@ -233,6 +251,14 @@ def report(R: dict) -> str:
             add(f"| c | RSS growth from {n}² to {max(int(s) for s in mem)}² | {growth:+.0f} MiB | not growing "
                 f"| {'yes' if growth < 0.1 * small['peak_rss_mb'] else 'NO'} |")
         del peak
+    capped = R.get("memory_capped") or {}
+    for size, v in sorted(capped.items(), key=lambda kv: int(kv[0])):
+        add(f"| c | diagnostic: peak RSS, {size}² pair, GDAL_CACHEMAX={a['gdal_cache_mb']} MB | "
+            f"{v['peak_rss_mb']:.0f} MiB (compute {v['wall_s']:.0f} s) | ≤ 512 MiB | "
+            f"{'yes' if v['peak_rss_mb'] <= 512 else 'NO'} |")
+    if len(capped) > 1:
+        vals = [v["peak_rss_mb"] for _, v in sorted(capped.items(), key=lambda kv: int(kv[0]))]
+        add(f"| c | diagnostic: RSS growth with GDAL_CACHEMAX={a['gdal_cache_mb']} MB | {vals[-1] - vals[0]:+.0f} MiB | | |")
     fl = R.get("flow")
     if fl:
         f, e = fl["prefect"], fl["engine"]
@@ -264,11 +290,14 @@ def main() -> None:
     p.add_argument("--size", type=int, default=8000, help="side of the patchy pair for (a), (b), (c) [8000]")
     p.add_argument("--big", type=int, default=40000, help="side of the big blocky pair for (c); 0 skips it [40000]")
     p.add_argument("--sites", type=int, default=1000, help="sites of the metering run (d) [1000]")
-    p.add_argument("--flow-sites", type=int, default=None,
-                   help="meter only this many of the --sites sites and extrapolate (default: all)")
+    p.add_argument("--flow-sites", type=int, default=200,
+                   help="meter only this many of the --sites sites (each task still reads the whole sites "
+                        "file) and extrapolate linearly; 0 = all [200: 1,000 take over 15 min]")
     p.add_argument("--draws", type=int, default=10_000, help="Monte Carlo draws in (a) [10000]")
     p.add_argument("--skip-invest", action="store_true")
     p.add_argument("--skip-flow", action="store_true")
+    p.add_argument("--gdal-cache-mb", type=int, default=64,
+                   help="(c) also measure peak RSS with GDAL_CACHEMAX at this many MB; 0 skips [64]")
     p.add_argument("--invest-python", default=DEFAULT_INVEST_PYTHON)
     p.add_argument("--invest-runner", default=DEFAULT_INVEST_RUNNER)
     p.add_argument("--work", type=Path, default=generate.WORK)
@@ -278,7 +307,7 @@ def main() -> None:
     T0 = time.perf_counter()
     R: dict = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
                "command": "uv run python benchmarks/run.py " + " ".join(sys.argv[1:]),
-               "machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+               "machine": machine(), "tree": tree(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
 
     log(f"inputs: {a.size}² patchy pair")
     pair = generate.make_pair(a.size, "patchy", work, log=log)
@@ -293,6 +322,12 @@ def main() -> None:
     log(f"    {R['engine']['wall_s']:.1f} s, peak RSS {R['engine']['peak_rss_mb']:.0f} MiB")
     R["memory"] = {str(a.size): {**{k: R["engine"][k] for k in ("peak_rss_mb", "rss_after_import_mb", "wall_s")},
                                  "kind": "patchy", "disk_mb": pair["disk_mb"]}}
+    R["memory_capped"] = {}
+    if a.gdal_cache_mb:
+        log(f"(c) same with GDAL_CACHEMAX={a.gdal_cache_mb} MB")
+        e = bench_engine(pair, work, a.draws, f"{a.size}", a.gdal_cache_mb)
+        R["memory_capped"][str(a.size)] = {k: e[k] for k in ("peak_rss_mb", "rss_after_import_mb", "wall_s")}
+        log(f"    {e['wall_s']:.1f} s, peak RSS {e['peak_rss_mb']:.0f} MiB")
 
     if not a.skip_invest:
         log("(a) InVEST Carbon on the same pair")
@@ -309,11 +344,17 @@ def main() -> None:
         R["memory"][str(a.big)] = {**{k: e[k] for k in ("peak_rss_mb", "rss_after_import_mb", "wall_s")},
                                    "kind": "blocky", "disk_mb": big["disk_mb"]}
         log(f"    {e['wall_s']:.1f} s, peak RSS {e['peak_rss_mb']:.0f} MiB")
+        R["big_totals"] = {"years": e["years"], "stock_change_tc": e["stock_change_tc"]}
+        if a.gdal_cache_mb:
+            log(f"(c) same with GDAL_CACHEMAX={a.gdal_cache_mb} MB")
+            e = bench_engine(big, work, a.draws, f"{a.big}", a.gdal_cache_mb)
+            R["memory_capped"][str(a.big)] = {k: e[k] for k in ("peak_rss_mb", "rss_after_import_mb", "wall_s")}
+            log(f"    {e['wall_s']:.1f} s, peak RSS {e['peak_rss_mb']:.0f} MiB")
 
     cfg = write_flow_config(work, pair, a.sites)
     first = None
     if not a.skip_flow:
-        k = a.flow_sites or a.sites
+        k = min(a.flow_sites or a.sites, a.sites)
         log(f"(d) engine only: compute_config on {k} sites")
         eng = child("config", "--config", str(cfg), "--n", str(k))
         log(f"    {eng['wall_s']:.1f} s ({eng['n_failed']} failed)")

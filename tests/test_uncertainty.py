@@ -8,7 +8,6 @@ import uuid
 from pathlib import Path
 from statistics import NormalDist
 
-import numpy as np
 import pytest
 import shapely
 from pyproj import CRS
