@@ -66,6 +66,27 @@ def _baselines(cfg: Config, sinks: pd.DataFrame) -> tuple[dict[tuple[str, int, i
     return out, f"baseline land-cover scenario {cfg.baseline_landcover}"
 
 
+def _refuse_reissue(ledger: Ledger, kind: str, rows: list[dict[str, Any]]) -> None:
+    """A vintage exported before for this registry from another result (another ledger run or
+    period) would be issued twice: refuse, naming each. The same records again are fine."""
+    done = ledger.exported(kind, sorted({r["site_id"] for r in rows}))
+    if done.empty:
+        return
+    problems = []
+    for r in rows:
+        prior = done[(done["site_id"] == r["site_id"]) & (done["vintage_start"] <= r["vintage_end"])
+                     & (done["vintage_end"] >= r["vintage_start"])]
+        other = prior[(prior["site_run_id"] != r["ledger_site_run_id"]) | (prior["period_start"] != r["period_start_year"])
+                      | (prior["period_end"] != r["period_end_year"])]
+        for o in other.itertuples():
+            problems.append(f"site {r['site_id']}: vintage {r['vintage_start']}..{r['vintage_end']} overlaps "
+                            f"{o.vintage_start}..{o.vintage_end}, exported before from site run {o.site_run_id} "
+                            f"(period {o.period_start}-{o.period_end})")
+    if problems:
+        raise InputError(f"these {kind} vintages were exported before (never issue a year twice): export only the "
+                         "new years with --period", problems=problems)
+
+
 def build(cfg: Config, kind: str, site_ids: list[str] | None = None,
           period: tuple[int, int] | None = None) -> tuple[pd.DataFrame | list[dict[str, Any]], dict[str, Any]]:
     """The export table (or JSON records) and the manifest (without file hashes)."""
@@ -89,6 +110,7 @@ def build(cfg: Config, kind: str, site_ids: list[str] | None = None,
         raise InputError("cannot compute the deductions", problems=problems)
     baselines, baseline_rule = _baselines(cfg, sinks)
     rows = registry.export_rows(sinks, props, baselines, deductions)
+    _refuse_reissue(ledger, kind, rows)
     common = pd.DataFrame(rows)
     _, msgs = failure_messages(MODELS["json"], common, where="export (common record)", row_offset=0)
     table: pd.DataFrame | list[dict[str, Any]] = rows
@@ -123,6 +145,7 @@ def build(cfg: Config, kind: str, site_ids: list[str] | None = None,
             for r in runs.sort_values("site_id").itertuples()
         },
     }
+    manifest["_rows"] = rows  # recorded in the ledger once the files are written (not written to the manifest)
     return table, manifest
 
 
@@ -130,6 +153,7 @@ def export(cfg: Config, kind: str, out_dir: Path, site_ids: list[str] | None = N
            period: tuple[int, int] | None = None) -> list[Path]:
     """Validate, then write the export file and ``manifest.json`` into ``out_dir`` (all or none)."""
     table, manifest = build(cfg, kind, site_ids, period)
+    rows = manifest.pop("_rows")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
@@ -145,6 +169,7 @@ def export(cfg: Config, kind: str, out_dir: Path, site_ids: list[str] | None = N
         for f in (name, "manifest.json"):
             (tmp / f).replace(out_dir / f)
             paths.append(out_dir / f)
+        Ledger(cfg.ledger_url).record_export(kind, rows)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return paths

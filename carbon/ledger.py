@@ -125,6 +125,21 @@ file_hashes = sa.Table(
     sa.Column("sha256", sa.String(64), nullable=False),
 )
 
+exported_vintages = sa.Table(
+    "exported_vintages",
+    metadata,
+    sa.Column("registry", sa.String(16), nullable=False),
+    sa.Column("site_id", sa.String(64), nullable=False, index=True),
+    sa.Column("vintage_start", sa.String(10), nullable=False),
+    sa.Column("vintage_end", sa.String(10), nullable=False),
+    sa.Column("site_run_id", sa.Integer, sa.ForeignKey("site_runs.site_run_id"), nullable=False),
+    sa.Column("period_start", sa.Integer, nullable=False),
+    sa.Column("period_end", sa.Integer, nullable=False),
+    sa.Column("issuable_tco2e", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("registry", "site_id", "vintage_start", "vintage_end", "site_run_id", "period_start",
+                        "period_end"),
+)
+
 TABLES = {"stocks": stocks, "sinks": sinks, "transitions": transitions}
 
 
@@ -138,7 +153,7 @@ class LedgerError(CarbonSinkError):
 
 
 #: Version of the ledger's tables; a ledger written by another version is refused, not mixed.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 meta = sa.Table(
     "ledger_meta",
@@ -288,6 +303,25 @@ class Ledger:
              .where(site_runs.c.site_id == site_id).order_by(site_runs.c.site_run_id))
         with self.engine.connect() as c:
             return pd.read_sql(q, c)
+
+    def exported(self, registry: str, site_ids: list[str]) -> pd.DataFrame:
+        """Vintages already exported for a registry (to refuse issuing a year twice)."""
+        q = sa.select(exported_vintages).where(exported_vintages.c.registry == registry,
+                                               exported_vintages.c.site_id.in_(site_ids))
+        with self.engine.connect() as c:
+            return pd.read_sql(q, c)
+
+    def record_export(self, registry: str, rows: list[dict[str, Any]]) -> None:
+        """Remember exported vintages; exporting the same records again adds nothing."""
+        with self._tx() as c:
+            for r in rows:
+                key = {"registry": registry, "site_id": r["site_id"], "vintage_start": r["vintage_start"],
+                       "vintage_end": r["vintage_end"], "site_run_id": r["ledger_site_run_id"],
+                       "period_start": r["period_start_year"], "period_end": r["period_end_year"]}
+                found = c.execute(sa.select(sa.func.count()).select_from(exported_vintages).where(
+                    *[exported_vintages.c[k] == v for k, v in key.items()])).scalar_one()
+                if not found:
+                    c.execute(exported_vintages.insert().values(**key, issuable_tco2e=int(r["issuable_tco2e"])))
 
     def site_run_inputs(self, site_run_id: int) -> str | None:
         """The input hashes (JSON) a site run was computed from."""

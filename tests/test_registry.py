@@ -178,3 +178,22 @@ def test_numeric_ids_and_bad_deduction_properties(tmp_path: Path, published: Pat
     assert site_deductions("s", {"buffer_pct": "20"}, leakage_pct=None, buffer_pct=None,
                            buffer_base="net_stock_change", years=3).buffer_pct == 20.0
     assert neutralise(" =1+1") == "' =1+1" and neutralise("\uff1dSUM(A1)").startswith("'")
+
+
+def test_a_vintage_is_never_exported_twice_from_different_results(tmp_path: Path) -> None:
+    cfg_path = write_config(tmp_path / "c.toml")
+    cfg_path.write_text(cfg_path.read_text() + "buffer_pct = 10.0\n")
+    from tests.conftest import publish
+
+    publish(cfg_path, ["daye-mine-wc"])
+    cfg = load_config(cfg_path)
+    export(cfg, "verra", tmp_path / "first")  # vintages 2021-2024 of the 2020-2024 period
+    export(cfg, "verra", tmp_path / "again")  # the same records again: fine, byte-identical
+    assert (tmp_path / "first" / "verra_vcus.csv").read_bytes() == (tmp_path / "again" / "verra_vcus.csv").read_bytes()
+    publish(cfg_path, ["daye-mine-wc"])  # a new estimate of the same years
+    with pytest.raises(InputError, match="exported before") as e:
+        export(cfg, "verra", tmp_path / "second")
+    assert "vintage 2021-01-01..2021-12-31" in str(e.value)
+    assert not (tmp_path / "second" / "verra_vcus.csv").exists()
+    # a different registry keeps its own record
+    export(cfg, "ccer", tmp_path / "ccer")
