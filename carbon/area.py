@@ -135,18 +135,20 @@ class AreaModel:
             if not np.all(np.isfinite(s)) or np.any(s <= 0):
                 raise ValueError(f"pixel area undefined inside the grid (CRS {self.crs.name})")
             self.equal_area = bool(np.max(np.abs(s - 1.0)) < EQUAL_AREA_TOLERANCE)
-            self.nodes = _interp_axis(s, self.node_c, width, axis=1)  # (node rows, width)
+            self.nodes = s  # (node rows, node columns): small whatever the grid size
 
     def ratio(self, row_off: int, nrows: int) -> np.ndarray | float:
         if self.equal_area or self.nodes is None:
             return 1.0
         rows = np.arange(row_off, row_off + nrows, dtype=np.float64)
-        i1 = np.clip(np.searchsorted(self.node_r, rows, side="right"), 1, len(self.node_r) - 1)
-        i0 = i1 - 1
         if len(self.node_r) == 1:
-            return np.repeat(self.nodes, nrows, axis=0)
-        t = ((rows - self.node_r[i0]) / (self.node_r[i1] - self.node_r[i0]))[:, None]
-        return self.nodes[i0] * (1.0 - t) + self.nodes[i1] * t
+            at_rows = np.repeat(self.nodes, nrows, axis=0)
+        else:
+            i1 = np.clip(np.searchsorted(self.node_r, rows, side="right"), 1, len(self.node_r) - 1)
+            i0 = i1 - 1
+            t = ((rows - self.node_r[i0]) / (self.node_r[i1] - self.node_r[i0]))[:, None]
+            at_rows = self.nodes[i0] * (1.0 - t) + self.nodes[i1] * t  # (nrows, node columns)
+        return _interp_axis(at_rows, self.node_c, self.width, axis=1)
 
     def block_m2(self, row_off: int, nrows: int) -> np.ndarray:
         """Pixel areas (m^2) of rows ``row_off .. row_off + nrows``."""

@@ -10,6 +10,7 @@ grid by nearest neighbour; a raster already on that grid is read as it is.
 from __future__ import annotations
 
 import math
+import os
 from contextlib import ExitStack
 from dataclasses import dataclass
 
@@ -26,6 +27,10 @@ from shapely.geometry.base import BaseGeometry
 
 from carbon.area import pixel_area_m2
 from carbon.errors import InputError
+
+# GDAL's block cache defaults to 5% of the machine's memory; reads here are streamed strip by
+# strip, so a small cache keeps memory flat whatever the raster size (set it higher to override).
+os.environ.setdefault("GDAL_CACHEMAX", "64")
 
 #: Relative tolerance for two grids to count as the same (pixel size and origin offset).
 GRID_TOLERANCE = 1e-6
