@@ -146,7 +146,8 @@ def cmd_flow(a: argparse.Namespace) -> dict:
     startup_s = time.perf_counter() - t0
     site_ids = _site_ids(a.config, a.n)
     t0 = time.perf_counter()
-    state = flows.metering.metering_run(config=a.config, site_ids=site_ids, force=True, return_state=True)
+    kw = {"reports": False} if a.no_reports else {}
+    state = flows.metering.metering_run(config=a.config, site_ids=site_ids, force=True, return_state=True, **kw)
     wall = time.perf_counter() - t0
     summary = state.result(raise_on_failure=False)
     ok = isinstance(summary, dict)
@@ -159,6 +160,7 @@ def cmd_flow(a: argparse.Namespace) -> dict:
         "n_failed": summary["n_failed"] if ok else None,
         "failures": dict(list(summary["failures"].items())[:3]) if ok else str(summary)[:500],
         "max_workers": flows.metering.MAX_WORKERS,
+        "reports": not a.no_reports,
         "peak_rss_mb": rss_mb(),
     }
 
@@ -246,6 +248,8 @@ def main() -> None:
         f = sub.add_parser(name)
         f.add_argument("--config", required=True)
         f.add_argument("--n", type=int)
+        if name == "flow":
+            f.add_argument("--no-reports", action="store_true", help="metering_run(reports=False)")
     m = sub.add_parser("mc")
     m.add_argument("--config", required=True)
     m.add_argument("--site-id", required=True)

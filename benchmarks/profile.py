@@ -1,7 +1,8 @@
 """Where the time goes: profiles of the two workloads whose targets are missed.
 
     uv run --group bench python benchmarks/profile.py engine [--size 8000]   # compute_site, full extent
-    uv run --group bench python benchmarks/profile.py sites  [--n 100]       # Prefect metering_run, N sites
+    uv run --group bench python benchmarks/profile.py sites  [--n 100] [--no-reports]  # Prefect metering_run
+    uv run python benchmarks/profile.py memory [--size 40000]                # what grows with the raster
 
 ``engine`` runs compute_site on the benchmark pair under pyinstrument (sampling, wall time,
 the engine is single-threaded). ``sites`` runs the metering flow under py-spy (sampling every
@@ -65,7 +66,7 @@ def profile_engine(size: int) -> None:
     catalog = load_catalog(generate.write_catalog(generate.WORK / f"catalog_{size}.csv", pair, "lucode"))
     coef = load_coefficients(generate.write_pools(generate.WORK / "invest_pools.csv"))
     site = Site("bench-full-extent", "full", "other", "*", shapely.box(*pair["bounds"]), pyproj.CRS("EPSG:32650"))
-    prof = Profiler(interval=0.005)
+    prof = Profiler(interval=0.001)
     t0 = time.perf_counter()
     prof.start()
     compute_site(site, catalog, coef, draws=10_000)
@@ -98,7 +99,7 @@ def profile_engine(size: int) -> None:
     print(f"\nfull profile: {out.with_suffix('.html')}")
 
 
-def profile_sites(n: int, n_file: int) -> None:
+def profile_sites(n: int, n_file: int, reports: bool = True) -> None:
     from run import write_flow_config
 
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -109,9 +110,11 @@ def profile_sites(n: int, n_file: int) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update({"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                 "PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"})
-    raw = generate.WORK / f"profile_sites_{n}.collapsed"
+    tag = f"{n}" if reports else f"{n}_no_reports"
+    raw = generate.WORK / f"profile_sites_{tag}.collapsed"
     cmd = [pyspy, "record", "--format", "raw", "--rate", "50", "--subprocesses", "--threads", "-o", str(raw), "--",
-           sys.executable, str(HERE / "child.py"), "flow", "--config", str(cfg), "--n", str(n)]
+           sys.executable, str(HERE / "child.py"), "flow", "--config", str(cfg), "--n", str(n),
+           *([] if reports else ["--no-reports"])]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     finally:
@@ -137,7 +140,7 @@ def profile_sites(n: int, n_file: int) -> None:
         by_proc["Prefect server process" if is_server and "child.py" not in proc_name else proc_name[:60]] += c
         total += c
         seen = set()
-        funcs = [f for f in frames[1:] if "(" in f]
+        funcs = [f for f in frames[1:] if not f.startswith(("thread (", "process "))]
         for f in funcs:
             key = _frame_key(f)
             if key not in seen:
@@ -149,7 +152,32 @@ def profile_sites(n: int, n_file: int) -> None:
                                       sorted(by_proc.items(), key=lambda kv: -kv[1])]
     print("\n".join(lines))
     text = print_top(incl, self_, total, "samples (50 Hz, non-idle, all threads and processes)", 40)
-    (generate.WORK / f"profile_sites_{n}.txt").write_text(res + "\n" + "\n".join(lines) + "\n" + text + "\n")
+    (generate.WORK / f"profile_sites_{tag}.txt").write_text(res + "\n" + "\n".join(lines) + "\n" + text + "\n")
+
+
+def profile_memory(size: int) -> None:
+    """Peak RSS of the engine's per-grid set-up alone (carbon.area.AreaModel for an N x N grid
+    of the benchmark's CRS and pixel), in this fresh process: the part of compute_site's
+    memory that grows with the raster (GDAL's block cache is the other: GDAL_CACHEMAX)."""
+    import resource
+
+    from affine import Affine
+    from pyproj import CRS
+
+    from carbon import area
+
+    def peak() -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    west = 500_000.0 - size * generate.PIXEL / 2
+    before = peak()
+    t0 = time.perf_counter()
+    model = area.AreaModel(CRS(generate.CRS), Affine(generate.PIXEL, 0, west, 0, -generate.PIXEL, generate.NORTH),
+                           size, size)
+    wall = time.perf_counter() - t0
+    held = sum(v.nbytes for v in vars(model).values() if hasattr(v, "nbytes")) / 2**20
+    print(f"AreaModel for a {size}² grid: {wall:.1f} s; peak RSS {before:.0f} -> {peak():.0f} MiB "
+          f"(+{peak() - before:.0f} MiB); arrays it keeps: {held:.0f} MiB")
 
 
 def _frame_key(frame: str) -> str:
@@ -167,11 +195,16 @@ def main() -> None:
     s = sub.add_parser("sites")
     s.add_argument("--n", type=int, default=100, help="sites to meter")
     s.add_argument("--sites-file", type=int, default=1000, help="sites in the configuration [1000]")
+    s.add_argument("--no-reports", action="store_true", help="metering_run(reports=False)")
+    m = sub.add_parser("memory")
+    m.add_argument("--size", type=int, default=40000)
     a = p.parse_args()
-    if a.what == "engine":
+    if a.what == "memory":
+        profile_memory(a.size)
+    elif a.what == "engine":
         profile_engine(a.size)
     else:
-        profile_sites(a.n, a.sites_file)
+        profile_sites(a.n, a.sites_file, not a.no_reports)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -176,7 +177,7 @@ def write_flow_config(work: Path, pair: dict, n_sites: int) -> Path:
     return cfg
 
 
-def bench_flow(cfg: Path, n: int) -> dict:
+def bench_flow(cfg: Path, n: int, reports: bool = True) -> dict:
     out_dir = cfg.parent / "out"
     shutil.rmtree(out_dir, ignore_errors=True)
     home = Path(tempfile.mkdtemp(prefix="prefect_home_", dir=cfg.parent))
@@ -184,7 +185,7 @@ def bench_flow(cfg: Path, n: int) -> dict:
     env.update({"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                 "PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"})
     try:
-        return child("flow", "--config", str(cfg), "--n", str(n), env=env)
+        return child("flow", "--config", str(cfg), "--n", str(n), *([] if reports else ["--no-reports"]), env=env)
     finally:
         shutil.rmtree(home, ignore_errors=True)
 
@@ -204,6 +205,10 @@ def report(R: dict) -> str:
     add(f"command: {R['command']}")
     add(f"code: {R['tree']['head']}" + (" (+ uncommitted changes: " + R["tree"]["dirty"].replace(chr(10), ", ")
                                          + ")" if R["tree"]["dirty"] else ""))
+    end = R.get("tree_end")
+    if end and end != R["tree"]:
+        add(f"WARNING: the code changed during the run (others commit to the tree); at the end: {end['head']}"
+            + (f" (+ {end['dirty']})".replace(chr(10), ", ") if end["dirty"] else ""))
     add(f"total benchmark wall time: {R['total_s'] / 60:.1f} min (input generation included: "
         f"{R.get('generate_s', 0):.0f} s)")
     add("")
@@ -213,13 +218,16 @@ def report(R: dict) -> str:
     cs = R.get("engine")
     if cs:
         mpx = n * n / 1e6
-        add(f"| a | carbon-sink compute_site, {n}² pair, full extent, {a['draws']} draws | {cs['wall_s']:.1f} s "
-            f"({2 * mpx / cs['wall_s']:.1f} Mpx/s over both years; CPU {cs['cpu_s']:.1f} s) | | |")
+        runs = ", ".join(f"{t:.2f}" for t in cs.get("runs_wall_s", []))
+        add(f"| a | carbon-sink compute_site, {n}² pair, full extent, {a['draws']} draws | {cs['wall_s']:.2f} s "
+            f"({2 * mpx / cs['wall_s']:.1f} Mpx/s over both years; CPU {cs['cpu_s']:.1f} s; runs {runs}) | | |")
     inv = R.get("invest")
     if inv:
-        add(f"| a | InVEST Carbon {inv['invest_version']}, n_workers -1, same pair | {inv['wall_time_s']:.1f} s | | |")
+        add(f"| a | InVEST Carbon {inv['invest_version']}, n_workers -1, same pair (execute() only) | "
+            f"{inv['wall_time_s']:.1f} s (runs {', '.join(f'{t:.1f}' for t in inv.get('runs_wall_time_s', []))}; "
+            f"peak RSS {inv['peak_rss_self_MiB']:.0f} MiB) | | |")
         sp = inv["wall_time_s"] / cs["wall_s"]
-        add(f"| a | speed ratio InVEST / carbon-sink | {sp:.2f}× | ≥ 10× | {'yes' if sp >= 10 else 'NO'} |")
+        add(f"| a | speed ratio InVEST / carbon-sink (medians) | {sp:.2f}× | ≥ 10× | {'yes' if sp >= 10 else 'NO'} |")
         c = R["compare"]
         for k in ("current", "future", "change"):
             add(f"| a | total {k} (t C): carbon-sink corrected / InVEST | {c['carbon_sink_corrected'][k]:,.1f} / "
@@ -230,13 +238,15 @@ def report(R: dict) -> str:
             f"{pc['future']:,.1f} / {pc['change']:,.1f} | rel. diff < 1e-6 | "
             f"{'yes' if max(c['rel_diff_per_class'].values()) < 1e-6 else 'NO'} "
             f"({' / '.join(f'{v:.0e}' for v in c['rel_diff_per_class'].values())}) |")
-        add(f"| a | area correction (ellipsoidal / planar), current | {c['area_ratio'][generate.YEARS[0]]:.7f} | | |")
+        ar = c["area_ratio"]
+        add(f"| a | area correction (ellipsoidal / planar), current | "
+            f"{ar.get(generate.YEARS[0], ar.get(str(generate.YEARS[0]))):.7f} | | |")
     io = R.get("io")
     if io and cs:
         r = cs["wall_s"] / io["blocks_s"]
         add(f"| b | I/O floor: read both rasters block by block | {io['blocks_s']:.2f} s "
             f"(strips as the engine: {io['strips_s']:.2f} s; + masks: {io['strips_with_masks_s']:.2f} s) | | |")
-        add(f"| b | carbon-sink / I/O floor | {r:.1f}× | ≤ 1.5× | {'yes' if r <= 1.5 else 'NO'} |")
+        add(f"| b | carbon-sink / I/O floor (medians) | {r:.1f}× | ≤ 1.5× | {'yes' if r <= 1.5 else 'NO'} |")
     mem = R.get("memory", {})
     if mem:
         small = mem.get(str(n)) or mem.get(n)
@@ -270,9 +280,15 @@ def report(R: dict) -> str:
         add(f"| d | metering_run, {fl['n_sites']} sites of 5-20 ha{est}, {f['max_workers']} threads | "
             f"{total:.0f} s = {total / 60:.1f} min ({f['flow_s'] / k:.3f} s/site; {f['n_failed']} failed) "
             f"| < 10 min | {'yes' if total < 600 else 'NO'} |")
+        nr = fl.get("prefect_no_reports")
+        if nr:
+            t2 = nr["flow_s"] * ext
+            add(f"| d | same, metering_run(reports=False): no per-site HTML report{est} | {t2:.0f} s = {t2 / 60:.1f} min "
+                f"({nr['flow_s'] / k:.3f} s/site; {nr['n_failed']} failed) | < 10 min | {'yes' if t2 < 600 else 'NO'} |")
         add(f"| d | engine only (compute_config, same sites) | {e['wall_s'] / k:.3f} s/site "
             f"({e['wall_s'] * ext:.0f} s for {fl['n_sites']}) | | |")
-        add(f"| d | orchestration overhead per site (flow − engine) / n | {(f['flow_s'] - e['wall_s']) / k:.3f} s | | |")
+        add(f"| d | orchestration overhead per site (flow − engine) / n | {(f['flow_s'] - e['wall_s']) / k:.3f} s"
+            + (f" (without reports: {(nr['flow_s'] - e['wall_s']) / k:.3f} s)" if nr else "") + " | | |")
     mc = R.get("mc")
     if mc:
         add(f"| e | compute_site, small site ({mc['site_area_ha']:.1f} ha, {mc['method']}), 100 vs 10,000 draws | "
@@ -294,14 +310,22 @@ def main() -> None:
                    help="meter only this many of the --sites sites (each task still reads the whole sites "
                         "file) and extrapolate linearly; 0 = all [200: 1,000 take over 15 min]")
     p.add_argument("--draws", type=int, default=10_000, help="Monte Carlo draws in (a) [10000]")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="(a)(b) runs of carbon-sink, InVEST and the reads; the median is reported [3]")
     p.add_argument("--skip-invest", action="store_true")
     p.add_argument("--skip-flow", action="store_true")
+    p.add_argument("--skip-no-reports", action="store_true", help="(d) skip the second flow run without reports")
     p.add_argument("--gdal-cache-mb", type=int, default=64,
                    help="(c) also measure peak RSS with GDAL_CACHEMAX at this many MB; 0 skips [64]")
     p.add_argument("--invest-python", default=DEFAULT_INVEST_PYTHON)
     p.add_argument("--invest-runner", default=DEFAULT_INVEST_RUNNER)
     p.add_argument("--work", type=Path, default=generate.WORK)
+    p.add_argument("--report", type=Path, help="only print the table of an earlier results.json")
+    p.add_argument("--tag", default="", help="write results<tag>.json/.md instead of results.json/.md")
     a = p.parse_args()
+    if a.report:
+        print(report(json.loads(a.report.read_text())))
+        return
     work = a.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     T0 = time.perf_counter()
@@ -315,11 +339,16 @@ def main() -> None:
     gen_s = pair["generate_s"] if pair.get("generate_s") else 0
 
     log("(b) I/O floor: reading both rasters")
-    R["io"] = child("io", "--paths", *pair["paths"].values())
+    runs = [child("io", "--paths", *pair["paths"].values()) for _ in range(a.repeat)]
+    R["io"] = {k: statistics.median(r[k] for r in runs) for k in ("blocks_s", "strips_s", "strips_with_masks_s")}
+    R["io"]["runs_blocks_s"] = [r["blocks_s"] for r in runs]
 
     log(f"(a)(c) carbon-sink compute_site on the {a.size}² pair (fresh process)")
-    R["engine"] = bench_engine(pair, work, a.draws, f"{a.size}")
-    log(f"    {R['engine']['wall_s']:.1f} s, peak RSS {R['engine']['peak_rss_mb']:.0f} MiB")
+    runs = [bench_engine(pair, work, a.draws, f"{a.size}") for _ in range(a.repeat)]
+    R["engine"] = {**runs[0], "wall_s": statistics.median(r["wall_s"] for r in runs),
+                   "cpu_s": statistics.median(r["cpu_s"] for r in runs), "runs_wall_s": [r["wall_s"] for r in runs],
+                   "peak_rss_mb": max(r["peak_rss_mb"] for r in runs)}
+    log(f"    {R['engine']['runs_wall_s']} s, peak RSS {R['engine']['peak_rss_mb']:.0f} MiB")
     R["memory"] = {str(a.size): {**{k: R["engine"][k] for k in ("peak_rss_mb", "rss_after_import_mb", "wall_s")},
                                  "kind": "patchy", "disk_mb": pair["disk_mb"]}}
     R["memory_capped"] = {}
@@ -331,9 +360,11 @@ def main() -> None:
 
     if not a.skip_invest:
         log("(a) InVEST Carbon on the same pair")
-        R["invest"] = bench_invest(pair, work, a.invest_python, a.invest_runner)
+        runs = [bench_invest(pair, work, a.invest_python, a.invest_runner) for _ in range(a.repeat)]
+        R["invest"] = {**runs[0], "wall_time_s": statistics.median(r["wall_time_s"] for r in runs),
+                       "runs_wall_time_s": [r["wall_time_s"] for r in runs]}
         R["compare"] = compare(R["engine"], R["invest"], pair)
-        log(f"    {R['invest']['wall_time_s']:.1f} s; rel. diff {R['compare']['rel_diff']}")
+        log(f"    {R['invest']['runs_wall_time_s']} s; rel. diff {R['compare']['rel_diff']}")
 
     if a.big:
         log(f"(c) inputs: {a.big}² blocky pair")
@@ -362,6 +393,11 @@ def main() -> None:
         fl = bench_flow(cfg, k)
         log(f"    server start {fl['server_startup_s']:.1f} s, flow {fl['flow_s']:.1f} s, state {fl['state']}")
         R["flow"] = {"n_sites": a.sites, "n_run": k, "prefect": fl, "engine": eng}
+        if not a.skip_no_reports:
+            log(f"(d) the same without the per-site HTML reports (metering_run(reports=False))")
+            nr = bench_flow(cfg, k, reports=False)
+            log(f"    server start {nr['server_startup_s']:.1f} s, flow {nr['flow_s']:.1f} s, state {nr['state']}")
+            R["flow"]["prefect_no_reports"] = nr
 
     from carbon.sites import load_sites  # noqa: PLC0415
 
@@ -370,11 +406,12 @@ def main() -> None:
     R["mc"] = child("mc", "--config", str(cfg), "--site-id", first)
 
     R["generate_s"] = gen_s
+    R["tree_end"] = tree()
     R["total_s"] = time.perf_counter() - T0
     text = report(R)
     R["report"] = text
-    (work / "results.json").write_text(json.dumps(R, indent=1, default=str))
-    (work / "results.md").write_text(text + "\n")
+    (work / f"results{a.tag}.json").write_text(json.dumps(R, indent=1, default=str))
+    (work / f"results{a.tag}.md").write_text(text + "\n")
     print(text)
 
 
