@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from affine import Affine
-from pyproj import CRS, Geod, Transformer
+from pyproj import CRS, Geod, Proj, Transformer
 
 #: Area ratios within this of 1 are treated as exactly 1 (equal-area grids).
 EQUAL_AREA_TOLERANCE = 1e-6  # above the ~1e-8 noise of the geodesic ratio
@@ -111,9 +112,27 @@ def area_ratio(crs: CRS, transform: Affine, row_off: int, nrows: int, ncols: int
     return AreaModel(crs, transform, row_off + nrows, ncols).ratio(row_off, nrows)
 
 
+@dataclass(frozen=True)
+class StripAreas:
+    """Pixel areas of a block of rows in a form a kernel evaluates per pixel without a
+    (rows, columns) array: ``area(r, c) = row_m2[r] * (ratio[j[r], c] * (1 - t[r]) +
+    ratio[j[r] + 1, c] * t[r])``."""
+
+    row_m2: np.ndarray  # (rows,) planar area (projected) or the row's pixel area (geographic)
+    ratio: np.ndarray  # (m >= 2, columns) area ratios along node rows, interpolated to every column
+    j: np.ndarray  # (rows,) int64: the node row above each row, an index into ``ratio``
+    t: np.ndarray  # (rows,) position of each row between its two node rows (0..1)
+
+    def dense(self) -> np.ndarray:
+        r = self.ratio[self.j] * (1.0 - self.t)[:, None] + self.ratio[self.j + 1] * self.t[:, None]
+        return self.row_m2[:, None] * r
+
+
 class AreaModel:
-    """Pixel areas of one grid: the area ratio is measured once at nodes over the whole grid,
-    and each block of rows is interpolated from them (no work repeated per strip)."""
+    """Pixel areas of one grid: the area ratio is measured once at nodes over the whole grid
+    (one vectorised pass), and each block of rows is interpolated from them; the two or
+    three node rows a strip needs are interpolated along the columns once and reused by the
+    strips that follow."""
 
     def __init__(self, crs: CRS, transform: Affine, height: int, width: int) -> None:
         self.crs = CRS.from_user_input(crs)
@@ -126,29 +145,51 @@ class AreaModel:
         self.node_c = _nodes(width, step)
         self.nodes: np.ndarray | None = None
         self.equal_area = False
+        self._rows: dict[int, np.ndarray] = {}  # node row -> its ratios at every column (a few kept)
+        self._ones = np.ones((2, width))
         if not self.crs.is_geographic:
-            geod, to_ll = _to_lonlat(self.crs.to_wkt())
-            s = np.empty((len(self.node_r), len(self.node_c)))
-            for i, r in enumerate(self.node_r):
-                for j, c in enumerate(self.node_c):
-                    s[i, j] = _geodesic_pixel_area(geod, to_ll, transform, c, r) / self.planar
+            s = _node_ratios(self.crs, transform, self.node_r, self.node_c, self.planar)
             if not np.all(np.isfinite(s)) or np.any(s <= 0):
                 raise ValueError(f"pixel area undefined inside the grid (CRS {self.crs.name})")
             self.equal_area = bool(np.max(np.abs(s - 1.0)) < EQUAL_AREA_TOLERANCE)
             self.nodes = s  # (node rows, node columns): small whatever the grid size
 
+    def _node_row(self, i: int) -> np.ndarray:
+        row = self._rows.get(i)
+        if row is None:
+            assert self.nodes is not None
+            row = _interp_axis(self.nodes[i], self.node_c, self.width, axis=0)
+            if len(self._rows) >= 4:  # strips go down the grid: the oldest rows are done with
+                self._rows.pop(next(iter(self._rows)))
+            self._rows[i] = row
+        return row
+
+    def strip(self, row_off: int, nrows: int) -> StripAreas:
+        """Pixel areas of rows ``row_off .. row_off + nrows`` as a :class:`StripAreas`."""
+        zero_t = np.zeros(nrows)
+        zero_j = np.zeros(nrows, dtype=np.int64)
+        if self.crs.is_geographic:
+            per_row = pixel_area_m2(self.crs, self.transform, row_off, nrows, 1)[:, 0]
+            return StripAreas(np.ascontiguousarray(per_row), self._ones, zero_j, zero_t)
+        planar = np.full(nrows, self.planar)
+        if self.equal_area or self.nodes is None:
+            return StripAreas(planar, self._ones, zero_j, zero_t)
+        if len(self.node_r) == 1:
+            row = self._node_row(0)
+            return StripAreas(planar, np.stack([row, row]), zero_j, zero_t)
+        rows = np.arange(row_off, row_off + nrows, dtype=np.float64)
+        i1 = np.clip(np.searchsorted(self.node_r, rows, side="right"), 1, len(self.node_r) - 1)
+        i0 = i1 - 1
+        t = (rows - self.node_r[i0]) / (self.node_r[i1] - self.node_r[i0])
+        first = int(i0.min())
+        ratio = np.stack([self._node_row(i) for i in range(first, int(i1.max()) + 1)])
+        return StripAreas(planar, ratio, (i0 - first).astype(np.int64), t)
+
     def ratio(self, row_off: int, nrows: int) -> np.ndarray | float:
         if self.equal_area or self.nodes is None:
             return 1.0
-        rows = np.arange(row_off, row_off + nrows, dtype=np.float64)
-        if len(self.node_r) == 1:
-            at_rows = np.repeat(self.nodes, nrows, axis=0)
-        else:
-            i1 = np.clip(np.searchsorted(self.node_r, rows, side="right"), 1, len(self.node_r) - 1)
-            i0 = i1 - 1
-            t = ((rows - self.node_r[i0]) / (self.node_r[i1] - self.node_r[i0]))[:, None]
-            at_rows = self.nodes[i0] * (1.0 - t) + self.nodes[i1] * t  # (nrows, node columns)
-        return _interp_axis(at_rows, self.node_c, self.width, axis=1)
+        s = self.strip(row_off, nrows)
+        return s.dense() / self.planar
 
     def block_m2(self, row_off: int, nrows: int) -> np.ndarray:
         """Pixel areas (m^2) of rows ``row_off .. row_off + nrows``."""
@@ -158,6 +199,39 @@ class AreaModel:
         if isinstance(ratio, float):
             return np.full((nrows, self.width), self.planar * ratio)
         return self.planar * ratio
+
+
+def _node_ratios(crs: CRS, transform: Affine, node_r: np.ndarray, node_c: np.ndarray, planar: float) -> np.ndarray:
+    """Ellipsoidal / planar area of the pixels whose top-left corners are the nodes, all at
+    once: the densified pixel outlines go to longitude/latitude on the CRS's own ellipsoid,
+    then to a Lambert azimuthal equal-area projection of that ellipsoid centred on the grid,
+    where the shoelace formula gives their area. Nodes more than 90 degrees from the centre
+    (where that projection stretches shapes without bound) use the geodesic area instead."""
+    geod, to_ll = _to_lonlat(crs.to_wkt())
+    ell = crs.ellipsoid
+    t = np.linspace(0.0, 1.0, EDGE_POINTS, endpoint=False)
+    ones, zeros = np.ones(EDGE_POINTS), np.zeros(EDGE_POINTS)
+    dc = np.concatenate([t, ones, 1.0 - t, zeros])  # the outline, as in _geodesic_pixel_area
+    dr = np.concatenate([zeros, t, ones, 1.0 - t])
+    cc, rr = np.meshgrid(node_c, node_r)
+    cols = cc.reshape(-1, 1) + dc
+    rows = rr.reshape(-1, 1) + dr
+    x, y = transform @ (cols.ravel(), rows.ravel())
+    lon, lat = to_ll.transform(x, y)
+    lon, lat = np.asarray(lon).reshape(cols.shape), np.asarray(lat).reshape(cols.shape)
+    mid = (len(node_r) // 2) * len(node_c) + len(node_c) // 2
+    lon0, lat0 = float(lon[mid, 0]), float(lat[mid, 0])
+    laea = Proj(f"+proj=laea +lat_0={lat0!r} +lon_0={lon0!r} +a={ell.semi_major_metre!r} "
+                f"+b={ell.semi_minor_metre!r} +no_defs")
+    px, py = laea(lon, lat)
+    px, py = np.asarray(px) - np.asarray(px)[:, :1], np.asarray(py) - np.asarray(py)[:, :1]
+    area = 0.5 * np.abs(np.sum(px * np.roll(py, -1, axis=1) - np.roll(px, -1, axis=1) * py, axis=1))
+    _, _, dist = geod.inv(np.full(lon.shape[0], lon0), np.full(lon.shape[0], lat0), lon[:, 0], lat[:, 0])
+    far = ~np.isfinite(area) | (np.asarray(dist) > 0.25 * 2 * math.pi * ell.semi_major_metre)
+    for k in np.flatnonzero(far):
+        i, j = divmod(int(k), len(node_c))
+        area[k] = _geodesic_pixel_area(geod, to_ll, transform, node_c[j], node_r[i])
+    return (area / planar).reshape(len(node_r), len(node_c))
 
 
 def _nodes(n: int, step: int) -> np.ndarray:
@@ -177,7 +251,7 @@ def _interp_axis(values: np.ndarray, nodes: np.ndarray, n: int, axis: int) -> np
     t = (target - nodes[i0]) / (nodes[i1] - nodes[i0])
     v0 = np.take(values, i0, axis=axis)
     v1 = np.take(values, i1, axis=axis)
-    shape = [1, 1]
+    shape = [1] * values.ndim
     shape[axis] = n
     t = t.reshape(shape)
     return v0 * (1.0 - t) + v1 * t

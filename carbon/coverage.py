@@ -20,7 +20,7 @@ def coverage_fraction(geom: BaseGeometry, grid: Grid, row_off: int, nrows: int) 
     """Fraction (0..1) of each cell of rows ``row_off .. row_off+nrows`` inside ``geom``
     (``geom`` in the grid's CRS)."""
     xmin, ymin, xmax, ymax = grid.row_bounds(row_off, nrows)
-    if geom.contains(shapely.box(xmin, ymin, xmax, ymax)):
+    if rows_inside(geom, grid, row_off, nrows):
         return np.ones((nrows, grid.width), dtype=np.float64)  # every cell of the rows is inside
     out = np.zeros((nrows, grid.width), dtype=np.float64)
     part = shapely.clip_by_rect(geom, xmin, ymin, xmax, ymax)
@@ -34,3 +34,8 @@ def coverage_fraction(geom: BaseGeometry, grid: Grid, row_off: int, nrows: int) 
     frac = np.asarray(props["coverage"], dtype=np.float64)
     out.reshape(-1)[cells] = frac
     return out
+
+
+def rows_inside(geom: BaseGeometry, grid: Grid, row_off: int, nrows: int) -> bool:
+    """Whether every cell of rows ``row_off .. row_off+nrows`` lies wholly inside ``geom``."""
+    return bool(geom.contains(shapely.box(*grid.row_bounds(row_off, nrows))))

@@ -239,22 +239,21 @@ class Aggregates:
         soil follows the class, so land in the same class at both ends has no change and land
         in another class is converted (its whole stock leaves, the new class's arrives)."""
         k = self.n_classes
-        diag = np.diag_indices(k)
         valid = classes != INVALID
         everywhere = bool(valid.all())
+        areas = np.zeros((len(self.years), k))
         for i, y in enumerate(self.years):
             v = valid[i]
             if year_area is not None:
-                a = year_area[i]
+                areas[i] = year_area[i]
             elif everywhere:
-                a = np.bincount(classes[i], weights=weight, minlength=k)
+                areas[i] = np.bincount(classes[i], weights=weight, minlength=k)
             else:
-                a = np.bincount(classes[i][v], weights=weight[v], minlength=k)
-            self.area[y][:, MATURE_BIN] += a
-            self.soc[y][diag] += a
+                areas[i] = np.bincount(classes[i][v], weights=weight[v], minlength=k)
             if on_year is not None:
                 on_year(y, np.where(v, -1, -2), None)
         index = {y: i for i, y in enumerate(self.years)}
+        trans = {}
         for p in self.periods:
             i1, i2 = index[p[0]], index[p[1]]
             pair = classes[i1] * np.int32(k) + classes[i2]
@@ -263,7 +262,18 @@ class Aggregates:
             else:
                 both = valid[i1] & valid[i2]
                 t = np.bincount(pair[both], weights=weight[both], minlength=k * k)
-            t = t.reshape(k, k)
+            trans[p] = t.reshape(k, k)
+        self.add_totals(areas, trans)
+
+    def add_totals(self, year_area: np.ndarray, transitions: dict[tuple[int, int], np.ndarray]) -> None:
+        """Stock difference from totals: ``year_area`` (year, class) ha and, per period, the
+        (from, to) class transition areas of the land with data in both years."""
+        diag = np.diag_indices(self.n_classes)
+        for i, y in enumerate(self.years):
+            self.area[y][:, MATURE_BIN] += year_area[i]
+            self.soc[y][diag] += year_area[i]
+        for p in self.periods:
+            t = transitions[p]
             stayed = np.diag(t)
             moved = t - np.diag(stayed)
             self.transitions[p] += t
@@ -272,6 +282,15 @@ class Aggregates:
             self.after[p][:, MATURE_BIN] += moved.sum(axis=0)
             self.soc_start[p][diag] += t.sum(axis=1)
             self.soc_end[p][diag] += t.sum(axis=0)
+
+    def merge(self, other: Aggregates) -> None:
+        """Add another block's aggregates (every field is a sum over pixels)."""
+        for name in ("area", "soc", "same", "before", "after", "soc_start", "soc_end", "transitions"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            for key in mine:
+                mine[key] += theirs[key]
+        for y in self.flicker_ha:
+            self.flicker_ha[y] += other.flicker_ha[y]
 
 
 def _by_class(cls: np.ndarray, lam: np.ndarray | None, w: np.ndarray, k: int) -> np.ndarray:

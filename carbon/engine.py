@@ -11,6 +11,8 @@ size, never by the raster size.
 from __future__ import annotations
 
 import hashlib
+import operator
+import os
 from collections import defaultdict
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -19,16 +21,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import shapely
 import xarray as xr
 
-from carbon import accounting, dynamics, uncertainty
+from carbon import accounting, dynamics, kernels, uncertainty
 from carbon.area import AreaModel
 from carbon.constants import CARBON_CLASSES, CO2_PER_C, INVEST_LEGEND, POOLS
-from carbon.coverage import coverage_fraction
+from carbon.coverage import coverage_fraction, rows_inside
 from carbon.errors import CarbonSinkError, InputError
 from carbon.rasters import Grid, RasterInfo, YearReader, inspect_raster, intersects, nominal_pixel_area_m2, site_grid, to_crs
 from carbon.sites import Site
-from carbon.tables import CatalogEntry, CoefficientSet, Crosswalk, invest_crosswalk, load_crosswalk
+from carbon.tables import CatalogEntry, CoefficientSet, Crosswalk, code_table, invest_crosswalk, load_crosswalk
 
 #: Cells per strip: bounds the memory of one site, whatever the raster size.
 DEFAULT_MAX_CELLS = 262_144
@@ -121,79 +124,37 @@ def compute_site(
     geom_ref = to_crs(site.geometry, site.crs, ref_info.crs)
     grid = site_grid(ref_info, geom_ref)
 
-    agg = dynamics.Aggregates(len(class_names), year_list, period_list)
-    unknown: dict[str, set[int]] = defaultdict(set)
-    site_area_ha = 0.0
-    ecozone = None if coefficients.is_invest else site.ecozone
-    rows_per_strip = max(1, max_cells // grid.width)
-    areas = AreaModel(grid.crs, grid.transform, grid.height, grid.width)
-
+    plan = _Plan.build(site, year_meta, year_list, period_list, class_names, dyn, grid, geom_ref, max_cells)
+    map_writer = None
     with ExitStack() as stack:
-        readers = {y: YearReader(m.infos, grid, stack) for y, m in year_meta.items()}
-        map_writer = None
         if maps_dir is not None:
             from carbon.maps import DensityMapWriter  # noqa: PLC0415
 
             # classes absent from the table get NaN here; the strict lookup below then
             # fails and the writer discards the maps
-            map_coef = _coefficient_arrays(coefficients.densities(ecozone, class_names, strict=False))
+            ecozone_maps = None if coefficients.is_invest else site.ecozone
+            map_coef = _coefficient_arrays(coefficients.densities(ecozone_maps, class_names, strict=False))
             map_writer = stack.enter_context(DensityMapWriter(Path(maps_dir), site.site_id, grid, year_list, start))
-        for row_off in range(0, grid.height, rows_per_strip):
-            nrows = min(rows_per_strip, grid.height - row_off)
-            cov = coverage_fraction(geom_ref, grid, row_off, nrows)
-            inside = cov > 0
-            if not inside.any():
-                if map_writer is not None:
-                    map_writer.write_empty(row_off, nrows)
-                continue
-            everywhere = bool(inside.all())  # whole rows inside the site: no masking needed
+            part = _process_rows(plan, 0, grid.height, map_writer=map_writer, map_coef=map_coef)
+        else:
+            part = _process_chunks(plan)
 
-            def pick(a: np.ndarray, _all: bool = everywhere, _m: np.ndarray = inside) -> np.ndarray:
-                return a.reshape(-1) if _all else a[_m]
-
-            weight = pick(cov * areas.block_m2(row_off, nrows) / M2_PER_HA)
-            site_area_ha += float(weight.sum())
-            classes = np.empty((len(year_list), weight.size), dtype=np.int32)
-            year_area = np.zeros((len(year_list), len(class_names)))  # ha by class, from the areas by code
-            for i, y in enumerate(year_list):
-                meta = year_meta[y]
-                codes, valid, tile = readers[y].read(row_off, nrows)
-                meta.digest.update(codes.tobytes())
-                meta.digest.update(valid.tobytes())
-                codes, valid = pick(codes), pick(valid)
-                idx, known = meta.crosswalk.lookup(codes)
-                all_valid = bool(valid.all()) and bool(known.all())
-                if not all_valid:
-                    bad = valid & ~known
-                    if bad.any():
-                        tile = pick(tile)
-                        for t in np.unique(tile[bad]):
-                            unknown[meta.infos[t].path].update(np.unique(codes[bad & (tile == t)]).tolist())
-                        valid = valid & known
-                v_idx, v_w = (idx, weight) if all_valid else (idx[valid], weight[valid])
-                code_area = np.bincount(v_idx, weights=v_w, minlength=len(meta.area_ha))
-                meta.area_ha += code_area
-                year_area[i] = np.bincount(meta.class_of_code, weights=code_area, minlength=len(class_names))
-                meta.pixels += np.bincount(v_idx, minlength=len(meta.pixels))
-                if not all_valid:
-                    meta.nodata_ha += float(weight[~valid].sum())
-                classes[i] = meta.class_of_code[idx]
-                if not all_valid:
-                    classes[i][~valid] = dynamics.INVALID
-            on_year = None
-            if map_writer is not None:
-                def on_year(y: int, ages: np.ndarray, lam: np.ndarray | None, *, _c=classes, _r=row_off, _n=nrows,
-                            _inside=inside) -> None:
-                    density = dynamics.pixel_density(_c[year_list.index(y)], ages, map_coef, lam)
-                    map_writer.write_year(y, _r, _n, _inside, density)
-            agg.add(classes, weight, dyn, on_year=on_year, year_area=year_area)
-
-        if unknown:
+        if part.unknown.any():
+            unknown = _unknown_codes(plan)
             problems = [
                 f"{path}: codes {sorted(codes)} are in no row of the {_legend_of(year_meta, path)!r} crosswalk"
                 for path, codes in sorted(unknown.items())
             ]
             raise InputError("land-cover codes without a carbon class", site_id=site.site_id, problems=problems)
+        site_area_ha = part.site_ha
+        for i, y in enumerate(year_list):
+            meta = year_meta[y]
+            n = len(meta.crosswalk.codes)
+            meta.area_ha += part.code_area[i, :n]
+            meta.pixels += part.pixels[i, :n]
+            meta.nodata_ha += float(part.nodata_ha[i])
+            meta.digest.update(b"".join(part.digests[i]))
+        agg = part.agg if part.agg is not None else plan.stock_difference_aggregates(part)
         if site_area_ha == 0:
             raise InputError("the site polygon covers no pixel of its reference grid", site_id=site.site_id)
         empty = [y for y in year_list if year_meta[y].area_ha.sum() == 0]
@@ -203,6 +164,7 @@ def compute_site(
                 "or are nodata there): choose the years to use",
                 site_id=site.site_id,
             )
+        ecozone = None if coefficients.is_invest else site.ecozone
         area = dynamics.class_area(agg, class_names)
         present = [c for c, a in zip(class_names, area.sum("year").values, strict=True) if a > 0]
         densities = coefficients.densities(ecozone, present, site_id=site.site_id)
@@ -243,6 +205,214 @@ def compute_site(
     )
     validate_site_result(result)
     return result
+
+
+#: Cells per chunk of a large site: chunks are read and accumulated on separate threads
+#: (the kernel and GDAL release the GIL), each in strips of ``max_cells``.
+CHUNK_CELLS = 4_194_304
+#: Chunk heights are multiples of this (the usual tile height), so a tile is decoded once.
+CHUNK_ROW_ALIGN = 256
+#: Threads for the chunks of one site (default: the machine's cores).
+THREADS = int(os.environ.get("CARBON_SINK_THREADS", "0")) or (os.cpu_count() or 1)
+_NO_COVERAGE = np.ones((1, 1))  # the kernel's coverage argument when every cell is inside
+
+
+@dataclass
+class _Partial:
+    """What a block of rows adds to a site: every field is a sum, so blocks combine in any
+    grouping (they are combined in row order, so results do not depend on threads)."""
+
+    site_ha: float
+    code_area: np.ndarray  # (year, crosswalk row) ha
+    pixels: np.ndarray  # (year, crosswalk row)
+    nodata_ha: np.ndarray  # (year,)
+    unknown: np.ndarray  # (year,) valid pixels whose code no crosswalk row has
+    trans: np.ndarray  # (period, class, class) ha; stock difference without maps only
+    digests: list[list[bytes]]  # per year, the SHA-256 of each strip's codes and validity, in row order
+    agg: dynamics.Aggregates | None  # gain-loss, or any method with maps: the per-pixel history
+
+    def __add__(self, other: _Partial) -> _Partial:
+        if self.agg is not None and other.agg is not None:
+            self.agg.merge(other.agg)
+        return _Partial(
+            self.site_ha + other.site_ha, self.code_area + other.code_area, self.pixels + other.pixels,
+            self.nodata_ha + other.nodata_ha, self.unknown + other.unknown, self.trans + other.trans,
+            [a + b for a, b in zip(self.digests, other.digests, strict=True)], self.agg,
+        )
+
+
+@dataclass
+class _Plan:
+    """Everything the strips of one site share (read-only once built)."""
+
+    site: Site
+    year_meta: dict[int, _Year]
+    years: list[int]
+    periods: list[tuple[int, int]]
+    n_classes: int
+    dyn: dynamics.Dynamics
+    grid: Grid
+    geom: Any
+    max_cells: int
+    areas: AreaModel
+    codes_dtype: np.dtype
+    tables: np.ndarray  # (year, possible raw value) crosswalk row; >= n_codes: unknown
+    offsets: np.ndarray  # (year,) added to a raw code before the table look-up
+    n_codes: np.ndarray  # (year,)
+    class_of_code: np.ndarray  # (year, crosswalk row) class index
+    period_index: np.ndarray  # (period, 2) year indices
+    direct: bool  # raw codes index the tables (8/16-bit); otherwise codes are looked up first
+
+    @classmethod
+    def build(cls, site: Site, year_meta: dict[int, _Year], years: list[int], periods: list[tuple[int, int]],
+              class_names: list[str], dyn: dynamics.Dynamics, grid: Grid, geom: Any, max_cells: int) -> _Plan:
+        dtypes = [np.dtype(i.dtype) for y in years for i in year_meta[y].infos]
+        dtype = np.result_type(*dtypes)
+        n_codes = np.array([len(year_meta[y].crosswalk.codes) for y in years], dtype=np.int64)
+        width = int(n_codes.max())
+        class_of_code = np.zeros((len(years), width), dtype=np.int64)
+        for i, y in enumerate(years):
+            class_of_code[i, : n_codes[i]] = year_meta[y].class_of_code
+        direct = dtype.kind in "ui" and dtype.itemsize <= 2
+        if direct:
+            tables = np.stack([code_table(year_meta[y].crosswalk.codes, dtype.str) for y in years]).astype(np.int64)
+            offset = 0 if dtype.kind == "u" else 1 << (8 * dtype.itemsize - 1)
+        else:  # codes are replaced by their crosswalk rows (n_codes: unknown) before the kernel
+            tables = np.tile(np.arange(width + 1, dtype=np.int64), (len(years), 1))
+            offset = 0
+        index = {y: i for i, y in enumerate(years)}
+        shapely.prepare(geom)  # many containment tests, from several threads
+        return cls(site, year_meta, years, periods, len(class_names), dyn, grid, geom, max(1, max_cells),
+                   AreaModel(grid.crs, grid.transform, grid.height, grid.width), dtype, tables,
+                   np.full(len(years), offset, dtype=np.int64), n_codes, class_of_code,
+                   np.array([[index[a], index[b]] for a, b in periods], dtype=np.int64).reshape(-1, 2), direct)
+
+    def empty(self, with_agg: bool) -> _Partial:
+        y, k = len(self.years), self.n_classes
+        width = self.class_of_code.shape[1]
+        return _Partial(0.0, np.zeros((y, width)), np.zeros((y, width), dtype=np.int64), np.zeros(y),
+                        np.zeros(y, dtype=np.int64), np.zeros((len(self.periods), k, k)), [[] for _ in self.years],
+                        dynamics.Aggregates(k, self.years, self.periods) if with_agg else None)
+
+    def stock_difference_aggregates(self, part: _Partial) -> dynamics.Aggregates:
+        agg = dynamics.Aggregates(self.n_classes, self.years, self.periods)
+        year_area = np.stack([np.bincount(self.class_of_code[i, : self.n_codes[i]],
+                                          weights=part.code_area[i, : self.n_codes[i]], minlength=self.n_classes)
+                              for i in range(len(self.years))])
+        agg.add_totals(year_area, {p: part.trans[i] for i, p in enumerate(self.periods)})
+        return agg
+
+
+def _process_chunks(plan: _Plan) -> _Partial:
+    """The whole site: one block of rows for a small site; for a large one, chunks of
+    ``CHUNK_CELLS`` on Dask's threaded scheduler, summed pairwise in row order."""
+    g = plan.grid
+    rows = max(CHUNK_ROW_ALIGN, (CHUNK_CELLS // g.width) // CHUNK_ROW_ALIGN * CHUNK_ROW_ALIGN)
+    starts = list(range(0, g.height, rows))
+    if len(starts) == 1 or THREADS == 1:
+        return _process_rows(plan, 0, g.height)
+    import dask  # noqa: PLC0415
+
+    parts = [dask.delayed(_process_rows, pure=True)(plan, r0, min(r0 + rows, g.height)) for r0 in starts]
+    while len(parts) > 1:  # a balanced tree: partial sums are freed as soon as they are added
+        parts = [dask.delayed(operator.add)(parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i]
+                 for i in range(0, len(parts), 2)]
+    (total,) = dask.compute(parts[0], scheduler="threads", num_workers=THREADS)
+    return total
+
+
+def _process_rows(plan: _Plan, row0: int, row1: int, map_writer: Any = None, map_coef: Any = None) -> _Partial:
+    """Rows ``row0 .. row1`` of the site grid, strip by strip (docs/methods.md §3-§5)."""
+    g = plan.grid
+    method = plan.dyn.method
+    write = map_writer is not None or method != "stock_difference"
+    part = plan.empty(write)
+    periods = plan.period_index[:0] if write else plan.period_index  # with classes, Aggregates counts transitions
+    n_years = len(plan.years)
+    rows_per_strip = max(1, plan.max_cells // g.width)
+    with ExitStack() as stack:
+        readers = [YearReader(plan.year_meta[y].infos, g, stack) for y in plan.years]
+        for row_off in range(row0, row1, rows_per_strip):
+            nrows = min(rows_per_strip, row1 - row_off)
+            everywhere = rows_inside(plan.geom, g, row_off, nrows)
+            if everywhere:  # whole rows inside the site: no coverage array, no masking
+                cov, inside = _NO_COVERAGE, None
+            else:
+                cov = coverage_fraction(plan.geom, g, row_off, nrows)
+                inside = cov > 0
+                if not inside.any():
+                    if map_writer is not None:
+                        map_writer.write_empty(row_off, nrows)
+                    continue
+            codes = np.empty((n_years, nrows, g.width), dtype=plan.codes_dtype if plan.direct else np.int64)
+            valid = np.empty((n_years, nrows, g.width), dtype=bool)
+            for i, reader in enumerate(readers):
+                c, v, _ = reader.read(row_off, nrows)
+                h = hashlib.sha256(c.astype(plan.codes_dtype, copy=False).tobytes())
+                h.update(np.packbits(v).tobytes())
+                part.digests[i].append(h.digest())
+                if plan.direct:
+                    codes[i] = c
+                else:
+                    idx, known = plan.year_meta[plan.years[i]].crosswalk.lookup(c)
+                    codes[i] = np.where(known, idx, plan.n_codes[i])
+                valid[i] = v
+            strip = plan.areas.strip(row_off, nrows)
+            n = nrows * g.width if write else 0
+            classes = np.empty((n_years, n), dtype=np.int32)
+            weight = np.empty(n)
+            code_area = np.zeros_like(part.code_area) if write else part.code_area
+            nodata = part.nodata_ha if not write else np.zeros(n_years)
+            part.site_ha += kernels.accumulate_strip(
+                codes, valid, plan.tables, plan.offsets, plan.n_codes, plan.class_of_code,
+                strip.row_m2, strip.ratio, strip.j, strip.t, cov, not everywhere, periods,
+                code_area, part.pixels, nodata, part.unknown, part.trans, classes, weight, write)
+            if not write:
+                continue
+            part.code_area += code_area
+            part.nodata_ha += nodata
+            if part.unknown.any():
+                continue  # the site fails: the codes are listed by _unknown_codes
+            if not everywhere:
+                flat = inside.reshape(-1)
+                classes, weight = classes[:, flat], weight[flat]
+            year_area = np.stack([np.bincount(plan.class_of_code[i, : plan.n_codes[i]],
+                                              weights=code_area[i, : plan.n_codes[i]], minlength=plan.n_classes)
+                                  for i in range(n_years)])
+            on_year = None
+            if map_writer is not None:
+                if inside is None:
+                    inside = np.ones((nrows, g.width), dtype=bool)
+
+                def on_year(y: int, ages: np.ndarray, lam: np.ndarray | None, *, _c=classes, _r=row_off, _n=nrows,
+                            _inside=inside) -> None:
+                    density = dynamics.pixel_density(_c[plan.years.index(y)], ages, map_coef, lam)
+                    map_writer.write_year(y, _r, _n, _inside, density)
+            assert part.agg is not None
+            part.agg.add(classes, weight, plan.dyn, on_year=on_year, year_area=year_area)
+    return part
+
+
+def _unknown_codes(plan: _Plan) -> dict[str, set[int]]:
+    """Codes inside the site that no crosswalk row has, by raster file (the error path)."""
+    g = plan.grid
+    found: dict[str, set[int]] = defaultdict(set)
+    rows_per_strip = max(1, plan.max_cells // g.width)
+    with ExitStack() as stack:
+        for y in plan.years:
+            meta = plan.year_meta[y]
+            reader = YearReader(meta.infos, g, stack)
+            for row_off in range(0, g.height, rows_per_strip):
+                nrows = min(rows_per_strip, g.height - row_off)
+                inside = coverage_fraction(plan.geom, g, row_off, nrows) > 0
+                if not inside.any():
+                    continue
+                codes, valid, tile = reader.read(row_off, nrows)
+                _, known = meta.crosswalk.lookup(codes)
+                bad = valid & ~known & inside
+                for t in np.unique(tile[bad]):
+                    found[meta.infos[t].path].update(np.unique(codes[bad & (tile == t)]).tolist())
+    return found
 
 
 def read_site_codes(site: Site, catalog: list[CatalogEntry], coefficients: CoefficientSet,

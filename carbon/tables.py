@@ -66,7 +66,7 @@ class Crosswalk:
         """Index of each code in ``self.codes`` and whether it is known (vectorised: a table
         indexed by code for 8- and 16-bit rasters, a binary search otherwise)."""
         if codes.dtype.kind in "ui" and codes.dtype.itemsize <= 2:
-            table = _code_table(self.codes, codes.dtype.str)
+            table = code_table(self.codes, codes.dtype.str)
             offset = 0 if codes.dtype.kind == "u" else 1 << (8 * codes.dtype.itemsize - 1)
             idx = table[codes.astype(np.int32) + offset] if offset else table[codes]
             known = idx < len(self.codes)
@@ -77,20 +77,20 @@ class Crosswalk:
         return idx, known
 
 
-_TABLES: dict[tuple[bytes, str], np.ndarray] = {}
+_CODE_TABLES: dict[tuple[bytes, str], np.ndarray] = {}
 
 
-def _code_table(codes: np.ndarray, dtype: str) -> np.ndarray:
+def code_table(codes: np.ndarray, dtype: str) -> np.ndarray:
     """Index of each possible value of an 8/16-bit dtype in ``codes`` (len(codes): not a code)."""
     key = (codes.tobytes(), dtype)
-    if key not in _TABLES:
+    if key not in _CODE_TABLES:
         dt = np.dtype(dtype)
         lo = 0 if dt.kind == "u" else -(1 << (8 * dt.itemsize - 1))
         table = np.full(1 << (8 * dt.itemsize), len(codes), dtype=np.int32)  # len(codes): not a code
         inside = (codes >= lo) & (codes < lo + len(table))
         table[codes[inside] - lo] = np.flatnonzero(inside)
-        _TABLES[key] = table
-    return _TABLES[key]
+        _CODE_TABLES[key] = table
+    return _CODE_TABLES[key]
 
 
 def load_crosswalk(legend: str, legends_dir: str | Path | None = None) -> Crosswalk:
