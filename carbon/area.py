@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -146,6 +147,7 @@ class AreaModel:
         self.nodes: np.ndarray | None = None
         self.equal_area = False
         self._rows: dict[int, np.ndarray] = {}  # node row -> its ratios at every column (a few kept)
+        self._lock = threading.Lock()
         self._ones = np.ones((2, width))
         if not self.crs.is_geographic:
             s = _node_ratios(self.crs, transform, self.node_r, self.node_c, self.planar)
@@ -155,14 +157,15 @@ class AreaModel:
             self.nodes = s  # (node rows, node columns): small whatever the grid size
 
     def _node_row(self, i: int) -> np.ndarray:
-        row = self._rows.get(i)
-        if row is None:
-            assert self.nodes is not None
-            row = _interp_axis(self.nodes[i], self.node_c, self.width, axis=0)
-            if len(self._rows) >= 4:  # strips go down the grid: the oldest rows are done with
-                self._rows.pop(next(iter(self._rows)))
-            self._rows[i] = row
-        return row
+        with self._lock:  # chunks of a site may ask from several threads
+            row = self._rows.get(i)
+            if row is None:
+                assert self.nodes is not None
+                row = _interp_axis(self.nodes[i], self.node_c, self.width, axis=0)
+                if len(self._rows) >= 8:  # strips go down the grid: the oldest rows are done with
+                    self._rows.pop(next(iter(self._rows)))
+                self._rows[i] = row
+            return row
 
     def strip(self, row_off: int, nrows: int) -> StripAreas:
         """Pixel areas of rows ``row_off .. row_off + nrows`` as a :class:`StripAreas`."""

@@ -11,6 +11,7 @@ size, never by the raster size.
 from __future__ import annotations
 
 import hashlib
+import uuid
 import operator
 import os
 from collections import defaultdict
@@ -35,6 +36,8 @@ from carbon.tables import CatalogEntry, CoefficientSet, Crosswalk, code_table, i
 
 #: Cells per strip: bounds the memory of one site, whatever the raster size.
 DEFAULT_MAX_CELLS = 262_144
+#: Strips that only add totals (stock difference without maps) hold just the codes: larger.
+TOTALS_STRIP_FACTOR = 4
 M2_PER_HA = 10_000.0
 
 
@@ -262,6 +265,7 @@ class _Plan:
     class_of_code: np.ndarray  # (year, crosswalk row) class index
     period_index: np.ndarray  # (period, 2) year indices
     direct: bool  # raw codes index the tables (8/16-bit); otherwise codes are looked up first
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)  # names this site's tasks in a Dask graph
 
     @classmethod
     def build(cls, site: Site, year_meta: dict[int, _Year], years: list[int], periods: list[tuple[int, int]],
@@ -303,35 +307,84 @@ class _Plan:
         return agg
 
 
-def _process_chunks(plan: _Plan) -> _Partial:
-    """The whole site: one block of rows for a small site; for a large one, chunks of
-    ``CHUNK_CELLS`` on Dask's threaded scheduler, summed pairwise in row order."""
+def _strip_rows(plan: _Plan, write: bool) -> int:
+    # the per-pixel history holds several arrays per cell; totals alone hold the codes only
+    cells = plan.max_cells if write else TOTALS_STRIP_FACTOR * plan.max_cells
+    return max(1, cells // plan.grid.width)
+
+
+def site_landcover(plan: _Plan, chunk_rows: int) -> xr.Dataset:
+    """The site's land cover on its reference grid as a lazy, dask-chunked Dataset: ``code``
+    (year, y, x; the raw codes of each year's mosaic) and ``valid`` (False where no raster
+    has data), in chunks of ``chunk_rows`` whole rows. Each chunk is read (all years at
+    once) only when computed."""
+    import dask  # noqa: PLC0415
+    import dask.array as da  # noqa: PLC0415
+
     g = plan.grid
-    rows = max(CHUNK_ROW_ALIGN, (CHUNK_CELLS // g.width) // CHUNK_ROW_ALIGN * CHUNK_ROW_ALIGN)
-    starts = list(range(0, g.height, rows))
-    if len(starts) == 1 or THREADS == 1:
+    n_years = len(plan.years)
+    codes, valid = [], []
+    for r0 in range(0, g.height, chunk_rows):
+        n = min(chunk_rows, g.height - r0)
+        block = dask.delayed(_read_block, pure=True, traverse=False)(plan, r0, n,
+                                                                     dask_key_name=f"read-{plan.key}-{r0}")
+        codes.append(da.from_delayed(block[0], (n_years, n, g.width), dtype=plan.codes_dtype))
+        valid.append(da.from_delayed(block[1], (n_years, n, g.width), dtype=bool))
+    t = g.transform
+    coords = {"year": plan.years, "y": t.f + t.e * (np.arange(g.height) + 0.5),
+              "x": t.c + t.a * (np.arange(g.width) + 0.5)}
+    return xr.Dataset({"code": (("year", "y", "x"), da.concatenate(codes, axis=1)),
+                       "valid": (("year", "y", "x"), da.concatenate(valid, axis=1))}, coords=coords)
+
+
+def _read_block(plan: _Plan, row0: int, nrows: int) -> tuple[np.ndarray, np.ndarray]:
+    g = plan.grid
+    raw = np.empty((len(plan.years), nrows, g.width), dtype=plan.codes_dtype)
+    valid = np.empty(raw.shape, dtype=bool)
+    with ExitStack() as stack:
+        for i, y in enumerate(plan.years):
+            YearReader(plan.year_meta[y].infos, g, stack).read_into(row0, nrows, raw[i], valid[i])
+    return raw, valid
+
+
+def _process_chunks(plan: _Plan) -> _Partial:
+    """The whole site: read strip by strip for a small site; a large one (more than
+    ``CHUNK_CELLS``) as the dask-chunked :func:`site_landcover`, each chunk accumulated on
+    Dask's threaded scheduler and the partial sums added pairwise in row order."""
+    g = plan.grid
+    strip = _strip_rows(plan, plan.dyn.method != "stock_difference")
+    chunk_rows = strip * max(1, CHUNK_CELLS // (strip * g.width))  # whole strips: the same strips either way
+    if chunk_rows >= g.height or THREADS == 1:
         return _process_rows(plan, 0, g.height)
     import dask  # noqa: PLC0415
+    import dask.threaded  # noqa: PLC0415
 
-    parts = [dask.delayed(_process_rows, pure=True)(plan, r0, min(r0 + rows, g.height)) for r0 in starts]
+    stack = site_landcover(plan, chunk_rows)
+    code_blocks = stack["code"].data.to_delayed().ravel()
+    valid_blocks = stack["valid"].data.to_delayed().ravel()
+    parts = [dask.delayed(_process_rows, pure=True, traverse=False)(
+                 plan, r0, min(r0 + chunk_rows, g.height), block=(cb, vb), dask_key_name=f"sum-{plan.key}-{r0}")
+             for r0, cb, vb in zip(range(0, g.height, chunk_rows), code_blocks, valid_blocks, strict=True)]
     while len(parts) > 1:  # a balanced tree: partial sums are freed as soon as they are added
         parts = [dask.delayed(operator.add)(parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i]
                  for i in range(0, len(parts), 2)]
-    (total,) = dask.compute(parts[0], scheduler="threads", num_workers=THREADS)
+    (total,) = dask.compute(parts[0], scheduler=dask.threaded.get, num_workers=THREADS)
     return total
 
 
-def _process_rows(plan: _Plan, row0: int, row1: int, map_writer: Any = None, map_coef: Any = None) -> _Partial:
-    """Rows ``row0 .. row1`` of the site grid, strip by strip (docs/methods.md §3-§5)."""
+def _process_rows(plan: _Plan, row0: int, row1: int, map_writer: Any = None, map_coef: Any = None,
+                  block: tuple[np.ndarray, np.ndarray] | None = None) -> _Partial:
+    """Rows ``row0 .. row1`` of the site grid, strip by strip (docs/methods.md §3-§5); read
+    here, or taken from ``block`` (codes, valid) when a chunk was read already."""
     g = plan.grid
     method = plan.dyn.method
     write = map_writer is not None or method != "stock_difference"
     part = plan.empty(write)
     periods = plan.period_index[:0] if write else plan.period_index  # with classes, Aggregates counts transitions
     n_years = len(plan.years)
-    rows_per_strip = max(1, plan.max_cells // g.width)
+    rows_per_strip = _strip_rows(plan, write)
     with ExitStack() as stack:
-        readers = [YearReader(plan.year_meta[y].infos, g, stack) for y in plan.years]
+        readers = [YearReader(plan.year_meta[y].infos, g, stack) for y in plan.years] if block is None else []
         for row_off in range(row0, row1, rows_per_strip):
             nrows = min(rows_per_strip, row1 - row_off)
             everywhere = rows_inside(plan.geom, g, row_off, nrows)
@@ -344,19 +397,29 @@ def _process_rows(plan: _Plan, row0: int, row1: int, map_writer: Any = None, map
                     if map_writer is not None:
                         map_writer.write_empty(row_off, nrows)
                     continue
-            codes = np.empty((n_years, nrows, g.width), dtype=plan.codes_dtype if plan.direct else np.int64)
-            valid = np.empty((n_years, nrows, g.width), dtype=bool)
-            for i, reader in enumerate(readers):
-                c, v, _ = reader.read(row_off, nrows)
-                h = hashlib.sha256(c.astype(plan.codes_dtype, copy=False).tobytes())
-                h.update(np.packbits(v).tobytes())
-                part.digests[i].append(h.digest())
-                if plan.direct:
-                    codes[i] = c
-                else:
-                    idx, known = plan.year_meta[plan.years[i]].crosswalk.lookup(c)
+            if block is None:
+                raw = np.empty((n_years, nrows, g.width), dtype=plan.codes_dtype)
+                valid = np.empty((n_years, nrows, g.width), dtype=bool)
+                for i, reader in enumerate(readers):
+                    reader.read_into(row_off, nrows, raw[i], valid[i])
+            else:
+                raw = block[0][:, row_off - row0: row_off - row0 + nrows]
+                valid = block[1][:, row_off - row0: row_off - row0 + nrows]
+            # the digest of the codes read (the seed of the draws) goes row by row over the rows
+            # that reach into the site, so it does not depend on strips, chunks or threads
+            rows = range(nrows) if inside is None else np.flatnonzero(inside.any(axis=1))
+            for i in range(n_years):
+                for r in rows:
+                    h = hashlib.sha256(raw[i, r])
+                    h.update(np.packbits(valid[i, r]))
+                    part.digests[i].append(h.digest())
+            if plan.direct:
+                codes = raw
+            else:  # wide codes: their crosswalk rows (n_codes where unknown) go to the kernel
+                codes = np.empty(raw.shape, dtype=np.int64)
+                for i, y in enumerate(plan.years):
+                    idx, known = plan.year_meta[y].crosswalk.lookup(raw[i])
                     codes[i] = np.where(known, idx, plan.n_codes[i])
-                valid[i] = v
             strip = plan.areas.strip(row_off, nrows)
             n = nrows * g.width if write else 0
             classes = np.empty((n_years, n), dtype=np.int32)

@@ -17,8 +17,13 @@ import numpy as np
 INVALID = -1
 
 
-@numba.njit(nogil=True, cache=True)
-def accumulate_strip(codes, valid, tables, offsets, n_codes, class_of_code,  # noqa: PLR0913, ANN001, ANN201
+#: Partial sums kept per pixel column modulo LANES: runs of the same code then add to
+#: different memory cells instead of waiting on one another.
+LANES = 4
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False)
+def accumulate_strip(codes, valid, tables, offsets, n_codes, class_of_code,  # noqa: PLR0913, PLR0912, ANN001, ANN201
                      row_m2, ratio, j, t, cov, use_cov, periods,
                      code_area, pixels, nodata_ha, unknown, trans, classes, weight, write):
     """Accumulate one strip; returns the site area (ha) the strip adds.
@@ -37,45 +42,79 @@ def accumulate_strip(codes, valid, tables, offsets, n_codes, class_of_code,  # n
     """
     n_years, nrows, ncols = codes.shape
     n_periods = periods.shape[0]
-    cls = np.empty(n_years, dtype=np.int64)
-    site_ha = 0.0
+    k = trans.shape[1]
+    width = code_area.shape[1]
+    # bins per year: 0 no data, 1..width crosswalk rows, width + 1 unknown code, width + 2 outside
+    unknown_bin = width + 1
+    outside_bin = width + 2
+    n_bins = width + 3
+    bins = np.empty((n_years, ncols), dtype=np.int64)
+    wrow = np.empty(ncols)
+    area_l = np.zeros((n_years, n_bins * LANES))
+    count_l = np.zeros((n_years, n_bins * LANES), dtype=np.int64)
+    kk = k + 1  # class k: no class (no data, unknown or outside)
+    trans_l = np.zeros((max(n_periods, 1), kk * kk * LANES))
+    class_of_bin = np.full((n_years, n_bins), k, dtype=np.int64)
+    for y in range(n_years):
+        for q in range(n_codes[y]):
+            class_of_bin[y, q + 1] = class_of_code[y, q]
+    site_l = np.zeros(LANES)
     for r in range(nrows):
         jr = j[r]
-        tr = t[r]
-        scale = row_m2[r] * 1e-4  # m^2 -> ha
+        s1 = row_m2[r] * 1e-4 * t[r]  # m^2 -> ha
+        s0 = row_m2[r] * 1e-4 - s1
         for c in range(ncols):
-            pix = r * ncols + c
-            if use_cov and cov[r, c] <= 0.0:
-                if write:
-                    weight[pix] = 0.0
-                    for y in range(n_years):
-                        classes[y, pix] = INVALID
-                continue
-            w = scale * (ratio[jr, c] * (1.0 - tr) + ratio[jr + 1, c] * tr)
+            w = ratio[jr, c] * s0 + ratio[jr + 1, c] * s1
             if use_cov:
                 w *= cov[r, c]
-            site_ha += w
+            wrow[c] = w
+        for y in range(n_years):
+            tab = tables[y]
+            off = offsets[y]
+            nc = n_codes[y]
+            for c in range(ncols):
+                if use_cov and cov[r, c] <= 0.0:
+                    bins[y, c] = outside_bin
+                elif valid[y, r, c]:
+                    row = tab[np.int64(codes[y, r, c]) + off]
+                    bins[y, c] = row + 1 if row < nc else unknown_bin
+                else:
+                    bins[y, c] = 0
+            for c in range(ncols):
+                b = bins[y, c] * LANES + (c & (LANES - 1))
+                area_l[y, b] += wrow[c]
+                count_l[y, b] += 1
+        for p in range(n_periods):
+            ya = periods[p, 0]
+            yb = periods[p, 1]
+            for c in range(ncols):
+                a = class_of_bin[ya, bins[ya, c]]
+                b = class_of_bin[yb, bins[yb, c]]
+                trans_l[p, (a * kk + b) * LANES + (c & (LANES - 1))] += wrow[c]
+        for c in range(ncols):
+            site_l[c & (LANES - 1)] += wrow[c]
+        if write:
+            base = r * ncols
+            for c in range(ncols):
+                weight[base + c] = wrow[c]
             for y in range(n_years):
-                if not valid[y, r, c]:
-                    cls[y] = INVALID
-                    nodata_ha[y] += w
-                    continue
-                row = tables[y, np.int64(codes[y, r, c]) + offsets[y]]
-                if row >= n_codes[y]:
-                    unknown[y] += 1
-                    cls[y] = INVALID
-                    nodata_ha[y] += w
-                    continue
-                code_area[y, row] += w
-                pixels[y, row] += 1
-                cls[y] = class_of_code[y, row]
-            for p in range(n_periods):
-                a = cls[periods[p, 0]]
-                b = cls[periods[p, 1]]
-                if a >= 0 and b >= 0:
-                    trans[p, a, b] += w
-            if write:
-                weight[pix] = w
-                for y in range(n_years):
-                    classes[y, pix] = cls[y]
+                for c in range(ncols):
+                    cls = class_of_bin[y, bins[y, c]]
+                    classes[y, base + c] = INVALID if cls == k else cls
+    for y in range(n_years):
+        for q in range(width):
+            for lane in range(LANES):
+                code_area[y, q] += area_l[y, (q + 1) * LANES + lane]
+                pixels[y, q] += count_l[y, (q + 1) * LANES + lane]
+        for lane in range(LANES):
+            nodata_ha[y] += area_l[y, lane] + area_l[y, unknown_bin * LANES + lane]
+            unknown[y] += count_l[y, unknown_bin * LANES + lane]
+    for p in range(n_periods):
+        for a in range(k):
+            for b in range(k):
+                for lane in range(LANES):
+                    trans[p, a, b] += trans_l[p, (a * kk + b) * LANES + lane]
+    site_ha = 0.0
+    for lane in range(LANES):
+        site_ha += site_l[lane]
     return site_ha

@@ -9,6 +9,8 @@ grid by nearest neighbour; a raster already on that grid is read as it is.
 
 from __future__ import annotations
 
+from typing import Any
+
 import math
 import os
 from contextlib import ExitStack
@@ -19,7 +21,7 @@ import rasterio
 import shapely
 from affine import Affine
 from pyproj import CRS, Transformer
-from rasterio.enums import Resampling
+from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
@@ -206,34 +208,72 @@ class YearReader:
         shape = (nrows, self.grid.width)
         codes = np.zeros(shape, dtype=np.result_type(*[np.dtype(i.dtype) for i in self.infos]))
         valid = np.zeros(shape, dtype=bool)
+        tile = self.read_into(row_off, nrows, codes, valid)
+        if tile is None:
+            tile = np.where(valid, 0, -1).astype(np.int16)
+        return codes, valid, tile
+
+    def read_into(self, row_off: int, nrows: int, codes: np.ndarray, valid: np.ndarray) -> np.ndarray | None:
+        """Fill ``codes`` and ``valid`` (nrows, width) for rows ``row_off..``; returns the
+        tile index per pixel (-1: no tile has data there), or None when there is one raster."""
+        if len(self._sources) == 1:  # one raster: read straight into the caller's arrays
+            info, (src, offset) = self.infos[0], self._sources[0]
+            try:
+                self._read_one(info, src, offset, row_off, nrows, codes, valid)
+            except RasterioError as exc:
+                raise InputError(f"cannot read raster (corrupt or truncated?): {exc}", path=info.path) from None
+            return None
+        shape = (nrows, self.grid.width)
+        codes[:] = 0
+        valid[:] = False
         tile = np.full(shape, -1, dtype=np.int16)
+        values = np.empty(shape, dtype=codes.dtype)
+        ok = np.empty(shape, dtype=bool)
         for k, (info, (src, offset)) in enumerate(zip(self.infos, self._sources, strict=True)):
             try:
-                values, ok = self._read_one(info, src, offset, row_off, nrows)
+                self._read_one(info, src, offset, row_off, nrows, values, ok)
             except RasterioError as exc:
                 raise InputError(f"cannot read raster (corrupt or truncated?): {exc}", path=info.path) from None
             take = ok & ~valid
             codes[take] = values[take]
             tile[take] = k
             valid |= take
-        return codes, valid, tile
+        return tile
 
-    def _read_one(self, info, src, offset, row_off, nrows):  # type: ignore[no-untyped-def]
-        shape = (nrows, self.grid.width)
+    def _read_one(self, info, src, offset, row_off, nrows, values, ok) -> None:  # type: ignore[no-untyped-def]
         if offset is None:
-            values, alpha = src.read([1, 2], window=Window(0, row_off, self.grid.width, nrows))
-            ok = alpha > 0
+            band = np.empty((2, nrows, self.grid.width), dtype=np.dtype(info.dtype))
+            src.read([1, 2], window=Window(0, row_off, self.grid.width, nrows), out=band)
+            values[:] = band[0]
+            np.greater(band[1], 0, out=ok)
         else:
             col0, row0 = offset
-            values = np.zeros(shape, dtype=np.dtype(info.dtype))
-            ok = np.zeros(shape, dtype=bool)
             r0, r1 = max(row0 + row_off, 0), min(row0 + row_off + nrows, info.height)
             c0, c1 = max(col0, 0), min(col0 + self.grid.width, info.width)
+            whole = r0 == row0 + row_off and r1 - r0 == nrows and c0 == col0 and c1 - c0 == self.grid.width
+            if not whole:
+                values[:] = 0
+                ok[:] = False
             if r1 > r0 and c1 > c0:
                 window = Window(c0, r0, c1 - c0, r1 - r0)
                 dst = (slice(r0 - row0 - row_off, r1 - row0 - row_off), slice(c0 - col0, c1 - col0))
-                values[dst] = src.read(1, window=window)
-                ok[dst] = src.read_masks(1, window=window) > 0  # an internal mask or nodata, as GDAL sees it
+                if whole and values.dtype == np.dtype(info.dtype):
+                    src.read(1, window=window, out=values)
+                else:
+                    values[dst] = src.read(1, window=window)
+                if _mask_is_nodata(src):  # the mask is "value != nodata" (or all valid): no second read
+                    ok[dst] = True
+                else:
+                    ok[dst] = src.read_masks(1, window=window) > 0  # an internal mask, as GDAL sees it
         if info.nodata is not None and float(info.nodata).is_integer():
-            ok &= values != int(info.nodata)
-        return values, ok
+            if np.can_cast(np.min_scalar_type(int(info.nodata)), values.dtype):
+                ok &= values != int(info.nodata)
+            else:
+                ok &= values.astype(np.int64) != int(info.nodata)
+
+
+def _mask_is_nodata(src: Any) -> bool:
+    """Whether GDAL's mask of band 1 is only "value != nodata" (or every pixel valid), which
+    the values themselves give, so the mask need not be read."""
+    flags = src.mask_flag_enums[0]
+    return MaskFlags.per_dataset not in flags and MaskFlags.alpha not in flags

@@ -1,10 +1,22 @@
-"""Reading and validating site polygons (GeoJSON, GeoPackage or any OGR vector file)."""
+"""Reading and validating site polygons (GeoJSON, GeoPackage or any OGR vector file).
+
+A sites file is read and validated once per process and file version: ``load_sites``
+keeps the validated sites of the last few files it read, keyed on the resolved path and
+the file's (and its sidecars') size, modification time, change time and inode, and
+returns them again while none of these has changed. The sites it returns are immutable
+(a tuple of frozen ``Site``s whose ``properties`` cannot be changed), so no caller can
+change what the next one gets.
+"""
 
 from __future__ import annotations
 
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import geopandas as gpd
 import pandas as pd
@@ -19,6 +31,28 @@ from schemas.inputs import SitesTable
 REQUIRED = ("site_id", "name", "site_type", "ecozone")
 
 
+class FrozenProperties(dict):
+    """A site's extra properties: a ``dict`` (JSON, ``**`` and ``.get`` work as usual) that
+    refuses every change, because the same ``Site`` is shared by every caller of a process."""
+
+    __slots__ = ()
+
+    def _refuse(self, *_: Any, **__: Any) -> NoReturn:
+        raise TypeError("site properties are read-only (the sites are shared by every caller)")
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled as a plain mapping (process pools, Dask)
+        return (FrozenProperties, (dict(self),))
+
+    def __copy__(self) -> FrozenProperties:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> FrozenProperties:
+        return self
+
+
 @dataclass(frozen=True)
 class Site:
     site_id: str
@@ -31,16 +65,70 @@ class Site:
     properties: dict[str, Any] = field(default_factory=dict, repr=False)
     source_path: str = ""
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.properties, FrozenProperties):
+            object.__setattr__(self, "properties", FrozenProperties(self.properties))
+
     @property
     def geometry_wkb(self) -> bytes:
         return shapely.to_wkb(self.geometry, hex=False)
 
 
-def load_sites(path: str | Path) -> list[Site]:
-    """Read every site; raise one InputError listing every problem (row = feature number)."""
+#: Sites files kept validated in memory (per process): (path as given, resolved path) ->
+#: (file version, sites); the path as given is in the sites' ``source_path`` and messages.
+_CACHE: OrderedDict[tuple[str, str], tuple[tuple[Any, ...], tuple[Site, ...]]] = OrderedDict()
+_CACHE_FILES = 8
+_CACHE_LOCK = threading.Lock()
+#: Files a vector file's content may also live in (Shapefile parts, SQLite write-ahead log).
+_SIDECARS = (".dbf", ".shx", ".prj", ".cpg")
+
+
+def _version(path: Path) -> tuple[Any, ...]:
+    """What changes when the file (or a sidecar holding part of its content) changes."""
+    stamps = []
+    candidates = [path, Path(f"{path}-wal")]
+    if path.suffix.lower() == ".shp":
+        candidates += [path.with_suffix(ext) for ext in _SIDECARS]
+    for p in candidates:
+        try:
+            st = os.stat(p)
+        except FileNotFoundError:
+            stamps.append(None)
+            continue
+        stamps.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return tuple(stamps)
+
+
+def load_sites(path: str | Path) -> tuple[Site, ...]:
+    """Every site of a sites file, validated; raise one InputError listing every problem
+    (row = feature number). Read once per process and file version (see the module's
+    docstring); a file that changed is read again."""
     path = Path(path)
     if not path.is_file():
         raise InputError("sites file not found", path=path)
+    resolved = path.resolve()
+    key = (str(path), str(resolved))
+    with _CACHE_LOCK:  # one reader at a time: concurrent tasks wait for the first one's read
+        version = _version(resolved)
+        hit = _CACHE.get(key)
+        if hit is not None and hit[0] == version:
+            _CACHE.move_to_end(key)
+            return hit[1]
+        sites = _read_sites(path)
+        if _version(resolved) == version:  # not changed while it was read
+            _CACHE[key] = (version, sites)
+            _CACHE.move_to_end(key)
+            while len(_CACHE) > _CACHE_FILES:
+                _CACHE.popitem(last=False)
+        return sites
+
+
+def clear_sites_cache() -> None:
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+def _read_sites(path: Path) -> tuple[Site, ...]:
     try:
         gdf = gpd.read_file(path)
     except Exception as exc:  # pyogrio/GDAL raise many kinds: name the file, hide the traceback
@@ -89,11 +177,11 @@ def load_sites(path: str | Path) -> list[Site]:
                 geometry=gdf.geometry.iloc[i],
                 crs=crs,
                 baseline_year=None if by is None or pd.isna(by) else int(by),
-                properties=props,
+                properties=FrozenProperties(props),
                 source_path=str(path),
             )
         )
-    return sites
+    return tuple(sites)
 
 
 def _plain(value: Any) -> Any:
@@ -109,9 +197,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def select_sites(sites: list[Site], site_ids: list[str] | None) -> list[Site]:
+def select_sites(sites: Sequence[Site], site_ids: list[str] | None) -> list[Site]:
     if not site_ids:
-        return sites
+        return list(sites)
     by_id = {s.site_id: s for s in sites}
     unknown = [s for s in site_ids if s not in by_id]
     if unknown:
@@ -121,7 +209,7 @@ def select_sites(sites: list[Site], site_ids: list[str] | None) -> list[Site]:
     return [by_id[s] for s in site_ids]
 
 
-def overlaps(sites: list[Site], min_ha: float = 0.01) -> list[tuple[str, str, float]]:
+def overlaps(sites: Sequence[Site], min_ha: float = 0.01) -> list[tuple[str, str, float]]:
     """Pairs of sites whose polygons overlap by more than ``min_ha`` (geodesic ha): land that
     would be counted, and exported, twice."""
     from pyproj import Geod  # noqa: PLC0415
