@@ -25,6 +25,7 @@ import pandas as pd  # noqa: E402
 import rasterio  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
+from rasterio.enums import Resampling  # noqa: E402
 
 from carbon.config import Config  # noqa: E402
 from carbon.constants import POOLS  # noqa: E402
@@ -40,6 +41,9 @@ from carbon.tables import load_catalog, load_coefficients  # noqa: E402
 CLASS_COLORS = {"forest": "#2d6a2d", "shrubland": "#7fb04a", "grassland": "#c6df8f", "cropland": "#f3d98b",
                 "wetland": "#3fa7a0", "water": "#2b6cb0", "settlement": "#d9534f", "barren": "#c9b79c",
                 "mining_land": "#6b5b4b", "snow_ice": "#e8f1f8"}
+#: Resolution of the figures (dots per inch) and the most pixels a map panel needs across.
+DPI = 100
+MAX_PANEL_PX = 400
 POOL_NAMES = {"agb": "above-ground biomass", "bgb": "below-ground biomass", "deadwood": "dead wood",
               "litter": "litter", "soc": "soil organic carbon"}
 
@@ -148,13 +152,51 @@ def _maps(cfg: Config, data: ReportData, out_dir: Path, work: Path) -> dict[str,
 
 
 def _outline(ax: Any, geom: Any, grid: Grid) -> None:
+    """The site boundary in the grid's pixel coordinates: one line for every ring."""
     inv = ~grid.transform
-    polys = getattr(geom, "geoms", [geom])
-    for poly in polys:
+    xs, ys = [], []
+    for poly in getattr(geom, "geoms", [geom]):
         for ring in [poly.exterior, *poly.interiors]:
             x, y = np.asarray(ring.coords).T
             col, row = inv @ (x, y)
-            ax.plot(col - 0.5, row - 0.5, color="black", linewidth=1.2)
+            xs += [np.asarray(col) - 0.5, [np.nan]]
+            ys += [np.asarray(row) - 0.5, [np.nan]]
+    ax.plot(np.concatenate(xs), np.concatenate(ys), color="black", linewidth=1.2)
+
+
+def _thin(arr: np.ndarray, max_px: int = MAX_PANEL_PX) -> np.ndarray:
+    """Every k-th pixel of a large window (nearest neighbour, what the panel shows anyway):
+    a panel is about 300 pixels across, so a larger array only costs resampling time."""
+    k = int(np.ceil(max(arr.shape) / max_px)) if max(arr.shape) > max_px else 1
+    return arr[::k, ::k] if k > 1 else arr
+
+
+def _show(ax: Any, arr: np.ndarray, grid: Grid, **kw: Any) -> Any:
+    """``imshow`` of a (possibly thinned) window in the full grid's pixel coordinates."""
+    return ax.imshow(_thin(arr), extent=(-0.5, grid.width - 0.5, grid.height - 0.5, -0.5), interpolation="nearest",
+                     **kw)
+
+
+def _bare(ax: Any, title: str) -> None:
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _panels(fig: Any, nrows: int, ncols: int, *, w: float, h: float, top: float, bottom: float,
+            side: float = 0.1, gap_w: float = 0.1, gap_h: float = 0.35, bar: float = 0.0) -> list[list[Any]]:
+    """Axes of a grid of panels at fixed places (inches; ``bar``: width kept right of each panel
+    for its colour bar): what ``tight_layout`` would find, without drawing the figure twice."""
+    fw, fh = fig.get_size_inches()
+    rows = []
+    for r in range(nrows):
+        row = []
+        for c in range(ncols):
+            x0 = side + c * (w + bar + gap_w)
+            y0 = fh - top - (r + 1) * h - r * gap_h
+            row.append(fig.add_axes((x0 / fw, y0 / fh, w / fw, h / fh)))
+        rows.append(row)
+    return rows
 
 
 def _land_cover_figure(grid: Grid, geom: Any, codes: dict[int, tuple[np.ndarray, np.ndarray, Any]],
@@ -162,63 +204,77 @@ def _land_cover_figure(grid: Grid, geom: Any, codes: dict[int, tuple[np.ndarray,
     years = sorted(codes)
     ncols = min(4, len(years))
     nrows = int(np.ceil(len(years) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.2 * nrows + 0.9), squeeze=False)
+    panel, top, bottom, gap_h = 3.0, 0.75, 0.5, 0.35
+    fig = plt.figure(figsize=(3.1 * ncols + 0.1, top + nrows * panel + (nrows - 1) * gap_h + bottom))
+    axes = [ax for row in _panels(fig, nrows, ncols, w=3.0, h=panel, top=top, bottom=bottom, gap_h=gap_h)
+            for ax in row]
     legend_items: dict[str, str] = {}
-    for ax, y in zip(axes.flat, years, strict=False):
+    for ax, y in zip(axes, years, strict=False):
         values, valid, cw = codes[y]
         colors = [c or CLASS_COLORS.get(k, "#999999") for c, k in
                   zip(cw.colors or [None] * len(cw.codes), cw.classes, strict=True)]
         idx, known = cw.lookup(values)
-        img = np.ma.masked_array(idx, mask=~(valid & known))
-        ax.imshow(img, cmap=ListedColormap(colors), vmin=0, vmax=len(colors) - 1, interpolation="nearest")
+        shown = valid & known
+        img = np.ma.masked_array(idx, mask=~shown)
+        _show(ax, img, grid, cmap=ListedColormap(colors), vmin=0, vmax=len(colors) - 1)
         _outline(ax, geom, grid)
-        ax.set_title(f"{y} ({cw.legend})", fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for j in np.unique(idx[valid & known]):
+        _bare(ax, f"{y} ({cw.legend})")
+        for j in np.unique(idx[shown]):
             legend_items[f"{cw.codes[j]} {cw.labels[j]}".replace("$", r"\$")] = colors[j]  # no mathtext
-    for ax in axes.flat[len(years):]:
+    for ax in axes[len(years):]:
         ax.axis("off")
     fig.legend(handles=[Patch(color=c, label=lbl) for lbl, c in legend_items.items()], loc="lower center",
                ncol=max(1, min(5, len(legend_items))), fontsize=8, frameon=False)
     fig.suptitle("Land cover with the site boundary (black; white = no data)", fontsize=10)
-    fig.tight_layout(rect=(0, 0.08, 1, 0.96))
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
+
+
+def _read_map(path: Path) -> np.ndarray:
+    """A density map, decimated on read when it is larger than a panel shows."""
+    with rasterio.open(path) as src:  # nodata is NaN (carbon/maps.py)
+        k = int(np.ceil(max(src.height, src.width) / MAX_PANEL_PX))
+        if k <= 1:
+            return src.read(1)
+        return src.read(1, out_shape=(int(np.ceil(src.height / k)), int(np.ceil(src.width / k))),
+                        resampling=Resampling.nearest)
 
 
 def _density_figure(grid: Grid, geom: Any, maps_dir: Path, site_id: str, years: list[int], path: Path) -> Path:
     panels = []
     for y in sorted({years[0], years[-1]}):
-        with rasterio.open(maps_dir / f"{site_id}_stock_density_{y}.tif") as src:
-            panels.append((f"stock density {y} (t C/ha)", src.read(1), "YlGn", None))
+        panels.append((f"stock density {y} (t C/ha)", _read_map(maps_dir / f"{site_id}_stock_density_{y}.tif"),
+                       "YlGn", None))
     change = sorted(maps_dir.glob(f"{site_id}_stock_change_*.tif"))
     if change:
-        with rasterio.open(change[0]) as src:
-            a = src.read(1)
+        a = _read_map(change[0])
         lim = float(np.nanmax(np.abs(a))) if np.isfinite(a).any() else 1.0
         span = change[0].stem.split("_")[-2:]
         panels.append((f"change {span[0]}-{span[1]} (t C/ha; removals > 0)", a, "RdBu", (-lim or -1, lim or 1)))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
+    panel, bar, gap = 3.6, 0.65, 0.15
+    fig = plt.figure(figsize=(len(panels) * (panel + bar + gap) + 0.05, panel + 0.6))
+    axes = _panels(fig, 1, len(panels), w=panel, h=panel, top=0.35, bottom=0.25, gap_w=gap, bar=bar, side=0.1)[0]
     vmax = max(float(np.nanmax(p[1])) if np.isfinite(p[1]).any() else 1.0 for p in panels[:2])
-    for ax, (title, arr, cmap, lims) in zip(axes.flat, panels, strict=True):
+    fw, fh = fig.get_size_inches()
+    for ax, (title, arr, cmap, lims) in zip(axes, panels, strict=True):
         vmin, vmax_i = lims if lims else (0.0, vmax)
-        im = ax.imshow(arr, cmap=cmap, vmin=vmin, vmax=vmax_i, interpolation="nearest")
+        im = _show(ax, arr, grid, cmap=cmap, vmin=vmin, vmax=vmax_i)
         _outline(ax, geom, grid)
-        ax.set_title(title, fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        fig.colorbar(im, ax=ax, shrink=0.8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+        _bare(ax, title)
+        x0, y0, w, h = ax.get_position().bounds
+        cax = fig.add_axes((x0 + w + 0.12 / fw, y0 + 0.1 * h, 0.15 / fw, 0.8 * h))
+        fig.colorbar(im, cax=cax)
+        cax.tick_params(labelsize=8)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
 
 
 def _stock_chart(data: ReportData, path: Path) -> Path:
     s = data.stocks.sort_values("year")
-    fig, ax = plt.subplots(figsize=(7.5, 4))
+    fig = plt.figure(figsize=(7.5, 4))
+    ax = fig.add_axes((0.1, 0.13, 0.87, 0.78))
     ax.stackplot(s["year"], *[s[f"stock_{p}_tc"] for p in POOLS], labels=[POOL_NAMES[p] for p in POOLS], alpha=0.8)
     ax.plot(s["year"], s["stock_tc"], color="black", marker="o", label="total")
     if "stock_tc_lower95" in s:
@@ -228,8 +284,7 @@ def _stock_chart(data: ReportData, path: Path) -> Path:
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend(fontsize=7, loc="upper left")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
 
