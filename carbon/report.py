@@ -10,8 +10,11 @@ from __future__ import annotations
 import base64
 import html
 import json
+import multiprocessing
+import os
 import shutil
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,8 +37,8 @@ from carbon.errors import CarbonSinkError, InputError  # noqa: E402
 from carbon.ledger import Ledger  # noqa: E402
 from carbon.publish import inside  # noqa: E402
 from carbon.rasters import Grid, inspect_raster  # noqa: E402
-from carbon.sites import Site, load_sites, select_sites  # noqa: E402
-from carbon.tables import load_catalog, load_coefficients  # noqa: E402
+from carbon.sites import Site, load_per_version, load_sites, select_sites  # noqa: E402
+from carbon.tables import CatalogEntry, CoefficientSet, load_catalog, load_coefficients  # noqa: E402
 
 #: Display colours of carbon classes, for legends without their own colours.
 CLASS_COLORS = {"forest": "#2d6a2d", "shrubland": "#7fb04a", "grassland": "#c6df8f", "cropland": "#f3d98b",
@@ -44,6 +47,10 @@ CLASS_COLORS = {"forest": "#2d6a2d", "shrubland": "#7fb04a", "grassland": "#c6df
 #: Resolution of the figures (dots per inch) and the most pixels a map panel needs across.
 DPI = 100
 MAX_PANEL_PX = 400
+#: Monte Carlo draws of the report's own run of the engine (only its density maps are drawn).
+REPORT_DRAWS = 100
+#: zlib level of the PNG figures: 3 writes them about a third faster than the default 6, 10-20 % larger.
+PNG = {"compress_level": 3}
 POOL_NAMES = {"agb": "above-ground biomass", "bgb": "below-ground biomass", "deadwood": "dead wood",
               "litter": "litter", "soc": "soil organic carbon"}
 
@@ -57,6 +64,42 @@ class ReportData:
     history: pd.DataFrame
     inputs: dict[str, Any]
     problems: list[str] = field(default_factory=list)
+
+
+def report_workers() -> int:
+    """Processes that draw reports at once: ``CARBON_SINK_REPORT_WORKERS``, else one per core."""
+    return max(1, int(os.environ.get("CARBON_SINK_REPORT_WORKERS", "0")) or os.cpu_count() or 1)
+
+
+def site_reports(cfg: Config, site_ids: list[str], workers: int | None = None) -> dict[str, str]:
+    """Every site's report, drawn in ``workers`` processes (default ``report_workers()``):
+    site id -> the page's path, or ``report failed: ...`` for a report that cannot be drawn
+    (noted, not fatal: the estimate is published; the report is a view of it).
+
+    Drawing is mostly Python under the GIL, so reports are drawn in processes, started
+    with ``spawn`` (a fresh interpreter: the caller, a flow, has threads, which ``fork``
+    would copy in whatever state they are). One site, one worker, or a caller that may not
+    start processes (a daemonic Dask worker) draws them here, one after another."""
+    site_ids = list(dict.fromkeys(site_ids))
+    workers = min(workers or report_workers(), len(site_ids))
+    if workers <= 1 or multiprocessing.current_process().daemon:
+        return {s: _report_or_failure(cfg, s) for s in site_ids}
+    pages: dict[str, str] = {}
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {s: pool.submit(_report_or_failure, cfg, s) for s in site_ids}
+        for s, future in futures.items():
+            try:
+                pages[s] = future.result()
+            except Exception as exc:  # noqa: BLE001 - a worker that died (BrokenProcessPool), a result not sent back
+                pages[s] = f"report failed: {type(exc).__name__}: {exc}"
+    return pages
+
+
+def _report_or_failure(cfg: Config, site_id: str) -> str:
+    try:
+        return str(site_report(cfg, site_id))
+    except Exception as exc:  # noqa: BLE001 - the estimate is published; the report is a view of it
+        return f"report failed: {type(exc).__name__}: {exc}"
 
 
 def site_report(cfg: Config, site_id: str, out_dir: Path | None = None) -> Path:
@@ -106,19 +149,26 @@ def _gather(cfg: Config, site_id: str) -> ReportData:
     return ReportData(site, stocks, sinks, transitions, history, inputs, problems)
 
 
-def _readable_years(cfg: Config, site: Site, years: list[int], problems: list[str]) -> list[int]:
-    """The years whose rasters read over the whole site window; each failure is named."""
-    catalog = load_catalog(cfg.landcover)
-    coefficients = load_coefficients(cfg.coefficients)
+def _read_years(site: Site, catalog: list[CatalogEntry], coefficients: CoefficientSet, legends: Path | None,
+                years: list[int], problems: list[str]) -> tuple[Grid, Any, dict[int, Any]] | None:
+    """The site's grid, polygon and codes of the years whose rasters read over the whole site
+    window (all at once; year by year only when that fails, to name each year that cannot be
+    read). ``None`` when no year can be read."""
+    try:
+        return read_site_codes(site, catalog, coefficients, legends, years)
+    except (CarbonSinkError, rasterio.errors.RasterioError):
+        pass
     ok = []
     for y in years:
         try:
-            read_site_codes(site, catalog, coefficients, cfg.legends, [y])
+            read_site_codes(site, catalog, coefficients, legends, [y])
             ok.append(y)
         except (CarbonSinkError, rasterio.errors.RasterioError) as exc:
             if "covers the site" not in str(exc):  # a year of other sites' rasters is not a problem here
                 problems.append(f"Map year {y} cannot be read: {exc}")
-    return ok
+    if not ok:
+        return None
+    return read_site_codes(site, catalog, coefficients, legends, ok)
 
 
 # --- figures -----------------------------------------------------------------------------
@@ -126,15 +176,17 @@ def _readable_years(cfg: Config, site: Site, years: list[int], problems: list[st
 
 def _maps(cfg: Config, data: ReportData, out_dir: Path, work: Path) -> dict[str, Path]:
     site = data.site
-    catalog = load_catalog(cfg.landcover)
+    catalog = list(load_per_version(load_catalog, cfg.landcover))
+    coefficients = load_per_version(load_coefficients, cfg.coefficients)
     wanted = sorted(set(data.stocks["year"])) if not data.stocks.empty else sorted({e.year for e in catalog})
-    years = _readable_years(cfg, site, wanted, data.problems)
-    if not years:
-        data.problems.append("No land-cover map can be drawn: no map year of the site can be read.")
-        return {}
     figures = {}
     try:
-        grid, geom, codes = read_site_codes(site, catalog, load_coefficients(cfg.coefficients), cfg.legends, years)
+        read = _read_years(site, catalog, coefficients, cfg.legends, wanted, data.problems)
+        if read is None:
+            data.problems.append("No land-cover map can be drawn: no map year of the site can be read.")
+            return {}
+        grid, geom, codes = read
+        years = sorted(codes)
         figures["land_cover"] = _land_cover_figure(grid, geom, codes, out_dir / "land_cover.png")
     except Exception as exc:  # noqa: BLE001 - a figure that cannot be drawn is said on the page
         data.problems.append(f"Land-cover maps cannot be drawn: {exc}")
@@ -143,8 +195,9 @@ def _maps(cfg: Config, data: ReportData, out_dir: Path, work: Path) -> dict[str,
     start = int(data.sinks.loc[data.sinks["is_full_period"], "period_start"].iloc[0]) if (
         not data.sinks.empty and data.sinks["is_full_period"].any()) else years[0]
     try:
-        compute_site(site, catalog, load_coefficients(cfg.coefficients), legends_dir=cfg.legends, years=years,
-                     start_year=start if start in years else years[0], method=method, maps_dir=work, draws=100)
+        compute_site(site, catalog, coefficients, legends_dir=cfg.legends, years=years,
+                     start_year=start if start in years else years[0], method=method, maps_dir=work,
+                     draws=REPORT_DRAWS)
         figures["density"] = _density_figure(grid, geom, work, site.site_id, years, out_dir / "stock_density.png")
     except Exception as exc:  # noqa: BLE001 - a figure that cannot be drawn is said on the page
         data.problems.append(f"Stock density maps cannot be drawn: {exc}")
@@ -226,7 +279,7 @@ def _land_cover_figure(grid: Grid, geom: Any, codes: dict[int, tuple[np.ndarray,
     fig.legend(handles=[Patch(color=c, label=lbl) for lbl, c in legend_items.items()], loc="lower center",
                ncol=max(1, min(5, len(legend_items))), fontsize=8, frameon=False)
     fig.suptitle("Land cover with the site boundary (black; white = no data)", fontsize=10)
-    fig.savefig(path, dpi=DPI)
+    fig.savefig(path, dpi=DPI, pil_kwargs=PNG)
     plt.close(fig)
     return path
 
@@ -266,7 +319,7 @@ def _density_figure(grid: Grid, geom: Any, maps_dir: Path, site_id: str, years: 
         cax = fig.add_axes((x0 + w + 0.12 / fw, y0 + 0.1 * h, 0.15 / fw, 0.8 * h))
         fig.colorbar(im, cax=cax)
         cax.tick_params(labelsize=8)
-    fig.savefig(path, dpi=DPI)
+    fig.savefig(path, dpi=DPI, pil_kwargs=PNG)
     plt.close(fig)
     return path
 
@@ -284,7 +337,7 @@ def _stock_chart(data: ReportData, path: Path) -> Path:
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend(fontsize=7, loc="upper left")
     ax.grid(alpha=0.3)
-    fig.savefig(path, dpi=DPI)
+    fig.savefig(path, dpi=DPI, pil_kwargs=PNG)
     plt.close(fig)
     return path
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import geopandas as gpd
 import pandas as pd
@@ -126,6 +126,28 @@ def load_sites(path: str | Path) -> tuple[Site, ...]:
 def clear_sites_cache() -> None:
     with _CACHE_LOCK:
         _CACHE.clear()
+
+
+_PER_THREAD = threading.local()
+T = TypeVar("T")
+
+
+def load_per_version(loader: Callable[[Path], T], path: str | Path) -> T:
+    """``loader(path)`` read once per thread and file version (inode, size, mtime, ctime),
+    for the other shared inputs of a run (catalog, coefficient set): per thread, because
+    what they hold (pandas tables) is not for threads to share. Errors are not kept."""
+    path = Path(path)
+    version = _version(path.resolve())[0]
+    key = (getattr(loader, "__qualname__", repr(loader)), str(path))
+    cache: dict[tuple[str, str], tuple[Any, Any]] = _PER_THREAD.__dict__.setdefault("cache", {})
+    hit = cache.get(key)
+    if hit is not None and version is not None and hit[0] == version:
+        return hit[1]
+    value = loader(path)
+    if len(cache) >= 16:
+        cache.clear()
+    cache[key] = (version, value)
+    return value
 
 
 def _read_sites(path: Path) -> tuple[Site, ...]:

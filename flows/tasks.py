@@ -1,15 +1,22 @@
 """Prefect tasks: each reads, calls carbon/, writes, and passes paths and keys (never arrays).
 
-IO tasks retry with exponential backoff on transient errors (a ledger or file system that
-is briefly unavailable); computation never retries, and bad input never retries.
+A site is one task run (``meter_site``): its steps (input key, compute, publish, record)
+are plain functions called inside it, so a site costs one task run's server round trips,
+not five. IO steps retry with exponential backoff on transient errors (a ledger or file
+system that is briefly unavailable): ``with_retries`` inside ``meter_site``, Prefect's
+retry options on the run-level tasks. Computation never retries, and bad input never
+retries.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -28,30 +35,66 @@ from carbon.publish import (
     write_json,
     write_site_tables,
 )
-from carbon.sites import load_sites, select_sites
-from carbon.tables import load_catalog, load_coefficients, sha256_file
+from carbon.sites import Site, load_per_version, load_sites, select_sites
+from carbon.tables import CatalogEntry, CoefficientSet, load_catalog, load_coefficients, sha256_file
 from flows import progress
 
+T = TypeVar("T")
 
 TRANSIENT_ERRNO = {errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno.EINTR, errno.EIO, errno.ECONNRESET,
                    errno.ECONNREFUSED}
 
 
-def _transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry IO on transient failures only (a busy or unreachable database, a file system
-    that hiccups); never on bad input, a missing folder or a broken contract."""
-    try:
-        state.result()
-    except LedgerError as exc:
+def is_transient(exc: BaseException) -> bool:
+    """Worth another try: a busy or unreachable database, a file system that hiccups; never
+    bad input, a missing folder or a broken contract."""
+    if isinstance(exc, LedgerError):
         return exc.transient
-    except OSError as exc:
+    if isinstance(exc, OSError):
         return exc.errno in TRANSIENT_ERRNO
-    except Exception:  # noqa: BLE001 - anything else is not worth another try
-        return False
     return False
 
 
-IO = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=2), "retry_condition_fn": _transient}
+def _transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect's retry condition of the IO tasks: retry on transient failures only."""
+    try:
+        state.result()
+    except Exception as exc:  # noqa: BLE001 - anything else is not worth another try
+        return is_transient(exc)
+    return False
+
+
+#: Waits before the retries of an IO step (seconds): 2, 4, 8.
+IO_RETRY_DELAYS: tuple[float, ...] = tuple(exponential_backoff(backoff_factor=2)(3))
+IO = {"retries": len(IO_RETRY_DELAYS), "retry_delay_seconds": exponential_backoff(backoff_factor=2),
+      "retry_condition_fn": _transient}
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    from prefect.exceptions import MissingContextError  # noqa: PLC0415
+    from prefect.logging import get_run_logger  # noqa: PLC0415
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("carbon_sink.flows")
+
+
+def with_retries(step: Callable[..., T], *args: Any, delays: tuple[float, ...] | None = None, **kwargs: Any) -> T:
+    """``step(*args, **kwargs)``, tried again after each of ``delays`` (default
+    ``IO_RETRY_DELAYS``) while it fails with a transient error; any other error, or the
+    last transient one, is raised as it is."""
+    waits = IO_RETRY_DELAYS if delays is None else delays
+    for attempt in range(len(waits) + 1):
+        try:
+            return step(*args, **kwargs)
+        except Exception as exc:
+            if attempt == len(waits) or not is_transient(exc):
+                raise
+            _logger().warning("%s failed with a transient error (%s); retry %d of %d in %g s",
+                              getattr(step, "__name__", "step"), exc, attempt + 1, len(waits), waits[attempt])
+            time.sleep(waits[attempt])
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _config(config_path: str, coefficients: str | None = None) -> Config:
@@ -61,6 +104,14 @@ def _config(config_path: str, coefficients: str | None = None) -> Config:
 
         cfg = replace(cfg, coefficients=Path(coefficients).resolve())
     return cfg
+
+
+def _inputs(cfg: Config, site_id: str) -> tuple[Site, list[CatalogEntry], CoefficientSet]:
+    """The site, the land-cover catalog and the coefficient set, each file read and validated
+    once per process (sites) or thread (catalog, coefficients) and file version."""
+    site = select_sites(load_sites(cfg.sites), [site_id])[0]
+    return (site, list(load_per_version(load_catalog, cfg.landcover)),
+            load_per_version(load_coefficients, cfg.coefficients))
 
 
 def _flow_run_id() -> str | None:
@@ -86,11 +137,14 @@ def prepare_run(config_path: str, site_ids: list[str] | None, coefficients: str 
             "config_path": str(cfg.path), "coefficients": coefficients}
 
 
-@task(name="site-input-key", **IO)
+# --- the steps of one site (plain functions, called inside meter_site) -------------------
+
+
 def site_key(run: dict[str, Any], site_id: str, years: list[int] | None, start_year: int | None,
              method: str | None = None) -> dict[str, Any]:
+    """The content key of everything the site's result depends on, and its last published key."""
     cfg = _config(run["config_path"], run["coefficients"])
-    site = select_sites(load_sites(cfg.sites), [site_id])[0]
+    site, catalog, coefficients = _inputs(cfg, site_id)
     ledger = Ledger(cfg.ledger_url)
 
     def cached_sha256(path: str) -> str:
@@ -101,21 +155,20 @@ def site_key(run: dict[str, Any], site_id: str, years: list[int] | None, start_y
             ledger.store_hash(path, st.st_size, st.st_mtime_ns, known)
         return known
 
-    key, inputs = site_input_key(site, load_catalog(cfg.landcover), load_coefficients(cfg.coefficients), cfg.legends,
+    key, inputs = site_input_key(site, catalog, coefficients, cfg.legends,
                                  years=years, start_year=start_year, method=method, hash_file=cached_sha256,
                                  uncertainty={"draws": cfg.monte_carlo_draws, "rule": cfg.conservative_rule},
                                  code=run["code_version"])
     return {"key": key, "inputs": inputs, "last_key": ledger.last_success_key(site_id)}
 
 
-@task(name="compute-site")
 def compute_site_tables(run: dict[str, Any], site_id: str, years: list[int] | None, start_year: int | None,
                         maps: bool, method: str | None = None) -> str:
     """Compute and validate a site's tables and write them (CSV, Parquet, maps) under the run's folder."""
     cfg = _config(run["config_path"], run["coefficients"])
-    site = select_sites(load_sites(cfg.sites), [site_id])[0]
+    site, catalog, coefficients = _inputs(cfg, site_id)
     site_dir = inside(cfg.output_dir, "runs", run["run_id"], "sites", site.site_id)
-    result = compute_site(site, load_catalog(cfg.landcover), load_coefficients(cfg.coefficients),
+    result = compute_site(site, catalog, coefficients,
                           legends_dir=cfg.legends, years=years, start_year=start_year, method=method,
                           draws=cfg.monte_carlo_draws, conservative_rule=cfg.conservative_rule,
                           maps_dir=inside(cfg.output_dir, "runs", run["run_id"], "maps", site.site_id) if maps else None)
@@ -123,24 +176,24 @@ def compute_site_tables(run: dict[str, Any], site_id: str, years: list[int] | No
     return str(site_dir)
 
 
-@task(name="publish-site", **IO)
-def publish_site(run: dict[str, Any], site_id: str, site_dir: str, key: dict[str, Any]) -> int:
-    """Write the site's tables to the ledger in one transaction."""
+def publish_site(run: dict[str, Any], site_id: str, site_dir: str, key: dict[str, Any],
+                 flow_run_id: str | None = None) -> int:
+    """Write the site's tables to the ledger in one transaction (idempotent within a run)."""
     cfg = _config(run["config_path"], run["coefficients"])
     tables = read_site_tables(Path(site_dir))
     inputs = key["inputs"]
     return Ledger(cfg.ledger_url).publish_site(
-        run_id=run["run_id"], flow_run_id=_flow_run_id(), site_id=site_id, tables=tables, input_key=key["key"],
+        run_id=run["run_id"], flow_run_id=flow_run_id, site_id=site_id, tables=tables, input_key=key["key"],
         inputs=inputs, coefficient_set=inputs["coefficient_set"], coefficient_sha256=inputs["coefficient_sha256"],
         code_version=run["code_version"],
     )
 
 
-@task(name="record-site", **IO)
 def record_site(run: dict[str, Any], site_id: str, status: str, error: str | None = None,
-                input_key: str | None = None) -> None:
+                input_key: str | None = None, flow_run_id: str | None = None) -> None:
+    """A skipped or failed site: one ledger row."""
     cfg = _config(run["config_path"], run["coefficients"])
-    Ledger(cfg.ledger_url).record_site(run_id=run["run_id"], flow_run_id=_flow_run_id(), site_id=site_id,
+    Ledger(cfg.ledger_url).record_site(run_id=run["run_id"], flow_run_id=flow_run_id, site_id=site_id,
                                        status=status, code_version=run["code_version"], error=error,
                                        input_key=input_key)
 
@@ -150,22 +203,28 @@ def meter_site(run: dict[str, Any], site_id: str, force: bool = False, years: li
                start_year: int | None = None, maps: bool = False, method: str | None = None) -> dict[str, Any]:
     """One site: inputs key -> (skip if unchanged) -> compute and validate -> publish.
 
-    A bad input fails this site alone: the failure is recorded in the ledger with its
-    message, and the task fails with the same message.
+    The key, publish and record steps are IO and retry on transient errors
+    (``with_retries``); computing never retries. A bad input fails this site alone: the
+    failure is recorded in the ledger with its message, and the task fails with the same
+    message.
     """
     progress.emit(site_id, "started")
+    flow_run_id = _flow_run_id()
     try:
-        key = site_key(run, site_id, years, start_year, method)
+        key = with_retries(site_key, run, site_id, years, start_year, method)
         if not force and not maps and key["last_key"] == key["key"]:  # maps asked for: compute them
-            record_site(run, site_id, "skipped", input_key=key["key"])
+            with_retries(record_site, run, site_id, "skipped", input_key=key["key"], flow_run_id=flow_run_id)
             progress.emit(site_id, "skipped")
             return {"site_id": site_id, "status": "skipped", "input_key": key["key"]}
         site_dir = compute_site_tables(run, site_id, years, start_year, maps, method)
-        site_run_id = publish_site(run, site_id, site_dir, key)
+        site_run_id = with_retries(publish_site, run, site_id, site_dir, key, flow_run_id=flow_run_id)
     except Exception as exc:
         # bad input fails this site alone; an unforeseen error too, recorded with its type
         message = str(exc) if isinstance(exc, CarbonSinkError) else f"unexpected {type(exc).__name__}: {exc}"
-        record_site(run, site_id, "failed", error=message)
+        try:
+            with_retries(record_site, run, site_id, "failed", error=message, flow_run_id=flow_run_id)
+        except Exception as not_recorded:  # noqa: BLE001 - the site's own error is the one to report
+            exc.add_note(f"the failure could not be recorded in the ledger: {not_recorded}")
         progress.emit(site_id, "failed")
         raise
     progress.emit(site_id, "succeeded")
@@ -176,19 +235,12 @@ def meter_site(run: dict[str, Any], site_id: str, force: bool = False, years: li
 @task(name="site-reports")
 def site_reports(run: dict[str, Any], outcomes: list[dict[str, Any]]) -> dict[str, str]:
     """One HTML report per site that ran (a failed site's page says what failed beside its last
-    estimate); a report that cannot be drawn is noted, not fatal."""
-    from carbon.report import site_report  # noqa: PLC0415
+    estimate), drawn in parallel processes (``CARBON_SINK_REPORT_WORKERS``, default one per
+    core); a report that cannot be drawn is noted, not fatal."""
+    from carbon.report import site_reports as draw  # noqa: PLC0415
 
     cfg = _config(run["config_path"], run["coefficients"])
-    pages = {}
-    for o in outcomes:
-        if o["status"] == "skipped":
-            continue
-        try:
-            pages[o["site_id"]] = str(site_report(cfg, o["site_id"]))
-        except Exception as exc:  # noqa: BLE001 - the estimate is published; the report is a view of it
-            pages[o["site_id"]] = f"report failed: {type(exc).__name__}: {exc}"
-    return pages
+    return draw(cfg, [o["site_id"] for o in outcomes if o["status"] != "skipped"])
 
 
 @task(name="finish-run", **IO)
