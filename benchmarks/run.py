@@ -97,14 +97,18 @@ def machine() -> dict:
 # --- steps -------------------------------------------------------------------------------
 
 
-def bench_engine(pair: dict, work: Path, draws: int, tag: str, gdal_cache_mb: int | None = None) -> dict:
-    """compute_site on the pair's full extent in a fresh process; ``gdal_cache_mb`` caps GDAL's
-    block cache (default: GDAL's own, 5 % of RAM), to tell the engine's memory from GDAL's."""
+def bench_engine(pair: dict, work: Path, draws: int, tag: str, gdal_cache_mb: int | None = None,
+                 threads: int | None = None) -> dict:
+    """compute_site on the pair's full extent in a fresh process; ``gdal_cache_mb`` sets GDAL's
+    block cache (the engine's default is 64 MB); ``threads`` the engine's threads per site
+    (``CARBON_SINK_THREADS``; default: every core)."""
     catalog = generate.write_catalog(work / f"catalog_{tag}.csv", pair, "lucode")
     pools = generate.write_pools(work / "invest_pools.csv")
-    env = None
+    env = dict(os.environ)
     if gdal_cache_mb is not None:
-        env = {**os.environ, "GDAL_CACHEMAX": str(gdal_cache_mb)}
+        env["GDAL_CACHEMAX"] = str(gdal_cache_mb)
+    if threads is not None:
+        env["CARBON_SINK_THREADS"] = str(threads)
     return child("engine", "--catalog", str(catalog), "--coefficients", str(pools),
                  "--bounds", *map(str, pair["bounds"]), "--draws", str(draws), env=env)
 
@@ -221,6 +225,10 @@ def report(R: dict) -> str:
         runs = ", ".join(f"{t:.2f}" for t in cs.get("runs_wall_s", []))
         add(f"| a | carbon-sink compute_site, {n}² pair, full extent, {a['draws']} draws | {cs['wall_s']:.2f} s "
             f"({2 * mpx / cs['wall_s']:.1f} Mpx/s over both years; CPU {cs['cpu_s']:.1f} s; runs {runs}) | | |")
+    one = R.get("engine_1thread")
+    if one:
+        add(f"| a | same, one thread (CARBON_SINK_THREADS=1) | {one['wall_s']:.2f} s (runs "
+            f"{', '.join(f'{t:.2f}' for t in one['runs_wall_s'])}; peak RSS {one['peak_rss_mb']:.0f} MiB) | | |")
     inv = R.get("invest")
     if inv:
         add(f"| a | InVEST Carbon {inv['invest_version']}, n_workers -1, same pair (execute() only) | "
@@ -228,6 +236,10 @@ def report(R: dict) -> str:
             f"peak RSS {inv['peak_rss_self_MiB']:.0f} MiB) | | |")
         sp = inv["wall_time_s"] / cs["wall_s"]
         add(f"| a | speed ratio InVEST / carbon-sink (medians) | {sp:.2f}× | ≥ 10× | {'yes' if sp >= 10 else 'NO'} |")
+        if one:
+            sp1 = inv["wall_time_s"] / one["wall_s"]
+            add(f"| a | speed ratio InVEST / carbon-sink on one thread | {sp1:.2f}× | ≥ 10× | "
+                f"{'yes' if sp1 >= 10 else 'NO'} |")
         c = R["compare"]
         for k in ("current", "future", "change"):
             add(f"| a | total {k} (t C): carbon-sink corrected / InVEST | {c['carbon_sink_corrected'][k]:,.1f} / "
@@ -247,6 +259,8 @@ def report(R: dict) -> str:
         add(f"| b | I/O floor: read both rasters block by block | {io['blocks_s']:.2f} s "
             f"(strips as the engine: {io['strips_s']:.2f} s; + masks: {io['strips_with_masks_s']:.2f} s) | | |")
         add(f"| b | carbon-sink / I/O floor (medians) | {r:.1f}× | ≤ 1.5× | {'yes' if r <= 1.5 else 'NO'} |")
+        if one:
+            add(f"| b | same, one thread | {one['wall_s'] / io['blocks_s']:.1f}× | | |")
     mem = R.get("memory", {})
     if mem:
         small = mem.get(str(n)) or mem.get(n)
@@ -343,12 +357,19 @@ def main() -> None:
     R["io"] = {k: statistics.median(r[k] for r in runs) for k in ("blocks_s", "strips_s", "strips_with_masks_s")}
     R["io"]["runs_blocks_s"] = [r["blocks_s"] for r in runs]
 
+    log("warm-up: one engine run, so the compiled kernels are in numba's on-disk cache (as after any first run)")
+    bench_engine(pair, work, 100, f"{a.size}")
     log(f"(a)(c) carbon-sink compute_site on the {a.size}² pair (fresh process)")
     runs = [bench_engine(pair, work, a.draws, f"{a.size}") for _ in range(a.repeat)]
     R["engine"] = {**runs[0], "wall_s": statistics.median(r["wall_s"] for r in runs),
                    "cpu_s": statistics.median(r["cpu_s"] for r in runs), "runs_wall_s": [r["wall_s"] for r in runs],
                    "peak_rss_mb": max(r["peak_rss_mb"] for r in runs)}
     log(f"    {R['engine']['runs_wall_s']} s, peak RSS {R['engine']['peak_rss_mb']:.0f} MiB")
+    runs1 = [bench_engine(pair, work, a.draws, f"{a.size}", threads=1) for _ in range(a.repeat)]
+    R["engine_1thread"] = {"wall_s": statistics.median(r["wall_s"] for r in runs1),
+                           "runs_wall_s": [r["wall_s"] for r in runs1],
+                           "peak_rss_mb": max(r["peak_rss_mb"] for r in runs1)}
+    log(f"    one thread: {R['engine_1thread']['runs_wall_s']} s")
     R["memory"] = {str(a.size): {**{k: R["engine"][k] for k in ("peak_rss_mb", "rss_after_import_mb", "wall_s")},
                                  "kind": "patchy", "disk_mb": pair["disk_mb"]}}
     R["memory_capped"] = {}
@@ -394,7 +415,7 @@ def main() -> None:
         log(f"    server start {fl['server_startup_s']:.1f} s, flow {fl['flow_s']:.1f} s, state {fl['state']}")
         R["flow"] = {"n_sites": a.sites, "n_run": k, "prefect": fl, "engine": eng}
         if not a.skip_no_reports:
-            log(f"(d) the same without the per-site HTML reports (metering_run(reports=False))")
+            log("(d) the same without the per-site HTML reports (metering_run(reports=False))")
             nr = bench_flow(cfg, k, reports=False)
             log(f"    server start {nr['server_startup_s']:.1f} s, flow {nr['flow_s']:.1f} s, state {nr['state']}")
             R["flow"]["prefect_no_reports"] = nr
