@@ -14,7 +14,7 @@ import multiprocessing
 import os
 import shutil
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import BrokenExecutor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,27 +72,76 @@ def report_workers() -> int:
 
 
 def site_reports(cfg: Config, site_ids: list[str], workers: int | None = None) -> dict[str, str]:
-    """Every site's report, drawn in ``workers`` processes (default ``report_workers()``):
-    site id -> the page's path, or ``report failed: ...`` for a report that cannot be drawn
-    (noted, not fatal: the estimate is published; the report is a view of it).
-
-    Drawing is mostly Python under the GIL, so reports are drawn in processes, started
-    with ``spawn`` (a fresh interpreter: the caller, a flow, has threads, which ``fork``
-    would copy in whatever state they are). One site, one worker, or a caller that may not
-    start processes (a daemonic Dask worker) draws them here, one after another."""
+    """Every site's report (see ``ReportPool``): site id -> the page's path, or
+    ``report failed: ...`` for a report that cannot be drawn."""
     site_ids = list(dict.fromkeys(site_ids))
-    workers = min(workers or report_workers(), len(site_ids))
-    if workers <= 1 or multiprocessing.current_process().daemon:
-        return {s: _report_or_failure(cfg, s) for s in site_ids}
-    pages: dict[str, str] = {}
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {s: pool.submit(_report_or_failure, cfg, s) for s in site_ids}
-        for s, future in futures.items():
-            try:
-                pages[s] = future.result()
-            except Exception as exc:  # noqa: BLE001 - a worker that died (BrokenProcessPool), a result not sent back
-                pages[s] = f"report failed: {type(exc).__name__}: {exc}"
-    return pages
+    with ReportPool(cfg, min(workers or report_workers(), len(site_ids))) as pool:
+        for s in site_ids:
+            pool.submit(s)
+        return pool.pages()
+
+
+class ReportPool:
+    """Reports drawn in ``workers`` processes while the caller goes on (a metering run hands
+    each site over as soon as it is published); ``pages()`` waits for them. A report that
+    cannot be drawn is noted as ``report failed: ...``, not raised: the estimate is
+    published, the report is a view of it.
+
+    Drawing is mostly Python under the GIL, hence processes, started with ``spawn`` (a fresh
+    interpreter: the caller, a flow, has threads, which ``fork`` would copy in whatever state
+    they are). ``nice`` lowers the workers' priority, so that they draw with the CPU time the
+    metering leaves. One worker, or a caller that may not start processes (a daemonic Dask
+    worker), draws the reports in ``pages()``, one after another, in this process."""
+
+    def __init__(self, cfg: Config, workers: int | None = None, *, nice: int = 0) -> None:
+        self.cfg = cfg
+        self.workers = workers or report_workers()
+        self.nice = nice
+        self._pool: ProcessPoolExecutor | None = None
+        self._order: dict[str, None] = {}
+        self._futures: dict[str, Future[str]] = {}
+        self._failed: dict[str, str] = {}
+
+    def __enter__(self) -> ReportPool:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: Any) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=exc_type is not None)
+
+    def submit(self, site_id: str) -> None:
+        if site_id in self._order:
+            return
+        self._order[site_id] = None
+        if self.workers <= 1 or multiprocessing.current_process().daemon:
+            return  # drawn here, in pages()
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_report_worker, initargs=(self.nice,))
+        try:
+            self._futures[site_id] = self._pool.submit(_report_or_failure, self.cfg, site_id)
+        except BrokenExecutor as exc:  # a worker died (and took the pool with it): noted, like any report failure
+            self._failed[site_id] = f"report failed: {type(exc).__name__}: {exc}"
+
+    def pages(self) -> dict[str, str]:
+        """Site id -> the page's path or ``report failed: ...``, in the order submitted."""
+        pages: dict[str, str] = {}
+        for s in self._order:
+            if s in self._failed:
+                pages[s] = self._failed[s]
+            elif s in self._futures:
+                try:
+                    pages[s] = self._futures[s].result()
+                except Exception as exc:  # noqa: BLE001 - a worker that died (BrokenProcessPool)
+                    pages[s] = f"report failed: {type(exc).__name__}: {exc}"
+            else:
+                pages[s] = _report_or_failure(self.cfg, s)
+        return pages
+
+
+def _report_worker(nice: int) -> None:
+    if nice:
+        os.nice(nice)
 
 
 def _report_or_failure(cfg: Config, site_id: str) -> str:

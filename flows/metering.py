@@ -1,23 +1,29 @@
 """Flows: wiring only. Reads like the pipeline diagram:
 
-    prepare run -> per site (mapped): input key -> compute + validate -> publish -> finish run
+    prepare run -> per site (mapped, one task run): input key -> compute + validate -> publish
+                -> (each site done: its report, drawn in a process pool meanwhile) -> finish run
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import os
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow, unmapped
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from carbon.config import DEMO_CONFIG
-from flows.tasks import finish_run, meter_site, prepare_run, site_reports
+from flows.tasks import finish_run, meter_site, prepare_run, run_config, site_reports
+
+if TYPE_CHECKING:
+    from carbon.report import ReportPool
 
 
-def _collect(futures: list[Any], site_ids: list[str]) -> list[dict[str, Any]]:
+def _collect(futures: list[Any], site_ids: list[str], reports: ReportPool | None = None) -> list[dict[str, Any]]:
+    """Every site's outcome, in order; each site that ran (published or failed, not skipped)
+    is handed to ``reports`` as soon as it is done, so that its report is drawn while the
+    other sites are metered."""
     outcomes = []
     for site_id, future in zip(site_ids, futures, strict=True):
         future.wait()
@@ -25,6 +31,8 @@ def _collect(futures: list[Any], site_ids: list[str]) -> list[dict[str, Any]]:
             outcomes.append(future.result())
         else:
             outcomes.append({"site_id": site_id, "status": "failed", "error": _message(future)})
+        if reports is not None and outcomes[-1]["status"] != "skipped":
+            reports.submit(site_id)
     return outcomes
 
 
@@ -47,6 +55,9 @@ def _final(summary: dict[str, Any]) -> State:
 
 #: Sites metered at once (each holds its rasters open and one strip of pixels in memory).
 MAX_WORKERS = int(os.environ.get("CARBON_SINK_MAX_WORKERS", "4"))
+#: Priority of the report processes below the metering (os.nice): they draw with the CPU
+#: time the sites leave, then with all of it once the sites are done.
+REPORT_NICE = 10
 
 
 @flow(name="metering-run", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=MAX_WORKERS))
@@ -58,10 +69,15 @@ def metering_run(config: str | None = None, site_ids: list[str] | None = None, f
     run = prepare_run(str(config or DEMO_CONFIG), site_ids)
     futures = meter_site.map(unmapped(run), run["site_ids"], force=unmapped(force), maps=unmapped(maps),
                              method=unmapped(method))
-    outcomes = _collect(futures, run["site_ids"])
-    pages = site_reports(run, outcomes) if reports else None
-    summary = finish_run(run, outcomes, pages)
-    return _final(summary)
+    if not reports:
+        return _final(finish_run(run, _collect(futures, run["site_ids"]), None))
+    from carbon.report import ReportPool, report_workers  # noqa: PLC0415 - matplotlib only when drawing
+
+    # reports are drawn by child processes of this (the flow's) process while the sites are metered
+    with ReportPool(run_config(run), min(report_workers(), len(run["site_ids"])), nice=REPORT_NICE) as pool:
+        outcomes = _collect(futures, run["site_ids"], pool)
+        pages = pool.pages()
+    return _final(finish_run(run, outcomes, pages))
 
 
 def with_dask(address: str | None = None, workers: int = 2):  # noqa: ANN201

@@ -70,6 +70,9 @@ IO = {"retries": len(IO_RETRY_DELAYS), "retry_delay_seconds": exponential_backof
       "retry_condition_fn": _transient}
 
 
+_sleep = time.sleep  # the wait between tries (a test records it)
+
+
 def _logger() -> logging.Logger | logging.LoggerAdapter:
     from prefect.exceptions import MissingContextError  # noqa: PLC0415
     from prefect.logging import get_run_logger  # noqa: PLC0415
@@ -93,7 +96,7 @@ def with_retries(step: Callable[..., T], *args: Any, delays: tuple[float, ...] |
                 raise
             _logger().warning("%s failed with a transient error (%s); retry %d of %d in %g s",
                               getattr(step, "__name__", "step"), exc, attempt + 1, len(waits), waits[attempt])
-            time.sleep(waits[attempt])
+            _sleep(waits[attempt])
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -104,6 +107,11 @@ def _config(config_path: str, coefficients: str | None = None) -> Config:
 
         cfg = replace(cfg, coefficients=Path(coefficients).resolve())
     return cfg
+
+
+def run_config(run: dict[str, Any]) -> Config:
+    """The configuration of a run (with its coefficient set, if the run chose another)."""
+    return _config(run["config_path"], run["coefficients"])
 
 
 def _inputs(cfg: Config, site_id: str) -> tuple[Site, list[CatalogEntry], CoefficientSet]:
@@ -143,7 +151,7 @@ def prepare_run(config_path: str, site_ids: list[str] | None, coefficients: str 
 def site_key(run: dict[str, Any], site_id: str, years: list[int] | None, start_year: int | None,
              method: str | None = None) -> dict[str, Any]:
     """The content key of everything the site's result depends on, and its last published key."""
-    cfg = _config(run["config_path"], run["coefficients"])
+    cfg = run_config(run)
     site, catalog, coefficients = _inputs(cfg, site_id)
     ledger = Ledger(cfg.ledger_url)
 
@@ -165,7 +173,7 @@ def site_key(run: dict[str, Any], site_id: str, years: list[int] | None, start_y
 def compute_site_tables(run: dict[str, Any], site_id: str, years: list[int] | None, start_year: int | None,
                         maps: bool, method: str | None = None) -> str:
     """Compute and validate a site's tables and write them (CSV, Parquet, maps) under the run's folder."""
-    cfg = _config(run["config_path"], run["coefficients"])
+    cfg = run_config(run)
     site, catalog, coefficients = _inputs(cfg, site_id)
     site_dir = inside(cfg.output_dir, "runs", run["run_id"], "sites", site.site_id)
     result = compute_site(site, catalog, coefficients,
@@ -179,7 +187,7 @@ def compute_site_tables(run: dict[str, Any], site_id: str, years: list[int] | No
 def publish_site(run: dict[str, Any], site_id: str, site_dir: str, key: dict[str, Any],
                  flow_run_id: str | None = None) -> int:
     """Write the site's tables to the ledger in one transaction (idempotent within a run)."""
-    cfg = _config(run["config_path"], run["coefficients"])
+    cfg = run_config(run)
     tables = read_site_tables(Path(site_dir))
     inputs = key["inputs"]
     return Ledger(cfg.ledger_url).publish_site(
@@ -192,7 +200,7 @@ def publish_site(run: dict[str, Any], site_id: str, site_dir: str, key: dict[str
 def record_site(run: dict[str, Any], site_id: str, status: str, error: str | None = None,
                 input_key: str | None = None, flow_run_id: str | None = None) -> None:
     """A skipped or failed site: one ledger row."""
-    cfg = _config(run["config_path"], run["coefficients"])
+    cfg = run_config(run)
     Ledger(cfg.ledger_url).record_site(run_id=run["run_id"], flow_run_id=flow_run_id, site_id=site_id,
                                        status=status, code_version=run["code_version"], error=error,
                                        input_key=input_key)
@@ -239,7 +247,7 @@ def site_reports(run: dict[str, Any], outcomes: list[dict[str, Any]]) -> dict[st
     core); a report that cannot be drawn is noted, not fatal."""
     from carbon.report import site_reports as draw  # noqa: PLC0415
 
-    cfg = _config(run["config_path"], run["coefficients"])
+    cfg = run_config(run)
     return draw(cfg, [o["site_id"] for o in outcomes if o["status"] != "skipped"])
 
 
@@ -247,7 +255,7 @@ def site_reports(run: dict[str, Any], outcomes: list[dict[str, Any]]) -> dict[st
 def finish_run(run: dict[str, Any], outcomes: list[dict[str, Any]], reports: dict[str, str] | None = None,
                ) -> dict[str, Any]:
     """Close the run: ledger status, run manifest (JSON) and Prefect artifacts."""
-    cfg = _config(run["config_path"], run["coefficients"])
+    cfg = run_config(run)
     ledger = Ledger(cfg.ledger_url)
     failed = [o for o in outcomes if o["status"] == "failed"]
     skipped = [o for o in outcomes if o["status"] == "skipped"]

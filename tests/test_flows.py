@@ -3,8 +3,11 @@ single-site re-runs, partial failure, artifacts, path safety."""
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
+import time
+from collections import Counter
 from pathlib import Path
 
 import geopandas as gpd
@@ -144,3 +147,128 @@ def test_dask_local_cluster_gives_the_serial_results(tmp_path: Path) -> None:
     serial = Ledger(f"sqlite:///{tmp_path / 'serial' / 'out' / 'ledger.db'}").current("sinks")[cols]
     dask = Ledger(f"sqlite:///{tmp_path / 'dask' / 'out' / 'ledger.db'}").current("sinks")[cols]
     pd.testing.assert_frame_equal(serial.reset_index(drop=True), dask.reset_index(drop=True))
+
+
+# --- the cost of a site: the sites file read once, one task run per site ------------------
+
+
+def test_sites_file_is_read_once_per_version_and_again_when_it_changes(tmp_path: Path) -> None:
+    from carbon import sites as sites_module
+
+    path = tmp_path / "sites.geojson"
+    shutil.copy(DEMO / "sites.geojson", path)
+    first = sites_module.load_sites(path)
+    assert isinstance(first, tuple) and {s.site_id for s in first} == SITES
+    assert sites_module.load_sites(path) is first  # the same validated sites, not read again
+    assert sites_module.load_sites(str(path)) is first
+    with pytest.raises(TypeError, match="read-only"):
+        first[0].properties["method"] = "gain_loss"  # shared by every caller: cannot be changed
+    with pytest.raises(AttributeError):
+        first[0].name = "other"  # type: ignore[misc]
+
+    gdf = gpd.read_file(path)
+    gdf.loc[gdf.site_id == "daye-mine-wc", "name"] = "Daye mine, west cut (renamed)"
+    gdf.to_file(path, driver="GeoJSON")
+    second = sites_module.load_sites(path)
+    assert second is not first
+    assert {s.site_id: s.name for s in second}["daye-mine-wc"] == "Daye mine, west cut (renamed)"
+    assert {s.site_id: s.name for s in first}["daye-mine-wc"] != "Daye mine, west cut (renamed)"
+
+    # a change of the same size (one character) within the same second is a new version too
+    text = path.read_text()
+    path.write_text(text.replace("(renamed)", "(renamex)"))
+    assert {s.site_id: s.name for s in sites_module.load_sites(path)}["daye-mine-wc"].endswith("(renamex)")
+
+    # a file made invalid is read again and refused, not answered from memory
+    path.write_text(text.replace('"site_type": "', '"site_type": "not-a-type-', 1))
+    from carbon.errors import InputError
+
+    with pytest.raises(InputError, match="sites are invalid"):
+        sites_module.load_sites(path)
+
+
+def test_a_metering_run_reads_the_sites_file_once_and_runs_one_task_per_site(tmp_path: Path,
+                                                                             monkeypatch) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from carbon import sites as sites_module
+
+    reads = []
+    real = sites_module._read_sites
+    monkeypatch.setattr(sites_module, "_read_sites", lambda path: reads.append(path) or real(path))
+    sites = tmp_path / "sites.geojson"
+    shutil.copy(DEMO / "sites.geojson", sites)
+    cfg = write_config(tmp_path / "c.toml", sites=sites)
+    state = metering_run(config=str(cfg), reports=False, return_state=True)
+    assert state.is_completed(), state.message
+    assert len(reads) == 1, reads  # prepare-run and every site share one validated read
+
+    flow_run_id = state.state_details.flow_run_id
+    want = {"prepare-run": 1, "meter-site": len(SITES), "finish-run": 1}
+    deadline = time.monotonic() + 60
+    while True:  # task runs reach the server as events: wait until every expected one is there
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        names = Counter(r.task_key.rsplit("-", 1)[0].replace("_", "-") for r in runs)
+        if all(names[k] >= n for k, n in want.items()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert dict(names) == want, names
+    assert sorted(r.name for r in runs if r.name.startswith("meter-")) == sorted(f"meter-{s}" for s in SITES)
+
+
+def test_transient_ledger_error_in_publish_is_retried_and_then_succeeds(tmp_path: Path, monkeypatch) -> None:
+    import flows.tasks as tasks
+    from carbon.ledger import LedgerError
+
+    monkeypatch.setattr(tasks, "IO_RETRY_DELAYS", (0.05, 0.1, 0.2))
+    waits = []
+    monkeypatch.setattr(tasks, "_sleep", lambda s: waits.append(s) or time.sleep(s))
+    calls: Counter[str] = Counter()
+    real_publish = Ledger.publish_site
+
+    def flaky_publish(self, **kw):  # noqa: ANN001, ANN003, ANN202
+        calls[kw["site_id"]] += 1
+        if kw["site_id"] == "daye-mine-wc" and calls["daye-mine-wc"] <= 2:
+            raise LedgerError("ledger is locked (database is locked)", transient=True)
+        if kw["site_id"] == "jiufeng-forest-park":
+            raise LedgerError("ledger has schema version 3")  # not transient: never tried again
+        return real_publish(self, **kw)
+
+    monkeypatch.setattr(Ledger, "publish_site", flaky_publish)
+    cfg = write_config(tmp_path / "c.toml")
+    state = metering_run(config=str(cfg), reports=False, return_state=True)
+    assert state.is_failed()
+    assert "1 of 4 sites failed (jiufeng-forest-park)" in state.message
+    assert calls["daye-mine-wc"] == 3 and calls["jiufeng-forest-park"] == 1
+    assert calls["wuhan-quarry-reclaim"] == 1
+    assert waits == [0.05, 0.1]  # exponential backoff, only for the transient failures
+    ledger = ledger_of(tmp_path)
+    assert ledger.history("daye-mine-wc")["status"].tolist() == ["succeeded"]
+    assert "daye-mine-wc" in set(ledger.current("sinks")["site_id"])
+    failed = ledger.history("jiufeng-forest-park")
+    assert failed["status"].tolist() == ["failed"] and "schema version 3" in failed["error"].iloc[0]
+
+
+def test_with_retries_gives_up_after_the_last_delay() -> None:
+    from flows.tasks import with_retries
+
+    tries = []
+
+    def always_busy() -> None:
+        tries.append(1)
+        raise OSError(errno.EBUSY, "device busy")
+
+    with pytest.raises(OSError, match="device busy"):
+        with_retries(always_busy, delays=(0.0, 0.0, 0.0))
+    assert len(tries) == 4  # the first try and three retries
+    tries.clear()
+
+    def missing() -> None:
+        tries.append(1)
+        raise FileNotFoundError(errno.ENOENT, "no such file")
+
+    with pytest.raises(FileNotFoundError):
+        with_retries(missing, delays=(0.0, 0.0, 0.0))
+    assert len(tries) == 1

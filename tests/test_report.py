@@ -99,3 +99,26 @@ def test_report_says_what_failed(tmp_path: Path) -> None:
     assert "The latest run" in dom and "failed" in dom
     assert "Map year 2022 cannot be read" in dom and "worldcover_2022.tif" in dom
     assert re.search(r'data-figures="3 loaded, 0 broken"', dom)
+
+
+def test_reports_drawn_in_the_process_pool_match_the_ones_drawn_here(demo_cfg: Path, tmp_path: Path) -> None:
+    """Two worker processes (spawned), the same pages and figures as one drawn in this
+    process; a site that cannot be reported is noted beside the others."""
+    from carbon.report import site_reports
+
+    cfg = load_config(demo_cfg)
+    sites = ["wuhan-quarry-reclaim", "daye-mine-wc", "liangzi-lakeside-wetland"]
+    pages = site_reports(cfg, [*sites, "no-such-site"], workers=2)
+    assert list(pages) == [*sites, "no-such-site"]
+    assert pages["no-such-site"].startswith("report failed: InputError") and "no run of this site" in pages[
+        "no-such-site"]
+    for site_id in sites:
+        page = Path(pages[site_id])
+        assert page == cfg.output_dir.resolve() / "reports" / site_id / "index.html"
+        here = site_report(cfg, site_id, out_dir=tmp_path / site_id)
+        assert page.read_text() == here.read_text()  # numbers, problems, provenance and the embedded figures
+        for png in ("land_cover.png", "stock_density.png", "stock_by_pool.png"):
+            assert (page.parent / png).read_bytes() == (here.parent / png).read_bytes()
+    dom, log = render(Path(pages["daye-mine-wc"]))
+    assert console_errors(log) == []
+    assert re.search(r'data-figures="3 loaded, 0 broken"', dom)
