@@ -71,13 +71,16 @@ def report_workers() -> int:
     return max(1, int(os.environ.get("CARBON_SINK_REPORT_WORKERS", "0")) or os.cpu_count() or 1)
 
 
-def site_reports(cfg: Config, site_ids: list[str], workers: int | None = None) -> dict[str, str]:
+def site_reports(cfg: Config, site_ids: list[str], workers: int | None = None,
+                 maps: dict[str, str | Path] | None = None) -> dict[str, str]:
     """Every site's report (see ``ReportPool``): site id -> the page's path, or
-    ``report failed: ...`` for a report that cannot be drawn."""
+    ``report failed: ...`` for a report that cannot be drawn. ``maps``: site id -> the
+    density maps of its current estimate, when a run wrote them (see ``site_report``)."""
     site_ids = list(dict.fromkeys(site_ids))
+    maps = maps or {}
     with ReportPool(cfg, min(workers or report_workers(), len(site_ids))) as pool:
         for s in site_ids:
-            pool.submit(s)
+            pool.submit(s, maps_dir=maps.get(s))
         return pool.pages()
 
 
@@ -98,7 +101,7 @@ class ReportPool:
         self.workers = workers or report_workers()
         self.nice = nice
         self._pool: ProcessPoolExecutor | None = None
-        self._order: dict[str, None] = {}
+        self._order: dict[str, tuple[str | Path | None, bool]] = {}
         self._futures: dict[str, Future[str]] = {}
         self._failed: dict[str, str] = {}
 
@@ -109,24 +112,26 @@ class ReportPool:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=exc_type is not None)
 
-    def submit(self, site_id: str) -> None:
+    def submit(self, site_id: str, maps_dir: str | Path | None = None, *, remove_maps: bool = False) -> None:
+        """Draw ``site_id``'s report (``maps_dir``: see ``site_report``; ``remove_maps``: a
+        scratch folder of maps, removed once the report is drawn)."""
         if site_id in self._order:
             return
-        self._order[site_id] = None
+        self._order[site_id] = (maps_dir, remove_maps)
         if self.workers <= 1 or multiprocessing.current_process().daemon:
             return  # drawn here, in pages()
         if self._pool is None:
             self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
                                              initializer=_report_worker, initargs=(self.nice,))
         try:
-            self._futures[site_id] = self._pool.submit(_report_or_failure, self.cfg, site_id)
+            self._futures[site_id] = self._pool.submit(_report_or_failure, self.cfg, site_id, maps_dir, remove_maps)
         except BrokenExecutor as exc:  # a worker died (and took the pool with it): noted, like any report failure
             self._failed[site_id] = f"report failed: {type(exc).__name__}: {exc}"
 
     def pages(self) -> dict[str, str]:
         """Site id -> the page's path or ``report failed: ...``, in the order submitted."""
         pages: dict[str, str] = {}
-        for s in self._order:
+        for s, (maps_dir, remove_maps) in self._order.items():
             if s in self._failed:
                 pages[s] = self._failed[s]
             elif s in self._futures:
@@ -135,7 +140,7 @@ class ReportPool:
                 except Exception as exc:  # noqa: BLE001 - a worker that died (BrokenProcessPool)
                     pages[s] = f"report failed: {type(exc).__name__}: {exc}"
             else:
-                pages[s] = _report_or_failure(self.cfg, s)
+                pages[s] = _report_or_failure(self.cfg, s, maps_dir, remove_maps)
         return pages
 
 
@@ -144,22 +149,31 @@ def _report_worker(nice: int) -> None:
         os.nice(nice)
 
 
-def _report_or_failure(cfg: Config, site_id: str) -> str:
+def _report_or_failure(cfg: Config, site_id: str, maps_dir: str | Path | None = None,
+                       remove_maps: bool = False) -> str:
     try:
-        return str(site_report(cfg, site_id))
+        return str(site_report(cfg, site_id, maps_dir=maps_dir))
     except Exception as exc:  # noqa: BLE001 - the estimate is published; the report is a view of it
         return f"report failed: {type(exc).__name__}: {exc}"
+    finally:
+        if remove_maps and maps_dir is not None:
+            shutil.rmtree(maps_dir, ignore_errors=True)
 
 
-def site_report(cfg: Config, site_id: str, out_dir: Path | None = None) -> Path:
-    """Write ``index.html`` and its PNG figures for one site; returns the page's path."""
+def site_report(cfg: Config, site_id: str, out_dir: Path | None = None, maps_dir: str | Path | None = None) -> Path:
+    """Write ``index.html`` and its PNG figures for one site; returns the page's path.
+
+    ``maps_dir``: the density maps the run that published the site's current estimate wrote
+    (a metering run writes them for its reports): the density figure is drawn from them when
+    they are the ones it shows (first and last year, change over the full period); else, or
+    without ``maps_dir``, the engine computes them again."""
     out_dir = Path(out_dir) if out_dir is not None else inside(cfg.output_dir, "reports", site_id)
     data = _gather(cfg, site_id)
     out_dir.mkdir(parents=True, exist_ok=True)
     figures: dict[str, Path] = {}
     work = Path(tempfile.mkdtemp(prefix=".report-", dir=out_dir))
     try:
-        figures.update(_maps(cfg, data, out_dir, work))
+        figures.update(_maps(cfg, data, out_dir, work, Path(maps_dir) if maps_dir is not None else None))
         if not data.stocks.empty:
             try:
                 figures["stock_by_pool"] = _stock_chart(data, out_dir / "stock_by_pool.png")
@@ -223,7 +237,7 @@ def _read_years(site: Site, catalog: list[CatalogEntry], coefficients: Coefficie
 # --- figures -----------------------------------------------------------------------------
 
 
-def _maps(cfg: Config, data: ReportData, out_dir: Path, work: Path) -> dict[str, Path]:
+def _maps(cfg: Config, data: ReportData, out_dir: Path, work: Path, maps_dir: Path | None = None) -> dict[str, Path]:
     site = data.site
     catalog = list(load_per_version(load_catalog, cfg.landcover))
     coefficients = load_per_version(load_coefficients, cfg.coefficients)
@@ -243,11 +257,15 @@ def _maps(cfg: Config, data: ReportData, out_dir: Path, work: Path) -> dict[str,
     method = str(data.stocks["method"].iloc[0]) if not data.stocks.empty else None
     start = int(data.sinks.loc[data.sinks["is_full_period"], "period_start"].iloc[0]) if (
         not data.sinks.empty and data.sinks["is_full_period"].any()) else years[0]
+    start = start if start in years else years[0]
     try:
-        compute_site(site, catalog, coefficients, legends_dir=cfg.legends, years=years,
-                     start_year=start if start in years else years[0], method=method, maps_dir=work,
-                     draws=REPORT_DRAWS)
-        figures["density"] = _density_figure(grid, geom, work, site.site_id, years, out_dir / "stock_density.png")
+        written = _density_maps(maps_dir, site.site_id, years, start) if maps_dir is not None else {}
+        if not written or not all(p.is_file() for p in written.values()):
+            compute_site(site, catalog, coefficients, legends_dir=cfg.legends, years=years, start_year=start,
+                         method=method, maps_dir=work, draws=REPORT_DRAWS)
+            maps_dir = work
+        figures["density"] = _density_figure(grid, geom, _density_maps(maps_dir, site.site_id, years, start),
+                                             out_dir / "stock_density.png")
     except Exception as exc:  # noqa: BLE001 - a figure that cannot be drawn is said on the page
         data.problems.append(f"Stock density maps cannot be drawn: {exc}")
     return figures
@@ -343,17 +361,26 @@ def _read_map(path: Path) -> np.ndarray:
                         resampling=Resampling.nearest)
 
 
-def _density_figure(grid: Grid, geom: Any, maps_dir: Path, site_id: str, years: list[int], path: Path) -> Path:
+def _density_maps(maps_dir: Path, site_id: str, years: list[int], start: int) -> dict[str, Path]:
+    """The maps the density figure shows, by panel title (file names of carbon/maps.py): the
+    stock density of the first and the last year, and the change over the full period."""
+    maps = {f"stock density {y} (t C/ha)": maps_dir / f"{site_id}_stock_density_{y}.tif"
+            for y in sorted({years[0], years[-1]})}
+    if start < years[-1]:
+        maps[f"change {start}-{years[-1]} (t C/ha; removals > 0)"] = (
+            maps_dir / f"{site_id}_stock_change_{start}_{years[-1]}.tif")
+    return maps
+
+
+def _density_figure(grid: Grid, geom: Any, maps: dict[str, Path], path: Path) -> Path:
     panels = []
-    for y in sorted({years[0], years[-1]}):
-        panels.append((f"stock density {y} (t C/ha)", _read_map(maps_dir / f"{site_id}_stock_density_{y}.tif"),
-                       "YlGn", None))
-    change = sorted(maps_dir.glob(f"{site_id}_stock_change_*.tif"))
-    if change:
-        a = _read_map(change[0])
+    for title, p in maps.items():
+        a = _read_map(p)
+        if not title.startswith("change"):
+            panels.append((title, a, "YlGn", None))
+            continue
         lim = float(np.nanmax(np.abs(a))) if np.isfinite(a).any() else 1.0
-        span = change[0].stem.split("_")[-2:]
-        panels.append((f"change {span[0]}-{span[1]} (t C/ha; removals > 0)", a, "RdBu", (-lim or -1, lim or 1)))
+        panels.append((title, a, "RdBu", (-lim or -1, lim or 1)))
     panel, bar, gap = 3.6, 0.65, 0.15
     fig = plt.figure(figsize=(len(panels) * (panel + bar + gap) + 0.05, panel + 0.6))
     axes = _panels(fig, 1, len(panels), w=panel, h=panel, top=0.35, bottom=0.25, gap_w=gap, bar=bar, side=0.1)[0]

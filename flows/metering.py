@@ -7,23 +7,21 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from prefect import flow, unmapped
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from carbon.config import DEMO_CONFIG
-from flows.tasks import finish_run, meter_site, prepare_run, run_config, site_reports
-
-if TYPE_CHECKING:
-    from carbon.report import ReportPool
+from flows.tasks import finish_run, hand_over, meter_site, prepare_run, run_config, site_reports
 
 
-def _collect(futures: list[Any], site_ids: list[str], reports: ReportPool | None = None) -> list[dict[str, Any]]:
-    """Every site's outcome, in order; each site that ran (published or failed, not skipped)
-    is handed to ``reports`` as soon as it is done, so that its report is drawn while the
-    other sites are metered."""
+def _collect(futures: list[Any], site_ids: list[str],
+             on_done: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Every site's outcome, in order; ``on_done`` gets each as soon as it is known (the
+    reports are drawn while the other sites are metered)."""
     outcomes = []
     for site_id, future in zip(site_ids, futures, strict=True):
         future.wait()
@@ -31,8 +29,8 @@ def _collect(futures: list[Any], site_ids: list[str], reports: ReportPool | None
             outcomes.append(future.result())
         else:
             outcomes.append({"site_id": site_id, "status": "failed", "error": _message(future)})
-        if reports is not None and outcomes[-1]["status"] != "skipped":
-            reports.submit(site_id)
+        if on_done is not None:
+            on_done(outcomes[-1])
     return outcomes
 
 
@@ -68,14 +66,14 @@ def metering_run(config: str | None = None, site_ids: list[str] | None = None, f
     ``reports`` writes an HTML report of each published site."""
     run = prepare_run(str(config or DEMO_CONFIG), site_ids)
     futures = meter_site.map(unmapped(run), run["site_ids"], force=unmapped(force), maps=unmapped(maps),
-                             method=unmapped(method))
+                             method=unmapped(method), report_maps=unmapped(reports))
     if not reports:
         return _final(finish_run(run, _collect(futures, run["site_ids"]), None))
     from carbon.report import ReportPool, report_workers  # noqa: PLC0415 - matplotlib only when drawing
 
     # reports are drawn by child processes of this (the flow's) process while the sites are metered
     with ReportPool(run_config(run), min(report_workers(), len(run["site_ids"])), nice=REPORT_NICE) as pool:
-        outcomes = _collect(futures, run["site_ids"], pool)
+        outcomes = _collect(futures, run["site_ids"], lambda o: hand_over(pool, run, o, maps=maps))
         pages = pool.pages()
     return _final(finish_run(run, outcomes, pages))
 
@@ -101,7 +99,7 @@ def site_run(site_id: str, config: str | None = None, years: list[int] | None = 
     coefficient set and per-pixel maps on or off."""
     run = prepare_run(str(config or DEMO_CONFIG), [site_id], coefficients)
     future = meter_site.submit(run, site_id, force=True, years=years, start_year=start_year, maps=maps,
-                               method=method)
+                               method=method, report_maps=reports)
     outcomes = _collect([future], [site_id])
-    summary = finish_run(run, outcomes, site_reports(run, outcomes) if reports else None)
+    summary = finish_run(run, outcomes, site_reports(run, outcomes, maps) if reports else None)
     return _final(summary)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import shutil
 import time
 import uuid
 from collections.abc import Callable
@@ -170,16 +171,28 @@ def site_key(run: dict[str, Any], site_id: str, years: list[int] | None, start_y
     return {"key": key, "inputs": inputs, "last_key": ledger.last_success_key(site_id)}
 
 
+def maps_dir(run: dict[str, Any], site_id: str, *, kept: bool) -> Path:
+    """Where a site's density maps go: the run's ``maps`` folder (``maps=True``: an output),
+    or, written for its report only, a scratch folder the report removes."""
+    return inside(run_config(run).output_dir, "runs", run["run_id"], "maps" if kept else REPORT_MAPS, site_id)
+
+
+#: The run's scratch folder of density maps written for the reports (removed by finish-run).
+REPORT_MAPS = "report-maps"
+
+
 def compute_site_tables(run: dict[str, Any], site_id: str, years: list[int] | None, start_year: int | None,
-                        maps: bool, method: str | None = None) -> str:
-    """Compute and validate a site's tables and write them (CSV, Parquet, maps) under the run's folder."""
+                        maps: bool, method: str | None = None, report_maps: bool = False) -> str:
+    """Compute and validate a site's tables and write them (CSV, Parquet, maps) under the run's
+    folder; ``report_maps``: also the density maps for the site's report (a scratch folder),
+    so that the report does not run the engine again."""
     cfg = run_config(run)
     site, catalog, coefficients = _inputs(cfg, site_id)
     site_dir = inside(cfg.output_dir, "runs", run["run_id"], "sites", site.site_id)
+    density = maps_dir(run, site_id, kept=True) if maps else maps_dir(run, site_id, kept=False) if report_maps else None
     result = compute_site(site, catalog, coefficients,
                           legends_dir=cfg.legends, years=years, start_year=start_year, method=method,
-                          draws=cfg.monte_carlo_draws, conservative_rule=cfg.conservative_rule,
-                          maps_dir=inside(cfg.output_dir, "runs", run["run_id"], "maps", site.site_id) if maps else None)
+                          draws=cfg.monte_carlo_draws, conservative_rule=cfg.conservative_rule, maps_dir=density)
     write_site_tables(result, site_dir)
     return str(site_dir)
 
@@ -208,13 +221,14 @@ def record_site(run: dict[str, Any], site_id: str, status: str, error: str | Non
 
 @task(name="meter-site", task_run_name="meter-{site_id}")
 def meter_site(run: dict[str, Any], site_id: str, force: bool = False, years: list[int] | None = None,
-               start_year: int | None = None, maps: bool = False, method: str | None = None) -> dict[str, Any]:
+               start_year: int | None = None, maps: bool = False, method: str | None = None,
+               report_maps: bool = False) -> dict[str, Any]:
     """One site: inputs key -> (skip if unchanged) -> compute and validate -> publish.
 
     The key, publish and record steps are IO and retry on transient errors
     (``with_retries``); computing never retries. A bad input fails this site alone: the
     failure is recorded in the ledger with its message, and the task fails with the same
-    message.
+    message. ``report_maps``: write the density maps its report draws (``maps_dir``).
     """
     progress.emit(site_id, "started")
     flow_run_id = _flow_run_id()
@@ -224,7 +238,7 @@ def meter_site(run: dict[str, Any], site_id: str, force: bool = False, years: li
             with_retries(record_site, run, site_id, "skipped", input_key=key["key"], flow_run_id=flow_run_id)
             progress.emit(site_id, "skipped")
             return {"site_id": site_id, "status": "skipped", "input_key": key["key"]}
-        site_dir = compute_site_tables(run, site_id, years, start_year, maps, method)
+        site_dir = compute_site_tables(run, site_id, years, start_year, maps, method, report_maps)
         site_run_id = with_retries(publish_site, run, site_id, site_dir, key, flow_run_id=flow_run_id)
     except Exception as exc:
         # bad input fails this site alone; an unforeseen error too, recorded with its type
@@ -240,15 +254,28 @@ def meter_site(run: dict[str, Any], site_id: str, force: bool = False, years: li
             "input_key": key["key"], "inputs": key["inputs"]}
 
 
+def hand_over(reports: Any, run: dict[str, Any], outcome: dict[str, Any], *, maps: bool) -> None:
+    """Give a site that ran (published or failed; not skipped) to a ``carbon.report.ReportPool``,
+    with the density maps its metering wrote (``maps``: kept as outputs, else a scratch
+    folder the report removes)."""
+    if outcome["status"] == "succeeded":
+        reports.submit(outcome["site_id"], maps_dir(run, outcome["site_id"], kept=maps), remove_maps=not maps)
+    elif outcome["status"] == "failed":  # its page says what failed, beside its last estimate
+        reports.submit(outcome["site_id"])
+
+
 @task(name="site-reports")
-def site_reports(run: dict[str, Any], outcomes: list[dict[str, Any]]) -> dict[str, str]:
+def site_reports(run: dict[str, Any], outcomes: list[dict[str, Any]], maps: bool = False) -> dict[str, str]:
     """One HTML report per site that ran (a failed site's page says what failed beside its last
     estimate), drawn in parallel processes (``CARBON_SINK_REPORT_WORKERS``, default one per
     core); a report that cannot be drawn is noted, not fatal."""
-    from carbon.report import site_reports as draw  # noqa: PLC0415
+    from carbon.report import ReportPool, report_workers  # noqa: PLC0415
 
-    cfg = run_config(run)
-    return draw(cfg, [o["site_id"] for o in outcomes if o["status"] != "skipped"])
+    ran = [o for o in outcomes if o["status"] != "skipped"]
+    with ReportPool(run_config(run), min(report_workers(), max(1, len(ran)))) as pool:
+        for o in ran:
+            hand_over(pool, run, o, maps=maps)
+        return pool.pages()
 
 
 @task(name="finish-run", **IO)
@@ -274,6 +301,7 @@ def finish_run(run: dict[str, Any], outcomes: list[dict[str, Any]], reports: dic
         "reports": reports or {},
     }
     write_json(run_dir / "manifest.json", manifest)
+    shutil.rmtree(run_dir / REPORT_MAPS, ignore_errors=True)  # maps of reports that were not drawn
     ledger.finish_run(run["run_id"], status=status, n_sites=len(outcomes), n_failed=len(failed),
                       n_skipped=len(skipped))
     sinks = ledger.current("sinks")

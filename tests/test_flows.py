@@ -51,6 +51,15 @@ def test_metering_run_publishes_then_skips_unchanged_sites(tmp_path: Path) -> No
     # one report per published site, linked from the run's markdown artifact
     assert set(summary["reports"]) == SITES
     assert all(Path(p).is_file() and p.endswith("index.html") for p in summary["reports"].values())
+    # drawn from the density maps the metering wrote for them (then removed): the same page
+    # as a report that runs the engine again
+    from carbon.config import load_config
+    from carbon.report import site_report
+
+    assert not (run_dir / "report-maps").exists()
+    for site_id in ("wuhan-quarry-reclaim", "daye-mine-wc"):
+        again = site_report(load_config(cfg), site_id, out_dir=tmp_path / "again" / site_id)
+        assert Path(summary["reports"][site_id]).read_text() == again.read_text()
 
     again = metering_run(config=str(cfg), return_state=True).result()
     assert again["n_skipped"] == 4

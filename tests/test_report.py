@@ -122,3 +122,32 @@ def test_reports_drawn_in_the_process_pool_match_the_ones_drawn_here(demo_cfg: P
     dom, log = render(Path(pages["daye-mine-wc"]))
     assert console_errors(log) == []
     assert re.search(r'data-figures="3 loaded, 0 broken"', dom)
+
+
+def test_report_draws_the_density_maps_a_run_wrote_without_running_the_engine(demo_cfg: Path, tmp_path: Path,
+                                                                              monkeypatch) -> None:
+    import carbon.report as report
+    from carbon.engine import compute_site
+    from carbon.sites import load_sites, select_sites
+    from carbon.tables import load_catalog, load_coefficients
+
+    cfg = load_config(demo_cfg)
+    site_id = "wuhan-quarry-reclaim"
+    fresh = site_report(cfg, site_id, out_dir=tmp_path / "fresh")  # runs the engine for its maps
+    maps = tmp_path / "maps"
+    site = select_sites(load_sites(cfg.sites), [site_id])[0]
+    compute_site(site, load_catalog(cfg.landcover), load_coefficients(cfg.coefficients), maps_dir=maps)
+
+    def no_engine(*_a, **_k):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("the engine ran again")
+
+    monkeypatch.setattr(report, "compute_site", no_engine)
+    reused = site_report(cfg, site_id, out_dir=tmp_path / "reused", maps_dir=maps)
+    assert reused.read_text() == fresh.read_text()
+    assert (reused.parent / "stock_density.png").read_bytes() == (fresh.parent / "stock_density.png").read_bytes()
+
+    # an incomplete set of maps (the first year's is missing) is not used: the engine runs again
+    monkeypatch.undo()
+    (maps / f"{site_id}_stock_density_2018.tif").unlink()
+    again = site_report(cfg, site_id, out_dir=tmp_path / "again", maps_dir=maps)
+    assert again.read_text() == fresh.read_text()
