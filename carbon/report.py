@@ -381,20 +381,28 @@ def _density_figure(grid: Grid, geom: Any, maps: dict[str, Path], path: Path) ->
             continue
         lim = float(np.nanmax(np.abs(a))) if np.isfinite(a).any() else 1.0
         panels.append((title, a, "RdBu", (-lim or -1, lim or 1)))
-    panel, bar, gap = 3.6, 0.65, 0.15
-    fig = plt.figure(figsize=(len(panels) * (panel + bar + gap) + 0.05, panel + 0.6))
-    axes = _panels(fig, 1, len(panels), w=panel, h=panel, top=0.35, bottom=0.25, gap_w=gap, bar=bar, side=0.1)[0]
-    vmax = max(float(np.nanmax(p[1])) if np.isfinite(p[1]).any() else 1.0 for p in panels[:2])
+    # the density panels share one colour scale, hence one colour bar (right of the last of
+    # them); the change panel has its own
+    shared = [lims is None for *_, lims in panels]
+    bars = [not (shared[i] and i + 1 < len(panels) and shared[i + 1]) for i in range(len(panels))]
+    panel, bar, gap, side = 3.6, 0.65, 0.15, 0.1
+    fig = plt.figure(figsize=(side + len(panels) * (panel + gap) + bar * sum(bars), panel + 0.6))
     fw, fh = fig.get_size_inches()
-    for ax, (title, arr, cmap, lims) in zip(axes, panels, strict=True):
+    vmax = max(float(np.nanmax(arr)) if np.isfinite(arr).any() else 1.0 for _, arr, _, lims in panels if lims is None)
+    x = side
+    for (title, arr, cmap, lims), with_bar in zip(panels, bars, strict=True):
+        ax = fig.add_axes((x / fw, 0.25 / fh, panel / fw, panel / fh))
         vmin, vmax_i = lims if lims else (0.0, vmax)
         im = _show(ax, arr, grid, cmap=cmap, vmin=vmin, vmax=vmax_i)
         _outline(ax, geom, grid)
         _bare(ax, title)
-        x0, y0, w, h = ax.get_position().bounds
-        cax = fig.add_axes((x0 + w + 0.12 / fw, y0 + 0.1 * h, 0.15 / fw, 0.8 * h))
-        fig.colorbar(im, cax=cax)
-        cax.tick_params(labelsize=8)
+        x += panel + gap
+        if with_bar:
+            x0, y0, w, h = ax.get_position().bounds
+            cax = fig.add_axes((x0 + w + 0.12 / fw, y0 + 0.1 * h, 0.15 / fw, 0.8 * h))
+            fig.colorbar(im, cax=cax)
+            cax.tick_params(labelsize=8)
+            x += bar
     fig.savefig(path, dpi=DPI, pil_kwargs=PNG)
     plt.close(fig)
     return path
