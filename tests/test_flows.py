@@ -149,8 +149,10 @@ def test_dask_local_cluster_gives_the_serial_results(tmp_path: Path) -> None:
     serial_cfg = write_config(tmp_path / "serial" / "c.toml")
     dask_cfg = write_config(tmp_path / "dask" / "c.toml")
     assert metering_run(config=str(serial_cfg), reports=False, return_state=True).is_completed()
-    state = with_dask(workers=2)(config=str(dask_cfg), reports=False, return_state=True)
+    state = with_dask(workers=2)(config=str(dask_cfg), return_state=True)  # reports drawn by the flow's pool
     assert state.is_completed(), state.message
+    pages = state.result()["reports"]
+    assert set(pages) == SITES and all(Path(p).is_file() for p in pages.values()), pages
     cols = ["site_id", "period_start", "period_end", "sink_tco2e", "sink_tco2e_lower90", "sink_tco2e_upper90",
             "conservative_sink_tco2e"]
     serial = Ledger(f"sqlite:///{tmp_path / 'serial' / 'out' / 'ledger.db'}").current("sinks")[cols]
