@@ -171,14 +171,14 @@ def site_key(run: dict[str, Any], site_id: str, years: list[int] | None, start_y
     return {"key": key, "inputs": inputs, "last_key": ledger.last_success_key(site_id)}
 
 
+#: The run's scratch folder of density maps written for the reports (removed by finish-run).
+REPORT_MAPS = "report-maps"
+
+
 def maps_dir(run: dict[str, Any], site_id: str, *, kept: bool) -> Path:
     """Where a site's density maps go: the run's ``maps`` folder (``maps=True``: an output),
     or, written for its report only, a scratch folder the report removes."""
     return inside(run_config(run).output_dir, "runs", run["run_id"], "maps" if kept else REPORT_MAPS, site_id)
-
-
-#: The run's scratch folder of density maps written for the reports (removed by finish-run).
-REPORT_MAPS = "report-maps"
 
 
 def compute_site_tables(run: dict[str, Any], site_id: str, years: list[int] | None, start_year: int | None,
