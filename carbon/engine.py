@@ -127,7 +127,7 @@ def compute_site(
     geom_ref = to_crs(site.geometry, site.crs, ref_info.crs)
     grid = site_grid(ref_info, geom_ref)
 
-    plan = _Plan.build(site, year_meta, year_list, period_list, class_names, dyn, grid, geom_ref, max_cells)
+    plan = _Plan.build(site, year_meta, year_list, period_list, class_names, dyn, grid, geom_ref, max_cells, ref_info)
     map_writer = None
     with ExitStack() as stack:
         if maps_dir is not None:
@@ -265,11 +265,13 @@ class _Plan:
     class_of_code: np.ndarray  # (year, crosswalk row) class index
     period_index: np.ndarray  # (period, 2) year indices
     direct: bool  # raw codes index the tables (8/16-bit); otherwise codes are looked up first
+    ref: RasterInfo  # the raster whose grid the site grid is a window of
     key: str = field(default_factory=lambda: uuid.uuid4().hex)  # names this site's tasks in a Dask graph
 
     @classmethod
     def build(cls, site: Site, year_meta: dict[int, _Year], years: list[int], periods: list[tuple[int, int]],
-              class_names: list[str], dyn: dynamics.Dynamics, grid: Grid, geom: Any, max_cells: int) -> _Plan:
+              class_names: list[str], dyn: dynamics.Dynamics, grid: Grid, geom: Any, max_cells: int,
+              ref: RasterInfo) -> _Plan:
         dtypes = [np.dtype(i.dtype) for y in years for i in year_meta[y].infos]
         dtype = np.result_type(*dtypes)
         n_codes = np.array([len(year_meta[y].crosswalk.codes) for y in years], dtype=np.int64)
@@ -289,7 +291,7 @@ class _Plan:
         return cls(site, year_meta, years, periods, len(class_names), dyn, grid, geom, max(1, max_cells),
                    AreaModel(grid.crs, grid.transform, grid.height, grid.width), dtype, tables,
                    np.full(len(years), offset, dtype=np.int64), n_codes, class_of_code,
-                   np.array([[index[a], index[b]] for a, b in periods], dtype=np.int64).reshape(-1, 2), direct)
+                   np.array([[index[a], index[b]] for a, b in periods], dtype=np.int64).reshape(-1, 2), direct, ref)
 
     def empty(self, with_agg: bool) -> _Partial:
         y, k = len(self.years), self.n_classes
@@ -313,19 +315,32 @@ def _strip_rows(plan: _Plan, write: bool) -> int:
     return max(1, cells // plan.grid.width)
 
 
-def site_landcover(plan: _Plan, chunk_rows: int) -> xr.Dataset:
+def _chunk_bounds(plan: _Plan) -> list[int]:
+    """Row bounds of the chunks of a large site: about ``CHUNK_CELLS`` each, cut where the
+    reference raster's blocks (tiles) are cut, so no tile is decoded by two chunks."""
+    g, ref = plan.grid, plan.ref
+    align = ref.block_height if 1 <= ref.block_height <= 4096 else CHUNK_ROW_ALIGN
+    rows = max(align, (CHUNK_CELLS // g.width) // align * align)
+    phase = round((g.transform.f - ref.transform.f) / ref.transform.e) % align  # grid row 0 in the raster
+    first = rows - phase if rows > phase else rows + align - phase
+    bounds = [0, *range(first, g.height, rows)]
+    return [*bounds, g.height] if bounds[-1] != g.height else bounds
+
+
+def site_landcover(plan: _Plan, chunks: int | list[int]) -> xr.Dataset:
     """The site's land cover on its reference grid as a lazy, dask-chunked Dataset: ``code``
     (year, y, x; the raw codes of each year's mosaic) and ``valid`` (False where no raster
-    has data), in chunks of ``chunk_rows`` whole rows. Each chunk is read (all years at
-    once) only when computed."""
+    has data), in chunks of whole rows: ``chunks`` rows each, or between the given row
+    bounds. Each chunk is read (all years at once) only when computed."""
     import dask  # noqa: PLC0415
     import dask.array as da  # noqa: PLC0415
 
     g = plan.grid
     n_years = len(plan.years)
+    bounds = chunks if isinstance(chunks, list) else [*range(0, g.height, chunks), g.height]
     codes, valid = [], []
-    for r0 in range(0, g.height, chunk_rows):
-        n = min(chunk_rows, g.height - r0)
+    for r0, r1 in zip(bounds[:-1], bounds[1:], strict=True):
+        n = r1 - r0
         block = dask.delayed(_read_block, pure=True, traverse=False)(plan, r0, n,
                                                                      dask_key_name=f"read-{plan.key}-{r0}")
         codes.append(da.from_delayed(block[0], (n_years, n, g.width), dtype=plan.codes_dtype))
@@ -352,19 +367,18 @@ def _process_chunks(plan: _Plan) -> _Partial:
     ``CHUNK_CELLS``) as the dask-chunked :func:`site_landcover`, each chunk accumulated on
     Dask's threaded scheduler and the partial sums added pairwise in row order."""
     g = plan.grid
-    strip = _strip_rows(plan, plan.dyn.method != "stock_difference")
-    chunk_rows = strip * max(1, CHUNK_CELLS // (strip * g.width))  # whole strips: the same strips either way
-    if chunk_rows >= g.height or THREADS == 1:
+    if g.width * g.height <= CHUNK_CELLS or THREADS == 1:
         return _process_rows(plan, 0, g.height)
     import dask  # noqa: PLC0415
     import dask.threaded  # noqa: PLC0415
 
-    stack = site_landcover(plan, chunk_rows)
+    stack = site_landcover(plan, _chunk_bounds(plan))
     code_blocks = stack["code"].data.to_delayed().ravel()
     valid_blocks = stack["valid"].data.to_delayed().ravel()
+    starts = np.cumsum((0,) + stack["code"].chunks[1])
     parts = [dask.delayed(_process_rows, pure=True, traverse=False)(
-                 plan, r0, min(r0 + chunk_rows, g.height), block=(cb, vb), dask_key_name=f"sum-{plan.key}-{r0}")
-             for r0, cb, vb in zip(range(0, g.height, chunk_rows), code_blocks, valid_blocks, strict=True)]
+                 plan, int(r0), int(r1), block=(cb, vb), dask_key_name=f"sum-{plan.key}-{r0}")
+             for r0, r1, cb, vb in zip(starts[:-1], starts[1:], code_blocks, valid_blocks, strict=True)]
     while len(parts) > 1:  # a balanced tree: partial sums are freed as soon as they are added
         parts = [dask.delayed(operator.add)(parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i]
                  for i in range(0, len(parts), 2)]

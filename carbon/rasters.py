@@ -47,6 +47,7 @@ class RasterInfo:
     height: int
     dtype: str
     nodata: float | None
+    block_height: int = 1  # rows per internal block (tile or strip) of band 1
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -92,6 +93,7 @@ def inspect_raster(path: str) -> RasterInfo:
                 height=src.height,
                 dtype=src.dtypes[0],
                 nodata=src.nodata,
+                block_height=int(src.block_shapes[0][0]) if src.block_shapes else 1,
             )
             count = src.count
     except RasterioError as exc:

@@ -52,7 +52,7 @@ def test_chunked_stock_difference_equals_one_pass_and_numpy_counts(willamette, m
     site = box_site(d / "lulc_samp_cur.tif")
     monkeypatch.setattr(engine, "THREADS", 1)
     serial = compute_site(site, catalog, coef, draws=500)  # one strip
-    _chunked(monkeypatch, 100_000)  # 1889 x 1325 pixels: strips of 60 rows, a chunk each
+    _chunked(monkeypatch, 100_000)  # 1889 x 1325 pixels in 256 x 256 tiles: chunks of 256 rows
     calls: list[int] = []
     real = engine._process_rows
 
@@ -62,7 +62,7 @@ def test_chunked_stock_difference_equals_one_pass_and_numpy_counts(willamette, m
 
     monkeypatch.setattr(engine, "_process_rows", spy)
     chunked = compute_site(site, catalog, coef, draws=500, max_cells=20_000)
-    assert len(calls) == 32  # it did run in chunks
+    assert sorted(calls) == list(range(0, 1889, 256))  # cut where the tiles are  # it did run in chunks
     _tables_equal(serial, chunked)
     assert serial.provenance["years"] == chunked.provenance["years"]  # the same codes digest, so the same draws
     assert serial.provenance["monte_carlo"] == chunked.provenance["monte_carlo"]
@@ -95,7 +95,7 @@ def test_site_landcover_is_a_lazy_chunked_stack_of_the_rasters(willamette) -> No
     grid = engine.site_grid(ref, engine.to_crs(site.geometry, site.crs, ref.crs))
     plan = engine._Plan.build(site, year_meta, years, [(years[0], years[1])], class_names,
                               engine.site_dynamics(site, coef), grid, engine.to_crs(site.geometry, site.crs, ref.crs),
-                              engine.DEFAULT_MAX_CELLS)
+                              engine.DEFAULT_MAX_CELLS, ref)
     ds = engine.site_landcover(plan, 500)
     assert ds["code"].chunks[1] == (500, 500, 500, 389)  # rows in chunks, nothing read yet
     assert ds.sizes == {"year": 2, "y": 1889, "x": 1325}
@@ -166,3 +166,17 @@ def test_kernel_matches_numpy(use_cov: bool) -> None:
         np.testing.assert_array_equal(classes[y][inside], ref["classes"][y])
         assert (classes[y][~inside] == kernels.INVALID).all()
     np.testing.assert_allclose(weight[inside], ((area * cov) / 1e4).reshape(-1)[inside], rtol=1e-12)
+
+
+def test_chunks_are_cut_where_the_reference_tiles_are(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from affine import Affine
+
+    monkeypatch.setattr(engine, "CHUNK_CELLS", 1000 * 600)
+    ref = SimpleNamespace(block_height=256, transform=Affine(30, 0, 0, 0, -30, 0))
+    # the site grid starts at raster row 100: tiles end at grid rows 156, 412, 668, ...
+    grid = SimpleNamespace(width=1000, height=1500, transform=Affine(30, 0, 0, 0, -30, -3000))
+    bounds = engine._chunk_bounds(SimpleNamespace(grid=grid, ref=ref))
+    assert bounds == [0, 412, 924, 1436, 1500]  # 512 rows each (600 rounded down to whole tiles)
+    assert all((b + 100) % 256 == 0 for b in bounds[1:-1])
