@@ -14,6 +14,7 @@ import hashlib
 import uuid
 import operator
 import os
+import queue
 from collections import defaultdict
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -267,6 +268,7 @@ class _Plan:
     direct: bool  # raw codes index the tables (8/16-bit); otherwise codes are looked up first
     ref: RasterInfo  # the raster whose grid the site grid is a window of
     key: str = field(default_factory=lambda: uuid.uuid4().hex)  # names this site's tasks in a Dask graph
+    reader_sets: queue.Queue = field(default_factory=queue.Queue, repr=False)  # open rasters lent to tasks
 
     @classmethod
     def build(cls, site: Site, year_meta: dict[int, _Year], years: list[int], periods: list[tuple[int, int]],
@@ -357,39 +359,52 @@ def _read_block(plan: _Plan, row0: int, nrows: int) -> tuple[np.ndarray, np.ndar
     raw = np.empty((len(plan.years), nrows, g.width), dtype=plan.codes_dtype)
     valid = np.empty(raw.shape, dtype=bool)
     with ExitStack() as stack:
-        for i, y in enumerate(plan.years):
-            YearReader(plan.year_meta[y].infos, g, stack).read_into(row0, nrows, raw[i], valid[i])
+        readers = [YearReader(plan.year_meta[y].infos, g, stack) for y in plan.years]
+        for i, reader in enumerate(readers):
+            reader.read_into(row0, nrows, raw[i], valid[i])
     return raw, valid
 
 
 def _process_chunks(plan: _Plan) -> _Partial:
-    """The whole site: read strip by strip for a small site; a large one (more than
-    ``CHUNK_CELLS``) as the dask-chunked :func:`site_landcover`, each chunk accumulated on
-    Dask's threaded scheduler and the partial sums added pairwise in row order."""
+    """The whole site, strip by strip; a large one (more than ``CHUNK_CELLS`` cells) in
+    chunks of rows cut where the reference raster's tiles are (the chunks of
+    :func:`site_landcover`), accumulated on Dask's threaded scheduler, their partial sums
+    added pairwise in row order."""
     g = plan.grid
     if g.width * g.height <= CHUNK_CELLS or THREADS == 1:
         return _process_rows(plan, 0, g.height)
     import dask  # noqa: PLC0415
     import dask.threaded  # noqa: PLC0415
 
-    stack = site_landcover(plan, _chunk_bounds(plan))
-    code_blocks = stack["code"].data.to_delayed().ravel()
-    valid_blocks = stack["valid"].data.to_delayed().ravel()
-    starts = np.cumsum((0,) + stack["code"].chunks[1])
-    parts = [dask.delayed(_process_rows, pure=True, traverse=False)(
-                 plan, int(r0), int(r1), block=(cb, vb), dask_key_name=f"sum-{plan.key}-{r0}")
-             for r0, r1, cb, vb in zip(starts[:-1], starts[1:], code_blocks, valid_blocks, strict=True)]
+    bounds = _chunk_bounds(plan)
+    parts = [dask.delayed(_process_chunk, pure=True)(plan, r0, r1, dask_key_name=f"sum-{plan.key}-{r0}")
+             for r0, r1 in zip(bounds[:-1], bounds[1:], strict=True)]
     while len(parts) > 1:  # a balanced tree: partial sums are freed as soon as they are added
         parts = [dask.delayed(operator.add)(parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i]
                  for i in range(0, len(parts), 2)]
-    (total,) = dask.compute(parts[0], scheduler=dask.threaded.get, num_workers=THREADS)
+    with ExitStack() as stack:
+        # one set of open rasters per thread, lent to a task for all its strips (a dataset is
+        # used by one thread at a time; consecutive strips then share GDAL's cached tiles)
+        for _ in range(THREADS):
+            plan.reader_sets.put([YearReader(plan.year_meta[y].infos, g, stack) for y in plan.years])
+        (total,) = dask.compute(parts[0], scheduler=dask.threaded.get, num_workers=THREADS)
     return total
 
 
+def _process_chunk(plan: _Plan, row0: int, row1: int) -> _Partial:
+    """Rows ``row0 .. row1`` on this thread, strip by strip, with a set of open rasters lent
+    for the whole chunk (consecutive strips share GDAL's cached tiles)."""
+    readers = plan.reader_sets.get()
+    try:
+        return _process_rows(plan, row0, row1, readers=readers)
+    finally:
+        plan.reader_sets.put(readers)
+
+
 def _process_rows(plan: _Plan, row0: int, row1: int, map_writer: Any = None, map_coef: Any = None,
-                  block: tuple[np.ndarray, np.ndarray] | None = None) -> _Partial:
-    """Rows ``row0 .. row1`` of the site grid, strip by strip (docs/methods.md §3-§5); read
-    here, or taken from ``block`` (codes, valid) when a chunk was read already."""
+                  readers: list[YearReader] | None = None) -> _Partial:
+    """Rows ``row0 .. row1`` of the site grid, strip by strip (docs/methods.md §3-§5), read
+    with ``readers`` (one per year) or with rasters opened here."""
     g = plan.grid
     method = plan.dyn.method
     write = map_writer is not None or method != "stock_difference"
@@ -398,7 +413,8 @@ def _process_rows(plan: _Plan, row0: int, row1: int, map_writer: Any = None, map
     n_years = len(plan.years)
     rows_per_strip = _strip_rows(plan, write)
     with ExitStack() as stack:
-        readers = [YearReader(plan.year_meta[y].infos, g, stack) for y in plan.years] if block is None else []
+        if readers is None:
+            readers = [YearReader(plan.year_meta[y].infos, g, stack) for y in plan.years]
         for row_off in range(row0, row1, rows_per_strip):
             nrows = min(rows_per_strip, row1 - row_off)
             everywhere = rows_inside(plan.geom, g, row_off, nrows)
@@ -411,14 +427,10 @@ def _process_rows(plan: _Plan, row0: int, row1: int, map_writer: Any = None, map
                     if map_writer is not None:
                         map_writer.write_empty(row_off, nrows)
                     continue
-            if block is None:
-                raw = np.empty((n_years, nrows, g.width), dtype=plan.codes_dtype)
-                valid = np.empty((n_years, nrows, g.width), dtype=bool)
-                for i, reader in enumerate(readers):
-                    reader.read_into(row_off, nrows, raw[i], valid[i])
-            else:
-                raw = block[0][:, row_off - row0: row_off - row0 + nrows]
-                valid = block[1][:, row_off - row0: row_off - row0 + nrows]
+            raw = np.empty((n_years, nrows, g.width), dtype=plan.codes_dtype)
+            valid = np.empty((n_years, nrows, g.width), dtype=bool)
+            for i, reader in enumerate(readers):
+                reader.read_into(row_off, nrows, raw[i], valid[i])
             # the digest of the codes read (the seed of the draws) goes row by row over the rows
             # that reach into the site, so it does not depend on strips, chunks or threads
             rows = range(nrows) if inside is None else np.flatnonzero(inside.any(axis=1))
