@@ -99,9 +99,10 @@ def _largest_remainder(shares: list[float], total: int) -> list[int]:
 
 def vintages(start: dt.date, end: dt.date, figures: dict[str, Any]) -> list[dict]:
     """Split a monitoring period (inclusive dates) into calendar-year vintages, pro rata by
-    days: every t CO2e figure of the period is shared out by the vintage's days. The issuable
-    quantity of the period is its net rounded down to whole t CO2e (never over-issue), handed
-    out to the vintages by largest remainder; buffer credits likewise."""
+    days: every t CO2e figure of the period is shared out by the vintage's days. Each
+    vintage's issuable quantity is its own net rounded down to whole t CO2e, so neither a
+    vintage nor the period is ever over-issued; buffer credits are the period's buffer rounded
+    down, handed out to the vintages by largest remainder."""
     total_days = (end - start).days + 1
     out = []
     year_start = start
@@ -116,7 +117,7 @@ def vintages(start: dt.date, end: dt.date, figures: dict[str, Any]) -> list[dict
         year_start = dt.date(year_start.year + 1, 1, 1)
     net = max(figures["net_creditable_tco2e"], 0.0)
     buffer = max(figures["buffer_tco2e"], 0.0)
-    issuable = _largest_remainder([net * r["vintage_share"] for r in out], math.floor(net + 1e-9))
+    issuable = [math.floor(net * r["vintage_share"] + 1e-9) for r in out]
     credits = _largest_remainder([buffer * r["vintage_share"] for r in out], math.floor(buffer + 1e-9))
     for r, q, b in zip(out, issuable, credits, strict=True):
         r["issuable_tco2e"] = q
