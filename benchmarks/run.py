@@ -1,6 +1,6 @@
 """carbon-sink benchmarks: one command, every figure side by side.
 
-    cd /work/main && uv run python benchmarks/run.py            # the targets (about 13 min on 2 cores)
+    cd /work/main && uv run python benchmarks/run.py            # the targets (about 9 min on 2 cores)
     uv run python benchmarks/run.py --size 2000 --big 4000 --sites 50   # a quick smoke run
 
 (a) carbon-sink vs InVEST Carbon 3.20.2 on the same N x N current/future pair (totals after the
