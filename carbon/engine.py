@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-import operator
 import os
 import queue
 from collections import defaultdict
@@ -216,8 +215,8 @@ def compute_site(
 CHUNK_CELLS = 4_194_304
 #: Chunk heights are multiples of this (the usual tile height), so a tile is decoded once.
 CHUNK_ROW_ALIGN = 256
-#: Threads for the chunks of one site (default: the machine's cores).
-THREADS = int(os.environ.get("CARBON_SINK_THREADS", "0")) or (os.cpu_count() or 1)
+#: Threads for the chunks of one site (default: the machine's cores, at most 4; each holds a strip).
+THREADS = int(os.environ.get("CARBON_SINK_THREADS", "0")) or min(4, os.cpu_count() or 1)
 _NO_COVERAGE = np.ones((1, 1))  # the kernel's coverage argument when every cell is inside
 
 
@@ -312,8 +311,12 @@ class _Plan:
 
 
 def _strip_rows(plan: _Plan, write: bool) -> int:
-    # the per-pixel history holds several arrays per cell; totals alone hold the codes only
-    cells = plan.max_cells if write else TOTALS_STRIP_FACTOR * plan.max_cells
+    # the per-pixel history holds several arrays per cell; totals alone hold the codes only,
+    # TOTALS_STRIP_FACTOR * max_cells cells over two years, fewer per year when there are more
+    if write:
+        cells = plan.max_cells
+    else:
+        cells = TOTALS_STRIP_FACTOR * plan.max_cells * 2 // max(2, len(plan.years))
     return max(1, cells // plan.grid.width)
 
 
@@ -380,32 +383,50 @@ def _process_chunks(plan: _Plan) -> _Partial:
     parts = [dask.delayed(_process_chunk, pure=True)(plan, r0, r1, dask_key_name=f"sum-{plan.key}-{r0}")
              for r0, r1 in zip(bounds[:-1], bounds[1:], strict=True)]
     while len(parts) > 1:  # a balanced tree: partial sums are freed as soon as they are added
-        parts = [dask.delayed(operator.add)(parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i]
+        parts = [dask.delayed(_add)(parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i]
                  for i in range(0, len(parts), 2)]
     with ExitStack() as stack:
         # one set of open rasters per thread, lent to a task for all its strips (a dataset is
-        # used by one thread at a time; consecutive strips then share GDAL's cached tiles)
+        # used by one thread at a time; consecutive strips then share GDAL's cached tiles), with
+        # the thread's own copy of the site polygon (GEOS prepared geometries are not shared)
         for _ in range(THREADS):
-            plan.reader_sets.put([YearReader(plan.year_meta[y].infos, g, stack) for y in plan.years])
+            geom = shapely.from_wkb(shapely.to_wkb(plan.geom))
+            shapely.prepare(geom)
+            plan.reader_sets.put(([YearReader(plan.year_meta[y].infos, g, stack) for y in plan.years], geom))
+        # a failed chunk comes back as a value, so every task has ended before the rasters close
         (total,) = dask.compute(parts[0], scheduler=dask.threaded.get, num_workers=THREADS)
+    if isinstance(total, BaseException):
+        raise total
     return total
 
 
-def _process_chunk(plan: _Plan, row0: int, row1: int) -> _Partial:
+def _add(a: _Partial | BaseException, b: _Partial | BaseException) -> _Partial | BaseException:
+    if isinstance(a, BaseException):
+        return a
+    if isinstance(b, BaseException):
+        return b
+    return a + b
+
+
+def _process_chunk(plan: _Plan, row0: int, row1: int) -> _Partial | Exception:
     """Rows ``row0 .. row1`` on this thread, strip by strip, with a set of open rasters lent
     for the whole chunk (consecutive strips share GDAL's cached tiles)."""
-    readers = plan.reader_sets.get()
+    readers, geom = plan.reader_sets.get()
     try:
-        return _process_rows(plan, row0, row1, readers=readers)
+        return _process_rows(plan, row0, row1, readers=readers, geom=geom)
+    except Exception as exc:  # noqa: BLE001 - raised by _process_chunks once every chunk has ended
+        return exc
     finally:
-        plan.reader_sets.put(readers)
+        plan.reader_sets.put((readers, geom))
 
 
 def _process_rows(plan: _Plan, row0: int, row1: int, map_writer: Any = None, map_coef: Any = None,
-                  readers: list[YearReader] | None = None) -> _Partial:
+                  readers: list[YearReader] | None = None, geom: Any = None) -> _Partial:
     """Rows ``row0 .. row1`` of the site grid, strip by strip (docs/methods.md §3-§5), read
-    with ``readers`` (one per year) or with rasters opened here."""
+    with ``readers`` (one per year) or with rasters opened here; ``geom``: this thread's copy
+    of the site polygon."""
     g = plan.grid
+    geom = plan.geom if geom is None else geom
     method = plan.dyn.method
     write = map_writer is not None or method != "stock_difference"
     part = plan.empty(write)
@@ -417,11 +438,11 @@ def _process_rows(plan: _Plan, row0: int, row1: int, map_writer: Any = None, map
             readers = [YearReader(plan.year_meta[y].infos, g, stack) for y in plan.years]
         for row_off in range(row0, row1, rows_per_strip):
             nrows = min(rows_per_strip, row1 - row_off)
-            everywhere = rows_inside(plan.geom, g, row_off, nrows)
+            everywhere = rows_inside(geom, g, row_off, nrows)
             if everywhere:  # whole rows inside the site: no coverage array, no masking
                 cov, inside = _NO_COVERAGE, None
             else:
-                cov = coverage_fraction(plan.geom, g, row_off, nrows)
+                cov = coverage_fraction(geom, g, row_off, nrows)
                 inside = cov > 0
                 if not inside.any():
                     if map_writer is not None:

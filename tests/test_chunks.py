@@ -180,3 +180,44 @@ def test_chunks_are_cut_where_the_reference_tiles_are(monkeypatch) -> None:
     bounds = engine._chunk_bounds(SimpleNamespace(grid=grid, ref=ref))
     assert bounds == [0, 412, 924, 1436, 1500]  # 512 rows each (600 rounded down to whole tiles)
     assert all((b + 100) % 256 == 0 for b in bounds[1:-1])
+
+
+def test_chunked_polygon_site_with_boundary_pixels_equals_one_pass(willamette, monkeypatch) -> None:
+    d, catalog, coef = willamette
+    with rasterio.open(d / "lulc_samp_cur.tif") as src:
+        cx, cy = (src.bounds.left + src.bounds.right) / 2, (src.bounds.bottom + src.bounds.top) / 2
+        site = box_site(d / "lulc_samp_cur.tif")
+    import shapely
+
+    from carbon.sites import Site
+
+    circle = Site("circle", "circle", "other", "*", shapely.Point(cx, cy).buffer(20_000, quad_segs=64), site.crs)
+    monkeypatch.setattr(engine, "THREADS", 1)
+    serial = compute_site(circle, catalog, coef, draws=500)
+    _chunked(monkeypatch, 100_000)
+    monkeypatch.setattr(engine, "THREADS", 3)
+    chunked = compute_site(circle, catalog, coef, draws=500, max_cells=20_000)
+    _tables_equal(serial, chunked)
+    # partial pixels count by their share: the area is the circle's, not a whole number of pixels
+    assert chunked.provenance["site_area_ha"] == pytest.approx(serial.provenance["site_area_ha"], rel=1e-12)
+    assert chunked.provenance["site_area_ha"] % 0.09 != pytest.approx(0, abs=1e-6)
+
+
+def test_a_failing_chunk_fails_the_site_after_the_other_chunks_end(willamette, monkeypatch) -> None:
+    d, catalog, coef = willamette
+    site = box_site(d / "lulc_samp_cur.tif")
+    _chunked(monkeypatch, 100_000)
+    real = engine._process_rows
+    ended: list[int] = []
+
+    def flaky(plan, row0, row1, *args, **kwargs):  # noqa: ANN001, ANN202
+        if row0 == 256:
+            raise engine.InputError("cannot read raster (corrupt or truncated?)", path="tile.tif")
+        out = real(plan, row0, row1, *args, **kwargs)
+        ended.append(row0)
+        return out
+
+    monkeypatch.setattr(engine, "_process_rows", flaky)
+    with pytest.raises(engine.InputError, match="corrupt or truncated"):
+        compute_site(site, catalog, coef, draws=100)
+    assert sorted(ended) == [r for r in range(0, 1889, 256) if r != 256]  # every other chunk ran to its end
