@@ -11,9 +11,9 @@ size, never by the raster size.
 from __future__ import annotations
 
 import hashlib
-import uuid
 import os
 import queue
+import uuid
 from collections import defaultdict
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -32,7 +32,7 @@ from carbon.coverage import coverage_fraction, rows_inside
 from carbon.errors import CarbonSinkError, InputError
 from carbon.rasters import Grid, RasterInfo, YearReader, inspect_raster, intersects, nominal_pixel_area_m2, site_grid, to_crs
 from carbon.sites import Site
-from carbon.tables import CatalogEntry, CoefficientSet, Crosswalk, code_table, invest_crosswalk, load_crosswalk
+from carbon.tables import CatalogEntry, CoefficientSet, Crosswalk, code_offset, code_table, invest_crosswalk, load_crosswalk
 
 #: Cells per strip: bounds the memory of one site, whatever the raster size.
 DEFAULT_MAX_CELLS = 262_144
@@ -127,7 +127,7 @@ def compute_site(
     geom_ref = to_crs(site.geometry, site.crs, ref_info.crs)
     grid = site_grid(ref_info, geom_ref)
 
-    plan = _Plan.build(site, year_meta, year_list, period_list, class_names, dyn, grid, geom_ref, max_cells, ref_info)
+    plan = _Plan.build(year_meta, year_list, period_list, class_names, dyn, grid, geom_ref, max_cells, ref_info)
     map_writer = None
     with ExitStack() as stack:
         if maps_dir is not None:
@@ -213,7 +213,7 @@ def compute_site(
 #: Cells per chunk of a large site: chunks are read and accumulated on separate threads
 #: (the kernel and GDAL release the GIL), each in strips of ``max_cells``.
 CHUNK_CELLS = 4_194_304
-#: Chunk heights are multiples of this (the usual tile height), so a tile is decoded once.
+#: Chunk height unit when the reference raster's own block height is unusable.
 CHUNK_ROW_ALIGN = 256
 #: Threads for the chunks of one site (default: the machine's cores, at most 4; each holds a strip).
 THREADS = int(os.environ.get("CARBON_SINK_THREADS", "0")) or min(4, os.cpu_count() or 1)
@@ -231,7 +231,7 @@ class _Partial:
     nodata_ha: np.ndarray  # (year,)
     unknown: np.ndarray  # (year,) valid pixels whose code no crosswalk row has
     trans: np.ndarray  # (period, class, class) ha; stock difference without maps only
-    digests: list[list[bytes]]  # per year, the SHA-256 of each strip's codes and validity, in row order
+    digests: list[list[bytes]]  # per year, the SHA-256 of each row's codes and validity, in row order
     agg: dynamics.Aggregates | None  # gain-loss, or any method with maps: the per-pixel history
 
     def __add__(self, other: _Partial) -> _Partial:
@@ -248,7 +248,6 @@ class _Partial:
 class _Plan:
     """Everything the strips of one site share (read-only once built)."""
 
-    site: Site
     year_meta: dict[int, _Year]
     years: list[int]
     periods: list[tuple[int, int]]
@@ -270,7 +269,7 @@ class _Plan:
     reader_sets: queue.Queue = field(default_factory=queue.Queue, repr=False)  # open rasters lent to tasks
 
     @classmethod
-    def build(cls, site: Site, year_meta: dict[int, _Year], years: list[int], periods: list[tuple[int, int]],
+    def build(cls, year_meta: dict[int, _Year], years: list[int], periods: list[tuple[int, int]],
               class_names: list[str], dyn: dynamics.Dynamics, grid: Grid, geom: Any, max_cells: int,
               ref: RasterInfo) -> _Plan:
         dtypes = [np.dtype(i.dtype) for y in years for i in year_meta[y].infos]
@@ -283,13 +282,13 @@ class _Plan:
         direct = dtype.kind in "ui" and dtype.itemsize <= 2
         if direct:
             tables = np.stack([code_table(year_meta[y].crosswalk.codes, dtype.str) for y in years]).astype(np.int64)
-            offset = 0 if dtype.kind == "u" else 1 << (8 * dtype.itemsize - 1)
+            offset = code_offset(dtype)
         else:  # codes are replaced by their crosswalk rows (n_codes: unknown) before the kernel
             tables = np.tile(np.arange(width + 1, dtype=np.int64), (len(years), 1))
             offset = 0
         index = {y: i for i, y in enumerate(years)}
         shapely.prepare(geom)  # many containment tests, from several threads
-        return cls(site, year_meta, years, periods, len(class_names), dyn, grid, geom, max(1, max_cells),
+        return cls(year_meta, years, periods, len(class_names), dyn, grid, geom, max(1, max_cells),
                    AreaModel(grid.crs, grid.transform, grid.height, grid.width), dtype, tables,
                    np.full(len(years), offset, dtype=np.int64), n_codes, class_of_code,
                    np.array([[index[a], index[b]] for a, b in periods], dtype=np.int64).reshape(-1, 2), direct, ref)
@@ -301,12 +300,15 @@ class _Plan:
                         np.zeros(y, dtype=np.int64), np.zeros((len(self.periods), k, k)), [[] for _ in self.years],
                         dynamics.Aggregates(k, self.years, self.periods) if with_agg else None)
 
+    def class_areas(self, code_area: np.ndarray) -> np.ndarray:
+        """(year, class) ha from (year, crosswalk row) ha."""
+        return np.stack([np.bincount(self.class_of_code[i, : self.n_codes[i]],
+                                     weights=code_area[i, : self.n_codes[i]], minlength=self.n_classes)
+                         for i in range(len(self.years))])
+
     def stock_difference_aggregates(self, part: _Partial) -> dynamics.Aggregates:
         agg = dynamics.Aggregates(self.n_classes, self.years, self.periods)
-        year_area = np.stack([np.bincount(self.class_of_code[i, : self.n_codes[i]],
-                                          weights=part.code_area[i, : self.n_codes[i]], minlength=self.n_classes)
-                              for i in range(len(self.years))])
-        agg.add_totals(year_area, {p: part.trans[i] for i, p in enumerate(self.periods)})
+        agg.add_totals(self.class_areas(part.code_area), {p: part.trans[i] for i, p in enumerate(self.periods)})
         return agg
 
 
@@ -358,13 +360,17 @@ def site_landcover(plan: _Plan, chunks: int | list[int]) -> xr.Dataset:
 
 
 def _read_block(plan: _Plan, row0: int, nrows: int) -> tuple[np.ndarray, np.ndarray]:
-    g = plan.grid
-    raw = np.empty((len(plan.years), nrows, g.width), dtype=plan.codes_dtype)
-    valid = np.empty(raw.shape, dtype=bool)
     with ExitStack() as stack:
-        readers = [YearReader(plan.year_meta[y].infos, g, stack) for y in plan.years]
-        for i, reader in enumerate(readers):
-            reader.read_into(row0, nrows, raw[i], valid[i])
+        return _read_rows(plan, [YearReader(plan.year_meta[y].infos, plan.grid, stack) for y in plan.years],
+                          row0, nrows)
+
+
+def _read_rows(plan: _Plan, readers: list[YearReader], row0: int, nrows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every year's codes and validity of rows ``row0 .. row0 + nrows``: (year, rows, columns)."""
+    raw = np.empty((len(plan.years), nrows, plan.grid.width), dtype=plan.codes_dtype)
+    valid = np.empty(raw.shape, dtype=bool)
+    for i, reader in enumerate(readers):
+        reader.read_into(row0, nrows, raw[i], valid[i])
     return raw, valid
 
 
@@ -429,6 +435,7 @@ def _process_rows(plan: _Plan, row0: int, row1: int, map_writer: Any = None, map
     geom = plan.geom if geom is None else geom
     method = plan.dyn.method
     write = map_writer is not None or method != "stock_difference"
+    strip_areas = write and method == "stock_difference"
     part = plan.empty(write)
     periods = plan.period_index[:0] if write else plan.period_index  # with classes, Aggregates counts transitions
     n_years = len(plan.years)
@@ -448,10 +455,7 @@ def _process_rows(plan: _Plan, row0: int, row1: int, map_writer: Any = None, map
                     if map_writer is not None:
                         map_writer.write_empty(row_off, nrows)
                     continue
-            raw = np.empty((n_years, nrows, g.width), dtype=plan.codes_dtype)
-            valid = np.empty((n_years, nrows, g.width), dtype=bool)
-            for i, reader in enumerate(readers):
-                reader.read_into(row_off, nrows, raw[i], valid[i])
+            raw, valid = _read_rows(plan, readers, row_off, nrows)
             # the digest of the codes read (the seed of the draws) goes row by row over the rows
             # that reach into the site, so it does not depend on strips, chunks or threads
             rows = range(nrows) if inside is None else np.flatnonzero(inside.any(axis=1))
@@ -471,24 +475,21 @@ def _process_rows(plan: _Plan, row0: int, row1: int, map_writer: Any = None, map
             n = nrows * g.width if write else 0
             classes = np.empty((n_years, n), dtype=np.int32)
             weight = np.empty(n)
-            code_area = np.zeros_like(part.code_area) if write else part.code_area
-            nodata = part.nodata_ha if not write else np.zeros(n_years)
+            # stock difference with maps takes the strip's class areas from its code areas
+            code_area = np.zeros_like(part.code_area) if strip_areas else part.code_area
             part.site_ha += kernels.accumulate_strip(
                 codes, valid, plan.tables, plan.offsets, plan.n_codes, plan.class_of_code,
                 strip.row_m2, strip.ratio, strip.j, strip.t, cov, not everywhere, periods,
-                code_area, part.pixels, nodata, part.unknown, part.trans, classes, weight, write)
+                code_area, part.pixels, part.nodata_ha, part.unknown, part.trans, classes, weight, write)
             if not write:
                 continue
-            part.code_area += code_area
-            part.nodata_ha += nodata
+            if strip_areas:
+                part.code_area += code_area
             if part.unknown.any():
                 continue  # the site fails: the codes are listed by _unknown_codes
             if not everywhere:
                 flat = inside.reshape(-1)
                 classes, weight = classes[:, flat], weight[flat]
-            year_area = np.stack([np.bincount(plan.class_of_code[i, : plan.n_codes[i]],
-                                              weights=code_area[i, : plan.n_codes[i]], minlength=plan.n_classes)
-                                  for i in range(n_years)])
             on_year = None
             if map_writer is not None:
                 if inside is None:
@@ -499,7 +500,8 @@ def _process_rows(plan: _Plan, row0: int, row1: int, map_writer: Any = None, map
                     density = dynamics.pixel_density(_c[plan.years.index(y)], ages, map_coef, lam)
                     map_writer.write_year(y, _r, _n, _inside, density)
             assert part.agg is not None
-            part.agg.add(classes, weight, plan.dyn, on_year=on_year, year_area=year_area)
+            part.agg.add(classes, weight, plan.dyn, on_year=on_year,
+                         year_area=plan.class_areas(code_area) if strip_areas else None)
     return part
 
 

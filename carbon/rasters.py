@@ -9,12 +9,11 @@ grid by nearest neighbour; a raster already on that grid is read as it is.
 
 from __future__ import annotations
 
-from typing import Any
-
 import math
 import os
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import rasterio

@@ -67,7 +67,7 @@ class Crosswalk:
         indexed by code for 8- and 16-bit rasters, a binary search otherwise)."""
         if codes.dtype.kind in "ui" and codes.dtype.itemsize <= 2:
             table = code_table(self.codes, codes.dtype.str)
-            offset = 0 if codes.dtype.kind == "u" else 1 << (8 * codes.dtype.itemsize - 1)
+            offset = code_offset(codes.dtype)
             idx = table[codes.astype(np.int32) + offset] if offset else table[codes]
             known = idx < len(self.codes)
             return np.where(known, idx, 0) if not known.all() else idx, known
@@ -78,6 +78,11 @@ class Crosswalk:
 
 
 _CODE_TABLES: dict[tuple[bytes, str], np.ndarray] = {}
+
+
+def code_offset(dtype: np.dtype) -> int:
+    """What a raw 8/16-bit code adds to become its position in :func:`code_table`."""
+    return 0 if dtype.kind == "u" else 1 << (8 * dtype.itemsize - 1)
 
 
 def code_table(codes: np.ndarray, dtype: str) -> np.ndarray:

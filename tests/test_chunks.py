@@ -93,7 +93,7 @@ def test_site_landcover_is_a_lazy_chunked_stack_of_the_rasters(willamette) -> No
     class_names = engine._class_names(coef, year_meta)
     ref_year, ref = engine._reference(site, year_meta)
     grid = engine.site_grid(ref, engine.to_crs(site.geometry, site.crs, ref.crs))
-    plan = engine._Plan.build(site, year_meta, years, [(years[0], years[1])], class_names,
+    plan = engine._Plan.build(year_meta, years, [(years[0], years[1])], class_names,
                               engine.site_dynamics(site, coef), grid, engine.to_crs(site.geometry, site.crs, ref.crs),
                               engine.DEFAULT_MAX_CELLS, ref)
     ds = engine.site_landcover(plan, 500)
