@@ -40,9 +40,9 @@ def cmd_engine(a: argparse.Namespace) -> dict:
     import pyproj
     import shapely
 
-    from carbon.engine import compute_site
-    from carbon.sites import Site
-    from carbon.tables import load_catalog, load_coefficients
+    from carbon.pipeline.site import compute_site
+    from carbon.rules.site import Site
+    from carbon.io.tables import load_catalog, load_coefficients
 
     rss_import = current_rss_mb()
     catalog = load_catalog(a.catalog)
@@ -123,8 +123,8 @@ def cmd_io(a: argparse.Namespace) -> dict:
 
 
 def _site_ids(config: str, n: int | None) -> list[str] | None:
-    from carbon.config import load_config
-    from carbon.sites import load_sites
+    from carbon.io.config import load_config
+    from carbon.io.sites import load_sites
 
     ids = [s.site_id for s in load_sites(load_config(config).sites)]
     return None if n is None or n >= len(ids) else ids[:n]
@@ -166,7 +166,7 @@ def cmd_flow(a: argparse.Namespace) -> dict:
 
 
 def cmd_config(a: argparse.Namespace) -> dict:
-    from carbon.engine import compute_config
+    from carbon.pipeline.loop import compute_config
 
     site_ids = _site_ids(a.config, a.n)
     t0 = time.perf_counter()
@@ -179,12 +179,13 @@ def cmd_config(a: argparse.Namespace) -> dict:
 def cmd_mc(a: argparse.Namespace) -> dict:
     import statistics
 
-    from carbon import dynamics, uncertainty
-    from carbon.config import load_config
-    from carbon.constants import CO2_PER_C
-    from carbon.engine import compute_site
-    from carbon.sites import load_sites, select_sites
-    from carbon.tables import load_catalog, load_coefficients
+    from carbon.rules import dynamics, uncertainty
+    from carbon.io.config import load_config
+    from carbon.rules.vocabulary import CO2_PER_C
+    from carbon.pipeline.site import compute_site
+    from carbon.io.sites import load_sites
+    from carbon.rules.site import select_sites
+    from carbon.io.tables import load_catalog, load_coefficients
 
     cfg = load_config(a.config)
     site = select_sites(load_sites(cfg.sites), [a.site_id])[0]

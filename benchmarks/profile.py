@@ -58,9 +58,9 @@ def profile_engine(size: int) -> None:
     import shapely
     from pyinstrument import Profiler
 
-    from carbon.engine import compute_site
-    from carbon.sites import Site
-    from carbon.tables import load_catalog, load_coefficients
+    from carbon.pipeline.site import compute_site
+    from carbon.rules.site import Site
+    from carbon.io.tables import load_catalog, load_coefficients
 
     pair = generate.make_pair(size, "patchy")
     catalog = load_catalog(generate.write_catalog(generate.WORK / f"catalog_{size}.csv", pair, "lucode"))
@@ -164,7 +164,7 @@ def profile_memory(size: int) -> None:
     from affine import Affine
     from pyproj import CRS
 
-    from carbon import area
+    from carbon.rules import area
 
     def peak() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -420,7 +420,7 @@ def main() -> None:
             log(f"    server start {nr['server_startup_s']:.1f} s, flow {nr['flow_s']:.1f} s, state {nr['state']}")
             R["flow"]["prefect_no_reports"] = nr
 
-    from carbon.sites import load_sites  # noqa: PLC0415
+    from carbon.io.sites import load_sites  # noqa: PLC0415
 
     first = load_sites(cfg.parent / "sites.geojson")[0].site_id
     log(f"(e) Monte Carlo cost on site {first}")

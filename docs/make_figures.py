@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from carbon.engine import compute_config  # noqa: E402
+from carbon.pipeline.loop import compute_config  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "img"
 SITE = "wuhan-quarry-reclaim"

@@ -10,12 +10,18 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
-from carbon.config import DEMO_CONFIG, Config, load_config
-from carbon.constants import POOLS
 from carbon.errors import CarbonSinkError
+from carbon.io.config import Config, load_config
+from carbon.rules.vocabulary import POOLS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Carbon-sink accounting: per-site carbon stocks "
                   "and sinks from annual land-cover maps, published to a ledger.")
@@ -47,7 +53,7 @@ def _fail(exc: BaseException, code: int = 2) -> typer.Exit:
 
 
 def _ledger(cfg: Config):  # noqa: ANN202
-    from carbon.ledger import Ledger, LedgerError  # noqa: PLC0415
+    from carbon.io.ledger import Ledger, LedgerError  # noqa: PLC0415
 
     try:
         return Ledger(cfg.ledger_url)
@@ -71,11 +77,12 @@ def run(
 ) -> None:
     """Meter every site (the main job). With no arguments it runs the demo."""
     _prefect_defaults()
-    from carbon.publish import OutputDirError, ensure_output_dir  # noqa: PLC0415
-    from carbon.sites import load_sites, select_sites  # noqa: PLC0415
+    from carbon.io.outputs import OutputDirError, ensure_output_dir  # noqa: PLC0415
+    from carbon.io.sites import load_sites  # noqa: PLC0415
+    from carbon.rules.site import select_sites  # noqa: PLC0415
 
     cfg = _load(config)
-    from carbon.dynamics import METHODS  # noqa: PLC0415
+    from carbon.rules.dynamics import METHODS  # noqa: PLC0415
 
     if method is not None and method not in METHODS:
         _fail(ValueError(f"--method must be one of {', '.join(METHODS)}, not {method!r}"))
@@ -130,10 +137,11 @@ def validate(
     quick: Annotated[bool, typer.Option("--quick", help="Check tables and raster headers only, not pixel codes.")] = False,
 ) -> None:
     """Check every input (tables, rasters, codes, coefficients); print every problem; exit 1 if any."""
-    from carbon.engine import compute_site, plan_site  # noqa: PLC0415
     from carbon.errors import InputError  # noqa: PLC0415
-    from carbon.sites import load_sites  # noqa: PLC0415
-    from carbon.tables import load_catalog, load_coefficients  # noqa: PLC0415
+    from carbon.io.sites import load_sites  # noqa: PLC0415
+    from carbon.io.tables import load_catalog, load_coefficients  # noqa: PLC0415
+    from carbon.pipeline.plan import plan_site  # noqa: PLC0415
+    from carbon.pipeline.site import compute_site  # noqa: PLC0415
 
     cfg = _load(config)
     problems: list[str] = []
@@ -145,7 +153,7 @@ def validate(
         except InputError as exc:
             problems.append(str(exc))
     if "sites" in loaded:
-        from carbon.sites import overlaps  # noqa: PLC0415
+        from carbon.rules.site import overlaps  # noqa: PLC0415
 
         problems += [f"sites {a!r} and {b!r} overlap by {ha:,.2f} ha: that land would be counted twice"
                      for a, b, ha in overlaps(loaded["sites"])]
@@ -236,7 +244,7 @@ def export(
                                                "default: each site's full period.")] = None,
 ) -> None:
     """Export current ledger results for a carbon registry, with deductions, vintages and a manifest."""
-    from carbon.export import export as run_export  # noqa: PLC0415
+    from carbon.pipeline.export import export as run_export  # noqa: PLC0415
 
     cfg = _load(config)
     span = None
@@ -261,7 +269,7 @@ def report(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder (default: <output_dir>/reports/<site>).")] = None,
 ) -> None:
     """A self-contained HTML report of a site (maps, charts, tables, provenance) from the ledger."""
-    from carbon.report import site_report  # noqa: PLC0415
+    from carbon.report.page import site_report  # noqa: PLC0415
 
     cfg = _load(config)
     try:

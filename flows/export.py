@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from prefect import flow, task
 
-from carbon.config import DEMO_CONFIG, load_config
-from carbon.export import export
+from carbon.io.config import load_config
+from carbon.io.resources import DEMO_CONFIG
+from carbon.pipeline.export import export
 from flows.tasks import IO
 
 

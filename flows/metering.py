@@ -10,36 +10,34 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from prefect import flow, unmapped
+from prefect import Flow, flow, unmapped
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect_dask import DaskTaskRunner
 
-from carbon.config import DEMO_CONFIG
-from flows.tasks import finish_run, hand_over, meter_site, prepare_run, run_config, site_reports
+from carbon.io.resources import DEMO_CONFIG
+from carbon.pipeline.loop import Outcome, SiteParams
+from carbon.report.pool import ReportPool, report_workers
+from flows.tasks import (
+    finish_run,
+    hand_over,
+    meter_site,
+    outcome_of,
+    prepare_run,
+    site_reports,
+)
 
 
-def _collect(futures: list[Any], site_ids: list[str],
-             on_done: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+def _collect(futures: list[Any], site_ids: tuple[str, ...] | list[str],
+             on_done: Callable[[Outcome], None] | None = None) -> list[Outcome]:
     """Every site's outcome, in order; ``on_done`` gets each as soon as it is known (the
     reports are drawn while the other sites are metered)."""
     outcomes = []
     for site_id, future in zip(site_ids, futures, strict=True):
-        future.wait()
-        if future.state.is_completed():
-            outcomes.append(future.result())
-        else:
-            outcomes.append({"site_id": site_id, "status": "failed", "error": _message(future)})
+        outcomes.append(outcome_of(site_id, future))
         if on_done is not None:
             on_done(outcomes[-1])
     return outcomes
-
-
-def _message(future: Any) -> str:
-    try:
-        future.result(raise_on_failure=True)
-    except Exception as exc:  # noqa: BLE001 - the site's own error, reported as text
-        return str(exc)
-    return future.state.message or "failed"
 
 
 def _final(summary: dict[str, Any]) -> State:
@@ -64,25 +62,22 @@ def metering_run(config: str | None = None, site_ids: list[str] | None = None, f
     """Meter every site of a configuration (or the listed ones); unchanged sites are skipped.
     ``method`` overrides every site's accounting method (stock_difference or gain_loss);
     ``reports`` writes an HTML report of each published site."""
-    run = prepare_run(str(config or DEMO_CONFIG), site_ids)
-    futures = meter_site.map(unmapped(run), run["site_ids"], force=unmapped(force), maps=unmapped(maps),
-                             method=unmapped(method), report_maps=unmapped(reports))
+    ctx = prepare_run(str(config or DEMO_CONFIG), site_ids)
+    params = SiteParams(method=method, maps=maps, force=force)
+    futures = meter_site.map(unmapped(ctx), list(ctx.site_ids), params=unmapped(params),
+                             report_maps=unmapped(reports))
     if not reports:
-        return _final(finish_run(run, _collect(futures, run["site_ids"]), None))
-    from carbon.report import ReportPool, report_workers  # noqa: PLC0415 - matplotlib only when drawing
-
+        return _final(finish_run(ctx, _collect(futures, ctx.site_ids), None))
     # reports are drawn by child processes of this (the flow's) process while the sites are metered
-    with ReportPool(run_config(run), min(report_workers(), len(run["site_ids"])), nice=REPORT_NICE) as pool:
-        outcomes = _collect(futures, run["site_ids"], lambda o: hand_over(pool, run, o, maps=maps))
+    with ReportPool(ctx.config, min(report_workers(), len(ctx.site_ids)), nice=REPORT_NICE) as pool:
+        outcomes = _collect(futures, ctx.site_ids, lambda o: hand_over(pool, o))
         pages = pool.pages()
-    return _final(finish_run(run, outcomes, pages))
+    return _final(finish_run(ctx, outcomes, pages))
 
 
-def with_dask(address: str | None = None, workers: int = 2):  # noqa: ANN201
+def with_dask(address: str | None = None, workers: int = 2) -> Flow[..., State]:
     """The metering flow on Dask: a running scheduler (``address``, e.g. tcp://host:8786) or a
     LocalCluster of ``workers`` single-threaded processes (docs/operations.md)."""
-    from prefect_dask import DaskTaskRunner  # noqa: PLC0415
-
     if address:
         runner = DaskTaskRunner(address=address)
     else:
@@ -97,9 +92,10 @@ def site_run(site_id: str, config: str | None = None, years: list[int] | None = 
              reports: bool = True) -> State:
     """Re-run one site, always recomputed: what an analyst runs with chosen years, period start,
     coefficient set and per-pixel maps on or off."""
-    run = prepare_run(str(config or DEMO_CONFIG), [site_id], coefficients)
-    future = meter_site.submit(run, site_id, force=True, years=years, start_year=start_year, maps=maps,
-                               method=method, report_maps=reports)
+    ctx = prepare_run(str(config or DEMO_CONFIG), [site_id], coefficients)
+    params = SiteParams(years=tuple(years) if years else None, start_year=start_year, method=method, maps=maps,
+                        force=True)
+    future = meter_site.submit(ctx, site_id, params, report_maps=reports)
     outcomes = _collect([future], [site_id])
-    summary = finish_run(run, outcomes, site_reports(run, outcomes, maps) if reports else None)
+    summary = finish_run(ctx, outcomes, site_reports(ctx, outcomes) if reports else None)
     return _final(summary)

@@ -9,7 +9,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
-from carbon.constants import CARBON_CLASSES, POOLS, SITE_ID_PATTERN, SITE_TYPES
+from carbon.rules.vocabulary import CARBON_CLASSES, POOLS, SITE_ID_PATTERN, SITE_TYPES
 
 LEGEND_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 

@@ -5,31 +5,51 @@ Sign convention: ``sink_tco2e`` > 0 is a removal (docs/methods.md §1).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
-from carbon.constants import CO2_PER_C, POOLS
 from carbon.errors import OutputValidationError
+from carbon.rules.results import SiteResult
+from carbon.rules.vocabulary import (
+    CO2_PER_C,
+    CONSERVATIVE_RULES,
+    GAIN_LOSS_POOLS,
+    METHODS,
+    POOLS,
+    SINK_COLUMNS,
+    STOCK_BY_CLASS_COLUMNS,
+    STOCK_COLUMNS,
+    UNCERTAINTY_FIELDS,
+    UNCERTAINTY_PCT_FIELDS,
+    one_of,
+    pool_change_columns,
+    pool_stock_columns,
+    uncertainty_columns,
+)
 from schemas._validate import failure_messages
-
-if TYPE_CHECKING:
-    from carbon.engine import SiteResult
 
 REL_TOL = 1e-9
 ABS_TOL_TC = 1e-6
 
-POOL_STOCK_COLUMNS = [f"stock_{p}_tc" for p in POOLS]
-POOL_CHANGE_COLUMNS = [f"stock_change_{p}_tc" for p in POOLS]
-GAIN_LOSS_POOLS = [p for p in POOLS if p != "soc"]
-METHODS = ["stock_difference", "gain_loss"]
+POOL_STOCK_COLUMNS = pool_stock_columns()
+POOL_CHANGE_COLUMNS = pool_change_columns()
+# Per-pool and per-field columns are regex columns built from the vocabulary (adding a pool or an
+# uncertainty field changes rules/vocabulary.py only); ``_all_columns`` checks that every one is there.
+STOCK_POOL_RE = rf"^stock_{one_of(POOLS)}_tc$"
+CHANGE_POOL_RE = rf"^stock_change_{one_of(POOLS)}_tc$"
+GAIN_RE = rf"^gain_{one_of(GAIN_LOSS_POOLS)}_tc$"
+LOSS_RE = rf"^loss_{one_of(GAIN_LOSS_POOLS)}_tc$"
+_VALUE_FIELDS = tuple(f for f in UNCERTAINTY_FIELDS if f not in UNCERTAINTY_PCT_FIELDS)
 
 
-UNCERTAINTY_FIELDS = ("mean", "median", "lower90", "upper90", "lower95", "upper95", "u90_pct", "u95_pct",
-                      "u95_pct_approach1")
+def _interval_re(quantity: str, fields: tuple[str, ...]) -> str:
+    return rf"^{quantity}_{one_of(fields)}$"
+
+
+def _has_all(df: pd.DataFrame, columns: list[str]) -> bool:
+    return all(c in df.columns for c in columns)
 
 
 def _ordered(df: pd.DataFrame, name: str) -> pd.Series:
@@ -57,29 +77,24 @@ class StocksTable(pa.DataFrameModel):
     year: Series[int]
     area_ha: Series[float] = pa.Field(ge=0)
     nodata_ha: Series[float] = pa.Field(ge=0)
-    stock_agb_tc: Series[float] = pa.Field(ge=0)
-    stock_bgb_tc: Series[float] = pa.Field(ge=0)
-    stock_deadwood_tc: Series[float] = pa.Field(ge=0)
-    stock_litter_tc: Series[float] = pa.Field(ge=0)
-    stock_soc_tc: Series[float] = pa.Field(ge=0)
+    stock_pool_tc: Series[float] = pa.Field(ge=0, alias=STOCK_POOL_RE, regex=True)
     stock_tc: Series[float] = pa.Field(ge=0)
     stock_tc_per_ha: Series[float] = pa.Field(ge=0)
-    method: Series[str] = pa.Field(isin=METHODS)
+    method: Series[str] = pa.Field(isin=list(METHODS))
     coefficient_set: Series[str]
     coefficient_sha256: Series[str] = pa.Field(str_matches=r"^[0-9a-f]{64}$")
-    stock_tc_mean: Series[float] = pa.Field(ge=0)
-    stock_tc_median: Series[float] = pa.Field(ge=0)
-    stock_tc_lower90: Series[float] = pa.Field(ge=0)
-    stock_tc_upper90: Series[float] = pa.Field(ge=0)
-    stock_tc_lower95: Series[float] = pa.Field(ge=0)
-    stock_tc_upper95: Series[float] = pa.Field(ge=0)
-    stock_tc_u90_pct: Series[float] = pa.Field(ge=0, nullable=True)
-    stock_tc_u95_pct: Series[float] = pa.Field(ge=0, nullable=True)
-    stock_tc_u95_pct_approach1: Series[float] = pa.Field(ge=0, nullable=True)
+    stock_tc_interval: Series[float] = pa.Field(ge=0, alias=_interval_re("stock_tc", _VALUE_FIELDS), regex=True)
+    stock_tc_pct: Series[float] = pa.Field(ge=0, nullable=True, alias=_interval_re("stock_tc", UNCERTAINTY_PCT_FIELDS),
+                                           regex=True)
     uncertainty_method: Series[str]
 
     class Config:
         strict = False
+
+    @pa.dataframe_check(error="a column of the vocabulary is missing (a pool or an uncertainty field)")
+    @classmethod
+    def _all_columns(cls, df: pd.DataFrame) -> bool:
+        return _has_all(df, [*STOCK_COLUMNS, *uncertainty_columns("stock_tc")])
 
     @pa.dataframe_check(error="pools do not sum to stock_tc")
     @classmethod
@@ -111,15 +126,16 @@ class StocksByClassTable(pa.DataFrameModel):
     year: Series[int]
     carbon_class: Series[str]
     area_ha: Series[float] = pa.Field(gt=0)
-    stock_agb_tc: Series[float] = pa.Field(ge=0)
-    stock_bgb_tc: Series[float] = pa.Field(ge=0)
-    stock_deadwood_tc: Series[float] = pa.Field(ge=0)
-    stock_litter_tc: Series[float] = pa.Field(ge=0)
-    stock_soc_tc: Series[float] = pa.Field(ge=0)
+    stock_pool_tc: Series[float] = pa.Field(ge=0, alias=STOCK_POOL_RE, regex=True)
     stock_tc: Series[float] = pa.Field(ge=0)
 
     class Config:
         strict = False
+
+    @pa.dataframe_check(error="a pool column of the vocabulary is missing")
+    @classmethod
+    def _all_columns(cls, df: pd.DataFrame) -> bool:
+        return _has_all(df, STOCK_BY_CLASS_COLUMNS)
 
     @pa.dataframe_check(error="pools do not sum to stock_tc")
     @classmethod
@@ -155,34 +171,28 @@ class SinksTable(pa.DataFrameModel):
     stock_start_tc: Series[float] = pa.Field(ge=0)
     stock_end_tc: Series[float] = pa.Field(ge=0)
     stock_change_tc: Series[float]
-    gain_agb_tc: Series[float] = pa.Field(ge=0)
-    loss_agb_tc: Series[float] = pa.Field(le=0)
-    gain_bgb_tc: Series[float] = pa.Field(ge=0)
-    loss_bgb_tc: Series[float] = pa.Field(le=0)
-    gain_deadwood_tc: Series[float] = pa.Field(ge=0)
-    loss_deadwood_tc: Series[float] = pa.Field(le=0)
-    gain_litter_tc: Series[float] = pa.Field(ge=0)
-    loss_litter_tc: Series[float] = pa.Field(le=0)
+    stock_change_pool_tc: Series[float] = pa.Field(alias=CHANGE_POOL_RE, regex=True)
+    gain_pool_tc: Series[float] = pa.Field(ge=0, alias=GAIN_RE, regex=True)
+    loss_pool_tc: Series[float] = pa.Field(le=0, alias=LOSS_RE, regex=True)
     sink_tco2e: Series[float]
     annual_sink_tco2e: Series[float]
-    method: Series[str] = pa.Field(isin=METHODS)
+    method: Series[str] = pa.Field(isin=list(METHODS))
     coefficient_set: Series[str]
     coefficient_sha256: Series[str] = pa.Field(str_matches=r"^[0-9a-f]{64}$")
-    sink_tco2e_mean: Series[float]
-    sink_tco2e_median: Series[float]
-    sink_tco2e_lower90: Series[float]
-    sink_tco2e_upper90: Series[float]
-    sink_tco2e_lower95: Series[float]
-    sink_tco2e_upper95: Series[float]
-    sink_tco2e_u90_pct: Series[float] = pa.Field(ge=0, nullable=True)
-    sink_tco2e_u95_pct: Series[float] = pa.Field(ge=0, nullable=True)
-    sink_tco2e_u95_pct_approach1: Series[float] = pa.Field(ge=0, nullable=True)
+    sink_tco2e_interval: Series[float] = pa.Field(alias=_interval_re("sink_tco2e", _VALUE_FIELDS), regex=True)
+    sink_tco2e_pct: Series[float] = pa.Field(ge=0, nullable=True,
+                                             alias=_interval_re("sink_tco2e", UNCERTAINTY_PCT_FIELDS), regex=True)
     conservative_sink_tco2e: Series[float]
-    conservative_rule: Series[str] = pa.Field(isin=["ar_tool14", "lower90"])
+    conservative_rule: Series[str] = pa.Field(isin=list(CONSERVATIVE_RULES))
     uncertainty_method: Series[str]
 
     class Config:
         strict = False
+
+    @pa.dataframe_check(error="a column of the vocabulary is missing (a pool or an uncertainty field)")
+    @classmethod
+    def _all_columns(cls, df: pd.DataFrame) -> bool:
+        return _has_all(df, [*SINK_COLUMNS, *uncertainty_columns("sink_tco2e")])
 
     @pa.dataframe_check(error="sink interval out of order (lower95 <= lower90 <= median <= upper90 <= upper95, "
                         "lower95 <= mean <= upper95, U% >= 0)")

@@ -31,11 +31,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
-from carbon.constants import POOLS
+from carbon.rules.vocabulary import METHODS, POOLS  # noqa: F401 (METHODS: the methods this module implements)
 
-METHODS = ("stock_difference", "gain_loss")
 #: Years for SOC to reach the new class's stock after a change (IPCC 2006 Vol.4 Eq. 2.25, D = 20).
 SOC_TRANSITION_YEARS = 20
 #: Ages are tracked up to this many years; older stands count as this old (bin AGE_MAX).
@@ -199,7 +199,7 @@ class Aggregates:
         ages = np.empty(classes.shape, dtype=np.int64)
         for i, y in enumerate(self.years):
             if dynamics.method == "stock_difference":
-                age = -1  # every stand counts at its class's stock (mature)
+                age: np.ndarray | int = -1  # every stand counts at its class's stock (mature)
             else:
                 init_age = dynamics.age_of_initial(since_first[i])
                 age = np.where(start[i] == -1, -1 if init_age is None else init_age, y - start[i])
@@ -362,7 +362,7 @@ def shift_ages(hist: np.ndarray, years: int) -> np.ndarray:
     out = np.zeros_like(hist)
     out[:, MATURE_BIN] = hist[:, MATURE_BIN]
     src = np.arange(AGE_MAX + 1)
-    np.add.at(out, (slice(None), np.minimum(src + years, AGE_MAX)), hist[:, : AGE_MAX + 1])
+    np.add.at(out, (slice(None), np.minimum(src + years, AGE_MAX)), hist[:, : AGE_MAX + 1])  # type: ignore[arg-type]
     return out
 
 
@@ -491,3 +491,13 @@ def period_contributions(agg: Aggregates, coef: Coefficients) -> tuple[np.ndarra
         start[j][:, soc_i] = agg.soc_start[p].sum(axis=0) * coef.soc
         end[j][:, soc_i] = agg.soc_end[p].sum(axis=0) * coef.soc
     return start, end
+
+
+def coefficient_arrays(densities: pd.DataFrame) -> Coefficients:
+    """The densities table of CoefficientSet.densities as arrays (class, pool)."""
+    stock = densities[list(POOLS)].to_numpy(dtype=np.float64)
+    growth = densities[[f"growth_{p}" for p in POOLS]].to_numpy(dtype=np.float64)
+    sd = densities[[f"sd_{p}" for p in POOLS]].to_numpy(dtype=np.float64)
+    return Coefficients(classes=list(densities.index), stock=np.nan_to_num(stock, nan=0.0), growth=growth,
+                                 sd=sd)
+

@@ -1,53 +1,19 @@
-"""Reading and validating the input tables: crosswalks, coefficients, catalog.
-
-Each loader reads one file, validates it lazily against its pandera contract
-(schemas/inputs.py) and raises one :class:`InputError` listing every problem with
-its file, row and column.
+"""The vocabulary's tables as value types: legend crosswalks (source code -> carbon class),
+coefficient sets (pool densities per class and ecozone, with their sources) and catalog
+entries. Lookups only; reading and validating the files is carbon/io/tables.py.
+docs/methods.md §2, §7.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from carbon.constants import ANY_ECOZONE, INVEST_LEGEND, POOLS
 from carbon.errors import InputError
-from schemas._validate import failure_messages
-from schemas.inputs import CatalogTable, CoefficientTable, CrosswalkTable, InvestPoolsTable
-
-BUILTIN_LEGENDS = Path(__file__).resolve().parent.parent / "data" / "legends"
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def read_csv(path: str | Path, what: str) -> pd.DataFrame:
-    """Read a CSV input, turning every reading failure into an InputError naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{what} file not found", path=path)
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{what} is not UTF-8 text: {exc}", path=path) from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise InputError(f"{what} is not a readable CSV table: {exc}", path=path) from None
-    df.columns = [str(c).strip() for c in df.columns]
-    for col in df.columns:
-        df[col] = df[col].str.strip()
-    return df
-
-
-# --- legend crosswalks -------------------------------------------------------------------
+from carbon.rules.vocabulary import ANY_ECOZONE, INVEST_LEGEND, POOLS
 
 
 @dataclass(frozen=True)
@@ -96,40 +62,6 @@ def code_table(codes: np.ndarray, dtype: str) -> np.ndarray:
         table[codes[inside] - lo] = np.flatnonzero(inside)
         _CODE_TABLES[key] = table
     return _CODE_TABLES[key]
-
-
-def load_crosswalk(legend: str, legends_dir: str | Path | None = None) -> Crosswalk:
-    """Find ``<legend>.csv`` in the user's legends folder first, then the built-in ones."""
-    candidates = []
-    if legends_dir is not None:
-        candidates.append(Path(legends_dir) / f"{legend}.csv")
-    candidates.append(BUILTIN_LEGENDS / f"{legend}.csv")
-    path = next((p for p in candidates if p.is_file()), None)
-    if path is None:
-        searched = ", ".join(str(p.parent) for p in candidates)
-        raise InputError(
-            f"no crosswalk for legend {legend!r}: expected {legend}.csv in {searched}"
-        )
-    df = read_csv(path, "legend crosswalk")
-    table, problems = failure_messages(CrosswalkTable, df, where=str(path))
-    if problems:
-        raise InputError("legend crosswalk is invalid", path=path, problems=problems)
-    assert table is not None
-    if table.empty:
-        raise InputError("legend crosswalk has no rows", path=path)
-    table = table.sort_values("code")
-    return Crosswalk(
-        legend=legend,
-        path=str(path),
-        codes=table["code"].to_numpy(dtype=np.int64),
-        classes=tuple(table["carbon_class"]),
-        labels=tuple("" if pd.isna(v) else str(v) for v in table["label"]),
-        sha256=sha256_file(path),
-        colors=tuple(None if pd.isna(v) else str(v) for v in table["color"]) if "color" in table.columns else (),
-    )
-
-
-# --- coefficients ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -212,23 +144,6 @@ class CoefficientSet:
         return out
 
 
-def load_coefficients(path: str | Path) -> CoefficientSet:
-    path = Path(path)
-    df = read_csv(path, "coefficient table")
-    lower = {c.lower(): c for c in df.columns}
-    if "lucode" in lower:
-        df = df.rename(columns={orig: low for low, orig in lower.items()})
-        table, problems = failure_messages(InvestPoolsTable, df, where=str(path))
-        kind = "invest"
-    else:
-        table, problems = failure_messages(CoefficientTable, df, where=str(path))
-        kind = "long"
-    if problems:
-        raise InputError("coefficient table is invalid", path=path, problems=problems)
-    assert table is not None
-    return CoefficientSet(name=path.stem, path=str(path), sha256=sha256_file(path), kind=kind, table=table)
-
-
 def invest_crosswalk(coefficients: CoefficientSet) -> Crosswalk:
     """With an InVEST pools table the raster codes are the classes (legend ``lucode``)."""
     t = coefficients.table.sort_values("lucode")
@@ -244,9 +159,6 @@ def invest_crosswalk(coefficients: CoefficientSet) -> Crosswalk:
     )
 
 
-# --- catalog -----------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class CatalogEntry:
     year: int
@@ -255,32 +167,3 @@ class CatalogEntry:
     source: str
 
 
-def load_catalog(path: str | Path) -> list[CatalogEntry]:
-    """Read the land-cover catalog; paths are relative to the catalog's folder."""
-    path = Path(path)
-    df = read_csv(path, "land-cover catalog")
-    table, problems = failure_messages(CatalogTable, df, where=str(path))
-    if problems:
-        raise InputError("land-cover catalog is invalid", path=path, problems=problems)
-    assert table is not None
-    if table.empty:
-        raise InputError("land-cover catalog lists no raster", path=path)
-    base = path.resolve().parent
-    entries = []
-    missing = []
-    for i, row in enumerate(table.to_dict("records")):
-        raster = (base / str(row["path"])).resolve()
-        if not raster.is_file():
-            missing.append(f"{path}, row {i + 2}: raster file not found: {raster}")
-        source = row.get("source")
-        entries.append(
-            CatalogEntry(
-                year=int(row["year"]),
-                path=str(raster),
-                legend=str(row["legend"]),
-                source="" if source is None or pd.isna(source) else str(source),
-            )
-        )
-    if missing:
-        raise InputError("land-cover catalog names missing files", path=path, problems=missing)
-    return sorted(entries, key=lambda e: e.year)  # stable: tiles keep their catalog row order

@@ -9,19 +9,15 @@ files.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from carbon.errors import InputError
+from carbon.rules.vocabulary import BUFFER_BASES, REGISTRIES  # noqa: F401 (REGISTRIES: the formats written here)
 
-REGISTRIES = ("ccer", "verra", "json")
-BUFFER_BASES = ("net_stock_change", "net_after_leakage")
 DEFAULT_METHODOLOGY = {"ccer": "CCER-14-001-V01", "verra": "VM0047"}
 METHODOLOGY_NAMES = {
     "CCER-14-001-V01": "造林碳汇 (afforestation carbon sink)",
@@ -164,7 +160,7 @@ def site_deductions(site_id: str, props: dict[str, Any], *, leakage_pct: float |
     if raw["buffer_pct"] is None:
         raise InputError("no buffer_pct for the site: set it as a site property or in the configuration",
                          site_id=site_id)
-    values = {k: _number(v) for k, v in raw.items()}
+    values: dict[str, Any] = {k: _number(v) for k, v in raw.items()}
     problems = [f"{k} {raw[k]!r} is not a number" for k, v in values.items() if v is None and raw[k] is not None]
     problems += [f"{k} {values[k]} is not a percentage from 0 to 100" for k in ("leakage_pct", "buffer_pct")
                  if values[k] is not None and not 0 <= values[k] <= 100]
@@ -271,19 +267,3 @@ def verra_table(rows: list[dict[str, Any]], props: dict[str, dict[str, Any]]) ->
             "area_ha": r["area_ha"],
         })
     return pd.DataFrame(out)
-
-
-def write_csv(df: pd.DataFrame, path: Path) -> None:
-    """CSV with text cells neutralised, fixed float formatting, LF line ends: byte-identical
-    for the same ledger."""
-    safe = df.map(neutralise)
-    path.write_bytes(safe.to_csv(index=False, lineterminator="\n", float_format="%.6f").encode("utf-8"))
-
-
-def write_json(payload: Any, path: Path) -> None:
-    path.write_bytes((json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n")
-                     .encode("utf-8"))
-
-
-def sha256_bytes(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -13,65 +13,21 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import geopandas as gpd
 import pandas as pd
 import shapely
 from pyproj import CRS
-from shapely.geometry.base import BaseGeometry
 
 from carbon.errors import InputError
+from carbon.rules.site import FrozenProperties, Site
 from schemas._validate import failure_messages
 from schemas.inputs import SitesTable
 
 REQUIRED = ("site_id", "name", "site_type", "ecozone")
-
-
-class FrozenProperties(dict):
-    """A site's extra properties: a ``dict`` (JSON, ``**`` and ``.get`` work as usual) that
-    refuses every change, because the same ``Site`` is shared by every caller of a process."""
-
-    __slots__ = ()
-
-    def _refuse(self, *_: Any, **__: Any) -> NoReturn:
-        raise TypeError("site properties are read-only (the sites are shared by every caller)")
-
-    __setitem__ = __delitem__ = __ior__ = _refuse
-    clear = pop = popitem = setdefault = update = _refuse
-
-    def __reduce__(self) -> tuple[Any, ...]:  # pickled as a plain mapping (process pools, Dask)
-        return (FrozenProperties, (dict(self),))
-
-    def __copy__(self) -> FrozenProperties:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> FrozenProperties:
-        return self
-
-
-@dataclass(frozen=True)
-class Site:
-    site_id: str
-    name: str
-    site_type: str
-    ecozone: str
-    geometry: BaseGeometry = field(repr=False)  # in ``crs``
-    crs: CRS = field(repr=False)
-    baseline_year: int | None = None
-    properties: dict[str, Any] = field(default_factory=dict, repr=False)
-    source_path: str = ""
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.properties, FrozenProperties):
-            object.__setattr__(self, "properties", FrozenProperties(self.properties))
-
-    @property
-    def geometry_wkb(self) -> bytes:
-        return shapely.to_wkb(self.geometry, hex=False)
 
 
 #: Sites files kept validated in memory (per process): (path as given, resolved path) ->
@@ -85,7 +41,7 @@ _SIDECARS = (".dbf", ".shx", ".prj", ".cpg")
 
 def _version(path: Path) -> tuple[Any, ...]:
     """What changes when the file (or a sidecar holding part of its content) changes."""
-    stamps = []
+    stamps: list[tuple[int, ...] | None] = []
     candidates = [path, Path(f"{path}-wal")]
     if path.suffix.lower() == ".shp":
         candidates += [path.with_suffix(ext) for ext in _SIDECARS]
@@ -155,6 +111,12 @@ def _read_sites(path: Path) -> tuple[Site, ...]:
         gdf = gpd.read_file(path)
     except Exception as exc:  # pyogrio/GDAL raise many kinds: name the file, hide the traceback
         raise InputError(f"sites file cannot be read as vector data: {exc}", path=path) from None
+    return sites_from_frame(gdf, path)
+
+
+def sites_from_frame(gdf: gpd.GeoDataFrame, path: str | Path = "<GeoDataFrame>") -> tuple[Site, ...]:
+    """The validated sites of a GeoDataFrame (the columns of a sites file; ``path`` names it in
+    messages)."""
     if gdf.empty:
         raise InputError("sites file has no features", path=path)
     if gdf.crs is None:
@@ -219,36 +181,3 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def select_sites(sites: Sequence[Site], site_ids: list[str] | None) -> list[Site]:
-    if not site_ids:
-        return list(sites)
-    by_id = {s.site_id: s for s in sites}
-    unknown = [s for s in site_ids if s not in by_id]
-    if unknown:
-        raise InputError(
-            f"unknown site_id(s): {', '.join(map(repr, unknown))}; known: {', '.join(sorted(by_id))}"
-        )
-    return [by_id[s] for s in site_ids]
-
-
-def overlaps(sites: Sequence[Site], min_ha: float = 0.01) -> list[tuple[str, str, float]]:
-    """Pairs of sites whose polygons overlap by more than ``min_ha`` (geodesic ha): land that
-    would be counted, and exported, twice."""
-    from pyproj import Geod  # noqa: PLC0415
-
-    if not sites:
-        return []
-    tree = shapely.STRtree([s.geometry for s in sites])
-    geod = Geod(ellps="WGS84")
-    out = []
-    for i, j in zip(*tree.query([s.geometry for s in sites], predicate="intersects"), strict=True):
-        if i >= j:
-            continue
-        part = shapely.intersection(sites[i].geometry, sites[j].geometry)
-        if part.is_empty or part.area == 0:
-            continue
-        lonlat = gpd.GeoSeries([part], crs=sites[i].crs).to_crs(4326).iloc[0]
-        ha = abs(geod.geometry_area_perimeter(lonlat)[0]) / 1e4
-        if ha > min_ha:
-            out.append((sites[i].site_id, sites[j].site_id, ha))
-    return out

@@ -23,9 +23,8 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from carbon.constants import POOLS
 from carbon.errors import CarbonSinkError
-from schemas.outputs import UNCERTAINTY_FIELDS
+from carbon.rules.vocabulary import GAIN_LOSS_POOLS, POOLS, UNCERTAINTY_FIELDS
 
 metadata = sa.MetaData()
 
@@ -94,7 +93,7 @@ sinks = sa.Table(
     sa.Column("stock_end_tc", _float, nullable=False),
     sa.Column("stock_change_tc", _float, nullable=False),
     *[sa.Column(f"stock_change_{p}_tc", _float, nullable=False) for p in POOLS],
-    *[sa.Column(f"{kind}_{p}_tc", _float, nullable=False) for p in POOLS if p != "soc" for kind in ("gain", "loss")],
+    *[sa.Column(f"{kind}_{p}_tc", _float, nullable=False) for p in GAIN_LOSS_POOLS for kind in ("gain", "loss")],
     sa.Column("sink_tco2e", _float, nullable=False),
     sa.Column("annual_sink_tco2e", _float, nullable=False),
     sa.Column("method", sa.String(32), nullable=False),
@@ -248,7 +247,7 @@ class Ledger:
                 run_id=run_id, flow_run_id=flow_run_id, site_id=site_id, status="succeeded", created_at=now(),
                 input_key=input_key, inputs_json=json.dumps(inputs, sort_keys=True, default=str),
                 coefficient_set=coefficient_set, coefficient_sha256=coefficient_sha256, code_version=code_version,
-            )).inserted_primary_key[0]
+            )).inserted_primary_key[0]  # type: ignore[index]
             for name, table in TABLES.items():
                 df = tables[name]
                 if df.empty:

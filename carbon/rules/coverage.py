@@ -13,7 +13,7 @@ from exactextract import exact_extract
 from exactextract.raster import NumPyRasterSource
 from shapely.geometry.base import BaseGeometry
 
-from carbon.rasters import Grid
+from carbon.rules.grid import Grid
 
 
 def coverage_fraction(geom: BaseGeometry, grid: Grid, row_off: int, nrows: int) -> np.ndarray:

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from carbon.errors import InputError
+from carbon.io.resources import DEMO_CONFIG, PACKAGED, demo_output_dir
+from carbon.rules.vocabulary import BUFFER_BASES, CONSERVATIVE_RULES
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEMO_CONFIG = REPO_ROOT / "data" / "demo" / "carbon-sink.toml"
 KEYS = {"sites", "landcover", "legends", "coefficients", "output_dir", "ledger", "monte_carlo_draws",
         "conservative_rule", "buffer_pct", "leakage_pct", "buffer_base", "baseline_landcover"}
 NUMBER_KEYS = {"monte_carlo_draws", "buffer_pct", "leakage_pct"}
@@ -38,7 +38,11 @@ class Config:
     baseline_landcover: Path | None = None
 
 
-def load_config(path: str | Path | None = None) -> Config:
+def load_config(path: str | Path | None = None, output_dir: str | Path | None = None) -> Config:
+    """The configuration at ``path`` (default: the demo), every problem listed at once.
+
+    ``output_dir`` overrides the file's (and so the default ledger's) output folder. The demo
+    run from an installed wheel publishes to ``output/demo`` under the current folder."""
     path = Path(path) if path is not None else DEMO_CONFIG
     if not path.is_file():
         raise InputError("configuration file not found", path=path)
@@ -54,14 +58,14 @@ def load_config(path: str | Path | None = None) -> Config:
         v = raw.get(k)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 100):
             problems.append(f"{k} must be a percentage from 0 to 100, not {v!r}")
-    if raw.get("buffer_base", "net_stock_change") not in ("net_stock_change", "net_after_leakage"):
-        problems.append(f"buffer_base must be 'net_stock_change' or 'net_after_leakage', not {raw['buffer_base']!r}")
+    if raw.get("buffer_base", BUFFER_BASES[0]) not in BUFFER_BASES:
+        problems.append(f"buffer_base must be {' or '.join(map(repr, BUFFER_BASES))}, not {raw['buffer_base']!r}")
     draws = raw.get("monte_carlo_draws", 10_000)
     if not isinstance(draws, int) or isinstance(draws, bool) or not 100 <= draws <= 1_000_000:
         problems.append(f"monte_carlo_draws must be a whole number from 100 to 1,000,000, not {draws!r}")
     rule = raw.get("conservative_rule", "ar_tool14")
-    if rule not in ("ar_tool14", "lower90"):
-        problems.append(f"conservative_rule must be 'ar_tool14' or 'lower90', not {rule!r}")
+    if rule not in CONSERVATIVE_RULES:
+        problems.append(f"conservative_rule must be {' or '.join(map(repr, CONSERVATIVE_RULES))}, not {rule!r}")
     if problems:
         raise InputError("configuration is invalid", path=path, problems=problems)
     base = path.resolve().parent
@@ -69,8 +73,13 @@ def load_config(path: str | Path | None = None) -> Config:
     def rel(key: str) -> Path:
         return (base / raw[key]).resolve()
 
-    output_dir = rel("output_dir")
-    ledger = raw.get("ledger") or f"sqlite:///{output_dir / 'ledger.db'}"
+    if output_dir is not None:
+        out_dir = Path(output_dir).resolve()
+    elif PACKAGED and path.resolve() == DEMO_CONFIG.resolve():
+        out_dir = demo_output_dir().resolve()
+    else:
+        out_dir = rel("output_dir")
+    ledger = raw.get("ledger") or f"sqlite:///{out_dir / 'ledger.db'}"
     if ledger.startswith("sqlite:///") and not ledger.startswith("sqlite:////") and not Path(ledger[10:]).is_absolute():
         ledger = f"sqlite:///{(base / ledger[10:]).resolve()}"
     return Config(
@@ -78,7 +87,7 @@ def load_config(path: str | Path | None = None) -> Config:
         sites=rel("sites"),
         landcover=rel("landcover"),
         coefficients=rel("coefficients"),
-        output_dir=output_dir,
+        output_dir=out_dir,
         ledger_url=ledger,
         legends=rel("legends") if raw.get("legends") else None,
         monte_carlo_draws=draws,

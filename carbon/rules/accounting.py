@@ -7,11 +7,21 @@ is written in docs/methods.md; the section is named where it is applied.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import xarray as xr
 
-from carbon.constants import CO2_PER_C, POOLS
+from carbon.rules.vocabulary import (
+    CO2_PER_C,
+    GAIN_LOSS_POOLS,
+    POOLS,
+    SINK_COLUMNS,
+    STOCK_BY_CLASS_COLUMNS,
+    STOCK_COLUMNS,
+    pool_stock_columns,
+)
 
 
 def sink_tco2e(stock_change_tc: np.ndarray | float) -> np.ndarray | float:
@@ -24,26 +34,22 @@ def stock_tables(site_id: str, stock: xr.DataArray, class_area_ha: xr.DataArray,
     by_class = stock.to_dataset(dim="pool").rename({p: f"stock_{p}_tc" for p in POOLS})
     by_class["area_ha"] = class_area_ha
     by_class_df = by_class.to_dataframe().reset_index()
-    by_class_df["stock_tc"] = by_class_df[[f"stock_{p}_tc" for p in POOLS]].sum(axis=1)
+    by_class_df["stock_tc"] = by_class_df[pool_stock_columns()].sum(axis=1)
     by_class_df = by_class_df[by_class_df["area_ha"] > 0]
     by_class_df.insert(0, "site_id", site_id)
-    by_class_df = by_class_df[
-        ["site_id", "year", "carbon_class", "area_ha", *[f"stock_{p}_tc" for p in POOLS], "stock_tc"]
-    ].reset_index(drop=True)
+    by_class_df = by_class_df[STOCK_BY_CLASS_COLUMNS].reset_index(drop=True)
 
     per_year = stock.sum("carbon_class").to_dataset(dim="pool").rename({p: f"stock_{p}_tc" for p in POOLS})
     per_year["area_ha"] = class_area_ha.sum("carbon_class")
     per_year["nodata_ha"] = nodata_ha
     years_df = per_year.to_dataframe().reset_index()
-    years_df["stock_tc"] = years_df[[f"stock_{p}_tc" for p in POOLS]].sum(axis=1)
+    years_df["stock_tc"] = years_df[pool_stock_columns()].sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         years_df["stock_tc_per_ha"] = np.where(
             years_df["area_ha"] > 0, years_df["stock_tc"] / years_df["area_ha"], 0.0
         )
     years_df.insert(0, "site_id", site_id)
-    years_df = years_df[
-        ["site_id", "year", "area_ha", "nodata_ha", *[f"stock_{p}_tc" for p in POOLS], "stock_tc", "stock_tc_per_ha"]
-    ]
+    years_df = years_df[STOCK_COLUMNS]
     return years_df, by_class_df
 
 
@@ -60,7 +66,7 @@ def sink_table(
     for i, (y0, y1) in enumerate(periods):
         start = flows["stock_start_tc"].isel(period=i)
         end = flows["stock_end_tc"].isel(period=i)
-        row = {
+        row: dict[str, Any] = {
             "site_id": site_id,
             "period_start": int(y0),
             "period_end": int(y1),
@@ -81,26 +87,6 @@ def sink_table(
         row["annual_sink_tco2e"] = row["sink_tco2e"] / row["period_years"]
         rows.append(row)
     return pd.DataFrame(rows, columns=SINK_COLUMNS)
-
-
-GAIN_LOSS_POOLS = tuple(p for p in POOLS if p != "soc")
-
-SINK_COLUMNS = [
-    "site_id",
-    "period_start",
-    "period_end",
-    "period_years",
-    "is_full_period",
-    "area_ha",
-    "nodata_ha",
-    "stock_start_tc",
-    "stock_end_tc",
-    "stock_change_tc",
-    *[f"stock_change_{p}_tc" for p in POOLS],
-    *[f"{kind}_{p}_tc" for p in GAIN_LOSS_POOLS for kind in ("gain", "loss")],
-    "sink_tco2e",
-    "annual_sink_tco2e",
-]
 
 
 def transition_table(site_id: str, periods: list[tuple[int, int]], transitions: dict[tuple[int, int], np.ndarray],

@@ -19,9 +19,14 @@ import hashlib
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
+
+from carbon.errors import InputError
+from carbon.rules import dynamics
+from carbon.rules.vocabulary import CO2_PER_C, CONSERVATIVE_RULES, UNCERTAINTY_FIELDS
 
 DEFAULT_DRAWS = 10_000
-RULES = ("ar_tool14", "lower90")
+RULES = CONSERVATIVE_RULES
 Z95 = 1.959963984540054
 
 #: CDM AR-TOOL14 v04.2 Appendix 2 (domain.md §3.1): (upper bound of U90 in %, share of the
@@ -100,3 +105,42 @@ def conservative_sink(sink: float, lower90: float, upper90: float, u90_pct: floa
     if rule == "ar_tool14":
         return float(sink - ar_tool14_discount(u90_pct) * (upper90 - lower90) / 2)
     raise ValueError(f"unknown conservative rule {rule!r}: use one of {', '.join(RULES)}")
+
+
+def add_intervals(stocks: pd.DataFrame, sinks: pd.DataFrame, agg: dynamics.Aggregates,
+                     coef: dynamics.Coefficients, *, draws: int, rule: str, seed: int) -> None:
+    """Monte Carlo intervals on every stock and sink row, Approach 1 beside them, and the
+    conservative sink (docs/methods.md §10)."""
+    if rule not in RULES:
+        raise InputError(f"unknown conservative rule {rule!r}: use one of {', '.join(RULES)}")
+    cv = coef.cv
+    factors = draw_factors(cv, draws, seed)
+    label = f"IPCC Approach 2: Monte Carlo, {draws} lognormal draws, coefficients correlated across pixels and years"
+    by_year = summarize(dynamics.year_contributions(agg, coef), factors, cv)
+    order = {y: i for i, y in enumerate(agg.years)}
+    _put(stocks, "stock_tc", by_year, [order[y] for y in stocks["year"]])
+    stocks["uncertainty_method"] = label
+    if sinks.empty:  # a single map year: no period, but the same columns
+        for f in UNCERTAINTY_FIELDS:
+            sinks[f"sink_tco2e_{f}"] = pd.Series(dtype=float)
+        sinks["conservative_sink_tco2e"] = pd.Series(dtype=float)
+        sinks["conservative_rule"] = pd.Series(dtype=str)
+        sinks["uncertainty_method"] = pd.Series(dtype=str)
+        return
+    start, end = dynamics.period_contributions(agg, coef)
+    by_period = summarize(end - start, factors, cv, scale=CO2_PER_C)
+    index = {p: i for i, p in enumerate(agg.periods)}
+    _put(sinks, "sink_tco2e", by_period, [index[(a, b)] for a, b in zip(sinks["period_start"], sinks["period_end"],
+                                                                          strict=True)])
+    sinks["conservative_sink_tco2e"] = [
+        conservative_sink(r.sink_tco2e, r.sink_tco2e_lower90, r.sink_tco2e_upper90, r.sink_tco2e_u90_pct,
+                                      rule)
+        for r in sinks.itertuples()
+    ]
+    sinks["conservative_rule"] = rule
+    sinks["uncertainty_method"] = label
+
+def _put(df: pd.DataFrame, name: str, summary: Summary, rows: list[int]) -> None:
+    for field_name in UNCERTAINTY_FIELDS:
+        df[f"{name}_{field_name}"] = np.asarray(getattr(summary, field_name))[rows]
+

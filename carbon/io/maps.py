@@ -15,7 +15,7 @@ import rasterio
 import rasterio.shutil
 from rasterio.windows import Window
 
-from carbon.rasters import Grid
+from carbon.rules.grid import Grid
 
 NODATA = np.float32(np.nan)
 

@@ -11,11 +11,14 @@ from typing import Any
 
 import pandas as pd
 
-from carbon import registry
-from carbon.config import Config
 from carbon.errors import InputError
-from carbon.ledger import Ledger
-from carbon.sites import load_sites
+from carbon.io import writers
+from carbon.io.config import Config
+from carbon.io.ledger import Ledger
+from carbon.io.sites import load_sites
+from carbon.io.tables import load_catalog, load_coefficients, sha256_file
+from carbon.pipeline.site import compute_site
+from carbon.rules import registry
 from schemas._validate import failure_messages
 from schemas.registry import MODELS
 
@@ -51,9 +54,6 @@ def _baselines(cfg: Config, sinks: pd.DataFrame) -> tuple[dict[tuple[str, int, i
     configuration names one, else "no change since the baseline year" (0)."""
     if cfg.baseline_landcover is None:
         return {}, "no change since baseline_year (baseline removals 0)"
-    from carbon.engine import compute_site  # noqa: PLC0415
-    from carbon.tables import load_catalog, load_coefficients  # noqa: PLC0415
-
     catalog = load_catalog(cfg.baseline_landcover)
     coefficients = load_coefficients(cfg.coefficients)
     sites = {s.site_id: s for s in load_sites(cfg.sites)}
@@ -124,8 +124,6 @@ def build(cfg: Config, kind: str, site_ids: list[str] | None = None,
     if msgs:
         raise InputError(f"the {kind} export fails its contract; nothing was written", problems=msgs)
     runs = sinks[["site_id", "run_id", "site_run_id", "coefficient_set", "coefficient_sha256", "code_version"]]
-    from carbon.tables import sha256_file  # noqa: PLC0415
-
     manifest = {
         "registry": kind,
         "baseline": baseline_rule,
@@ -160,11 +158,11 @@ def export(cfg: Config, kind: str, out_dir: Path, site_ids: list[str] | None = N
     try:
         name = FILES[kind]
         if kind == "json":
-            registry.write_json(table, tmp / name)
+            writers.write_json(table, tmp / name)
         else:
-            registry.write_csv(table, tmp / name)
-        manifest["files"] = {name: registry.sha256_bytes(tmp / name)}
-        registry.write_json(manifest, tmp / "manifest.json")
+            writers.write_csv(table, tmp / name)
+        manifest["files"] = {name: writers.sha256_bytes(tmp / name)}
+        writers.write_json(manifest, tmp / "manifest.json")
         paths = []
         for f in (name, "manifest.json"):
             (tmp / f).replace(out_dir / f)

@@ -10,35 +10,29 @@ from __future__ import annotations
 import base64
 import html
 import json
-import multiprocessing
-import os
-import shutil
-import tempfile
-from concurrent.futures import BrokenExecutor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import rasterio
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from rasterio.enums import Resampling
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import rasterio  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-from rasterio.enums import Resampling  # noqa: E402
-
-from carbon.config import Config  # noqa: E402
-from carbon.constants import POOLS  # noqa: E402
-from carbon.engine import compute_site, plan_site, read_site_codes  # noqa: E402
-from carbon.errors import CarbonSinkError, InputError  # noqa: E402
-from carbon.ledger import Ledger  # noqa: E402
-from carbon.publish import inside  # noqa: E402
-from carbon.rasters import Grid, inspect_raster  # noqa: E402
-from carbon.sites import Site, load_per_version, load_sites, select_sites  # noqa: E402
-from carbon.tables import CatalogEntry, CoefficientSet, load_catalog, load_coefficients  # noqa: E402
+from carbon.errors import CarbonSinkError, InputError
+from carbon.io.config import Config
+from carbon.io.ledger import Ledger
+from carbon.io.outputs import inside
+from carbon.io.sites import load_per_version, load_sites
+from carbon.io.tables import load_catalog, load_coefficients
+from carbon.pipeline.plan import read_site_codes
+from carbon.rules.coefficients import CatalogEntry, CoefficientSet
+from carbon.rules.grid import Grid
+from carbon.rules.site import Site, select_sites
+from carbon.rules.vocabulary import POOLS
 
 #: Display colours of carbon classes, for legends without their own colours.
 CLASS_COLORS = {"forest": "#2d6a2d", "shrubland": "#7fb04a", "grassland": "#c6df8f", "cropland": "#f3d98b",
@@ -47,8 +41,6 @@ CLASS_COLORS = {"forest": "#2d6a2d", "shrubland": "#7fb04a", "grassland": "#c6df
 #: Resolution of the figures (dots per inch) and the most pixels a map panel needs across.
 DPI = 100
 MAX_PANEL_PX = 400
-#: Monte Carlo draws of the report's own run of the engine (only its density maps are drawn).
-REPORT_DRAWS = 100
 #: zlib level of the PNG figures: 3 writes them about a third faster than the default 6, 10-20 % larger.
 PNG = {"compress_level": 3}
 POOL_NAMES = {"agb": "above-ground biomass", "bgb": "below-ground biomass", "deadwood": "dead wood",
@@ -66,121 +58,25 @@ class ReportData:
     problems: list[str] = field(default_factory=list)
 
 
-def report_workers() -> int:
-    """Processes that draw reports at once: ``CARBON_SINK_REPORT_WORKERS``, else one per core."""
-    return max(1, int(os.environ.get("CARBON_SINK_REPORT_WORKERS", "0")) or os.cpu_count() or 1)
-
-
-def site_reports(cfg: Config, site_ids: list[str], workers: int | None = None,
-                 maps: dict[str, str | Path] | None = None) -> dict[str, str]:
-    """Every site's report (see ``ReportPool``): site id -> the page's path, or
-    ``report failed: ...`` for a report that cannot be drawn. ``maps``: site id -> the
-    density maps of its current estimate, when a run wrote them (see ``site_report``)."""
-    site_ids = list(dict.fromkeys(site_ids))
-    maps = maps or {}
-    with ReportPool(cfg, min(workers or report_workers(), len(site_ids))) as pool:
-        for s in site_ids:
-            pool.submit(s, maps_dir=maps.get(s))
-        return pool.pages()
-
-
-class ReportPool:
-    """Reports drawn in ``workers`` processes while the caller goes on (a metering run hands
-    each site over as soon as it is published); ``pages()`` waits for them. A report that
-    cannot be drawn is noted as ``report failed: ...``, not raised: the estimate is
-    published, the report is a view of it.
-
-    Drawing is mostly Python under the GIL, hence processes, started with ``spawn`` (a fresh
-    interpreter: the caller, a flow, has threads, which ``fork`` would copy in whatever state
-    they are). ``nice`` lowers the workers' priority, so that they draw with the CPU time the
-    metering leaves. One worker, or a caller that may not start processes (a daemonic Dask
-    worker), draws the reports in ``pages()``, one after another, in this process."""
-
-    def __init__(self, cfg: Config, workers: int | None = None, *, nice: int = 0) -> None:
-        self.cfg = cfg
-        self.workers = workers or report_workers()
-        self.nice = nice
-        self._pool: ProcessPoolExecutor | None = None
-        self._order: dict[str, tuple[str | Path | None, bool]] = {}
-        self._futures: dict[str, Future[str]] = {}
-        self._failed: dict[str, str] = {}
-
-    def __enter__(self) -> ReportPool:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, *_: Any) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=exc_type is not None)
-
-    def submit(self, site_id: str, maps_dir: str | Path | None = None, *, remove_maps: bool = False) -> None:
-        """Draw ``site_id``'s report (``maps_dir``: see ``site_report``; ``remove_maps``: a
-        scratch folder of maps, removed once the report is drawn)."""
-        if site_id in self._order:
-            return
-        self._order[site_id] = (maps_dir, remove_maps)
-        if self.workers <= 1 or multiprocessing.current_process().daemon:
-            return  # drawn here, in pages()
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_report_worker, initargs=(self.nice,))
-        try:
-            self._futures[site_id] = self._pool.submit(_report_or_failure, self.cfg, site_id, maps_dir, remove_maps)
-        except BrokenExecutor as exc:  # a worker died (and took the pool with it): noted, like any report failure
-            self._failed[site_id] = f"report failed: {type(exc).__name__}: {exc}"
-
-    def pages(self) -> dict[str, str]:
-        """Site id -> the page's path or ``report failed: ...``, in the order submitted."""
-        pages: dict[str, str] = {}
-        for s, (maps_dir, remove_maps) in self._order.items():
-            if s in self._failed:
-                pages[s] = self._failed[s]
-            elif s in self._futures:
-                try:
-                    pages[s] = self._futures[s].result()
-                except Exception as exc:  # noqa: BLE001 - a worker that died (BrokenProcessPool)
-                    pages[s] = f"report failed: {type(exc).__name__}: {exc}"
-            else:
-                pages[s] = _report_or_failure(self.cfg, s, maps_dir, remove_maps)
-        return pages
-
-
-def _report_worker(nice: int) -> None:
-    if nice:
-        os.nice(nice)
-
-
-def _report_or_failure(cfg: Config, site_id: str, maps_dir: str | Path | None = None,
-                       remove_maps: bool = False) -> str:
-    try:
-        return str(site_report(cfg, site_id, maps_dir=maps_dir))
-    except Exception as exc:  # noqa: BLE001 - the estimate is published; the report is a view of it
-        return f"report failed: {type(exc).__name__}: {exc}"
-    finally:
-        if remove_maps and maps_dir is not None:
-            shutil.rmtree(maps_dir, ignore_errors=True)
-
-
 def site_report(cfg: Config, site_id: str, out_dir: Path | None = None, maps_dir: str | Path | None = None) -> Path:
     """Write ``index.html`` and its PNG figures for one site; returns the page's path.
 
-    ``maps_dir``: the density maps the run that published the site's current estimate wrote
-    (a metering run writes them for its reports): the density figure is drawn from them when
-    they are the ones it shows (first and last year, change over the full period); else, or
-    without ``maps_dir``, the engine computes them again."""
+    The report draws what was published and never computes a stock: the ledger's tables, the
+    land-cover rasters, and the density maps that the run behind the current estimate wrote
+    (``<output_dir>/runs/<run_id>/maps/<site_id>``, or ``maps_dir``). A map that was not
+    written is said on the page."""
     out_dir = Path(out_dir) if out_dir is not None else inside(cfg.output_dir, "reports", site_id)
     data = _gather(cfg, site_id)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if maps_dir is None and not data.stocks.empty:
+        maps_dir = inside(cfg.output_dir, "runs", str(data.stocks["run_id"].iloc[0]), "maps", site_id)
     figures: dict[str, Path] = {}
-    work = Path(tempfile.mkdtemp(prefix=".report-", dir=out_dir))
-    try:
-        figures.update(_maps(cfg, data, out_dir, work, Path(maps_dir) if maps_dir is not None else None))
-        if not data.stocks.empty:
-            try:
-                figures["stock_by_pool"] = _stock_chart(data, out_dir / "stock_by_pool.png")
-            except Exception as exc:  # noqa: BLE001 - said on the page
-                data.problems.append(f"The stock chart cannot be drawn: {exc}")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    figures.update(_maps(cfg, data, out_dir, Path(maps_dir) if maps_dir is not None else None))
+    if not data.stocks.empty:
+        try:
+            figures["stock_by_pool"] = _stock_chart(data, out_dir / "stock_by_pool.png")
+        except Exception as exc:  # noqa: BLE001 - said on the page
+            data.problems.append(f"The stock chart cannot be drawn: {exc}")
     page = out_dir / "index.html"
     page.write_text(_html(data, figures), encoding="utf-8")
     return page
@@ -237,7 +133,7 @@ def _read_years(site: Site, catalog: list[CatalogEntry], coefficients: Coefficie
 # --- figures -----------------------------------------------------------------------------
 
 
-def _maps(cfg: Config, data: ReportData, out_dir: Path, work: Path, maps_dir: Path | None = None) -> dict[str, Path]:
+def _maps(cfg: Config, data: ReportData, out_dir: Path, maps_dir: Path | None) -> dict[str, Path]:
     site = data.site
     catalog = list(load_per_version(load_catalog, cfg.landcover))
     coefficients = load_per_version(load_coefficients, cfg.coefficients)
@@ -254,18 +150,18 @@ def _maps(cfg: Config, data: ReportData, out_dir: Path, work: Path, maps_dir: Pa
     except Exception as exc:  # noqa: BLE001 - a figure that cannot be drawn is said on the page
         data.problems.append(f"Land-cover maps cannot be drawn: {exc}")
         return figures
-    method = str(data.stocks["method"].iloc[0]) if not data.stocks.empty else None
     start = int(data.sinks.loc[data.sinks["is_full_period"], "period_start"].iloc[0]) if (
         not data.sinks.empty and data.sinks["is_full_period"].any()) else years[0]
     start = start if start in years else years[0]
     try:
         written = _density_maps(maps_dir, site.site_id, years, start) if maps_dir is not None else {}
-        if not written or not all(p.is_file() for p in written.values()):
-            compute_site(site, catalog, coefficients, legends_dir=cfg.legends, years=years, start_year=start,
-                         method=method, maps_dir=work, draws=REPORT_DRAWS)
-            maps_dir = work
-        figures["density"] = _density_figure(grid, geom, _density_maps(maps_dir, site.site_id, years, start),
-                                             out_dir / "stock_density.png")
+        missing = [p.name for p in written.values() if not p.is_file()]
+        if not written or missing:
+            data.problems.append(
+                "The stock density maps of this estimate were not written (the run that published it wrote no maps: "
+                "re-run the site with --maps or with reports)" + (f"; missing: {', '.join(missing)}" if missing else ""))
+        else:
+            figures["density"] = _density_figure(grid, geom, written, out_dir / "stock_density.png")
     except Exception as exc:  # noqa: BLE001 - a figure that cannot be drawn is said on the page
         data.problems.append(f"Stock density maps cannot be drawn: {exc}")
     return figures
@@ -274,7 +170,8 @@ def _maps(cfg: Config, data: ReportData, out_dir: Path, work: Path, maps_dir: Pa
 def _outline(ax: Any, geom: Any, grid: Grid) -> None:
     """The site boundary in the grid's pixel coordinates: one line for every ring."""
     inv = ~grid.transform
-    xs, ys = [], []
+    xs: list[Any] = []
+    ys: list[Any] = []
     for poly in getattr(geom, "geoms", [geom]):
         for ring in [poly.exterior, *poly.interiors]:
             x, y = np.asarray(ring.coords).T
@@ -325,7 +222,7 @@ def _land_cover_figure(grid: Grid, geom: Any, codes: dict[int, tuple[np.ndarray,
     ncols = min(4, len(years))
     nrows = int(np.ceil(len(years) / ncols))
     panel, top, bottom, gap_h = 3.0, 0.75, 0.5, 0.35
-    fig = plt.figure(figsize=(3.1 * ncols + 0.1, top + nrows * panel + (nrows - 1) * gap_h + bottom))
+    fig = Figure(figsize=(3.1 * ncols + 0.1, top + nrows * panel + (nrows - 1) * gap_h + bottom))
     axes = [ax for row in _panels(fig, nrows, ncols, w=3.0, h=panel, top=top, bottom=bottom, gap_h=gap_h)
             for ax in row]
     legend_items: dict[str, str] = {}
@@ -347,7 +244,6 @@ def _land_cover_figure(grid: Grid, geom: Any, codes: dict[int, tuple[np.ndarray,
                ncol=max(1, min(5, len(legend_items))), fontsize=8, frameon=False)
     fig.suptitle("Land cover with the site boundary (black; white = no data)", fontsize=10)
     fig.savefig(path, dpi=DPI, pil_kwargs=PNG)
-    plt.close(fig)
     return path
 
 
@@ -373,7 +269,7 @@ def _density_maps(maps_dir: Path, site_id: str, years: list[int], start: int) ->
 
 
 def _density_figure(grid: Grid, geom: Any, maps: dict[str, Path], path: Path) -> Path:
-    panels = []
+    panels: list[tuple[str, np.ndarray, str, tuple[float, float] | None]] = []
     for title, p in maps.items():
         a = _read_map(p)
         if not title.startswith("change"):
@@ -386,7 +282,7 @@ def _density_figure(grid: Grid, geom: Any, maps: dict[str, Path], path: Path) ->
     shared = [lims is None for *_, lims in panels]
     bars = [not (shared[i] and i + 1 < len(panels) and shared[i + 1]) for i in range(len(panels))]
     panel, bar, gap, side = 3.6, 0.65, 0.15, 0.1
-    fig = plt.figure(figsize=(side + len(panels) * (panel + gap) + bar * sum(bars), panel + 0.6))
+    fig = Figure(figsize=(side + len(panels) * (panel + gap) + bar * sum(bars), panel + 0.6))
     fw, fh = fig.get_size_inches()
     vmax = max(float(np.nanmax(arr)) if np.isfinite(arr).any() else 1.0 for _, arr, _, lims in panels if lims is None)
     x = side
@@ -404,13 +300,12 @@ def _density_figure(grid: Grid, geom: Any, maps: dict[str, Path], path: Path) ->
             cax.tick_params(labelsize=8)
             x += bar
     fig.savefig(path, dpi=DPI, pil_kwargs=PNG)
-    plt.close(fig)
     return path
 
 
 def _stock_chart(data: ReportData, path: Path) -> Path:
     s = data.stocks.sort_values("year")
-    fig = plt.figure(figsize=(7.5, 4))
+    fig = Figure(figsize=(7.5, 4))
     ax = fig.add_axes((0.1, 0.13, 0.87, 0.78))
     ax.stackplot(s["year"], *[s[f"stock_{p}_tc"] for p in POOLS], labels=[POOL_NAMES[p] for p in POOLS], alpha=0.8)
     ax.plot(s["year"], s["stock_tc"], color="black", marker="o", label="total")
@@ -418,11 +313,10 @@ def _stock_chart(data: ReportData, path: Path) -> Path:
         ax.fill_between(s["year"], s["stock_tc_lower95"], s["stock_tc_upper95"], color="grey", alpha=0.35,
                         label="95% interval (Monte Carlo)")
     ax.set(xlabel="year", ylabel="t C", title=f"{data.site.site_id}: carbon stock by pool")
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.xaxis.get_major_locator().set_params(integer=True)  # type: ignore[call-arg]  # MaxNLocator
     ax.legend(fontsize=7, loc="upper left")
     ax.grid(alpha=0.3)
     fig.savefig(path, dpi=DPI, pil_kwargs=PNG)
-    plt.close(fig)
     return path
 
 

@@ -92,7 +92,7 @@ def _geodesic_pixel_area(geod: Geod, to_ll: Transformer, transform: Affine, col:
     t = np.linspace(0.0, 1.0, EDGE_POINTS, endpoint=False)
     cols = np.concatenate([col + t, np.full(EDGE_POINTS, col + 1.0), col + 1.0 - t, np.full(EDGE_POINTS, col)])
     rows = np.concatenate([np.full(EDGE_POINTS, row), row + t, np.full(EDGE_POINTS, row + 1.0), row + 1.0 - t])
-    x, y = transform @ (cols, rows)
+    x, y = transform @ (cols, rows)  # type: ignore[operator]  # affine maps arrays element-wise
     lon, lat = to_ll.transform(x, y)
     area, _ = geod.polygon_area_perimeter(lon, lat)
     return abs(area)
@@ -214,6 +214,8 @@ def _node_ratios(crs: CRS, transform: Affine, node_r: np.ndarray, node_c: np.nda
     (where that projection stretches shapes without bound) use the geodesic area instead."""
     geod, to_ll = _to_lonlat(crs.to_wkt())
     ell = crs.ellipsoid
+    if ell is None:
+        raise ValueError(f"CRS has no ellipsoid: {crs.name}")
     t = np.linspace(0.0, 1.0, EDGE_POINTS, endpoint=False)
     ones, zeros = np.ones(EDGE_POINTS), np.zeros(EDGE_POINTS)
     dc = np.concatenate([t, ones, 1.0 - t, zeros])  # the outline, as in _geodesic_pixel_area

@@ -1,0 +1,51 @@
+"""The input key of a site: a content digest of everything its result depends on (geometry
+and properties, the bytes of every raster covering it, the crosswalks, the coefficient set,
+the parameters, the code), so that a run skips a site whose key is unchanged."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from carbon.io.outputs import code_version
+from carbon.io.tables import sha256_file
+from carbon.pipeline.plan import plan_site
+from carbon.rules.coefficients import CatalogEntry, CoefficientSet
+from carbon.rules.policies import site_dynamics
+from carbon.rules.site import Site
+
+
+def site_input_key(site: Site, catalog: list[CatalogEntry], coefficients: CoefficientSet,
+                   legends_dir: Path | None, *, years: list[int] | None, start_year: int | None,
+                   method: str | None = None, uncertainty: dict[str, Any] | None = None, hash_file: Callable[[str], str] = sha256_file, code: str | None = None) -> tuple[str, dict[str, Any]]:
+    """Content key of everything a site's result depends on: geometry and properties, the
+    bytes of every raster covering it, the crosswalks, the coefficient set, the code."""
+    plan = plan_site(site, catalog, coefficients, legends_dir, years)
+    dyn = site_dynamics(site, coefficients, method)
+    inputs = {
+        "site": {
+            "site_id": site.site_id,
+            "geometry_sha256": hashlib.sha256(site.geometry_wkb + site.crs.to_wkt().encode()).hexdigest(),
+            "ecozone": site.ecozone,
+            "baseline_year": site.baseline_year,
+            "method": dyn.method,
+            "initial_age": dyn.initial_age,
+        },
+        "years": {
+            str(y): {
+                "legend": m.legend,
+                "crosswalk_sha256": m.crosswalk.sha256,
+                "rasters": {i.path: hash_file(i.path) for i in m.infos},
+            }
+            for y, m in sorted(plan.items())
+        },
+        "coefficient_set": coefficients.name,
+        "coefficient_sha256": coefficients.sha256,
+        "parameters": {"years": years, "start_year": start_year, "uncertainty": uncertainty},
+        "code_version": code or code_version(),
+    }
+    key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+    return key, inputs

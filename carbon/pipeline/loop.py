@@ -1,0 +1,353 @@
+"""The site loop: one failure policy for every caller (the Prefect flows, the public API, the
+tests and the benchmarks).
+
+A run (``start_run``) validates the inputs every site shares and records itself in the
+ledger; each site is then metered by ``meter_site``: input key -> (skip if unchanged) ->
+compute and validate -> write its tables -> publish them in one ledger transaction. The
+key, publish and record steps are IO and are tried again on transient errors
+(``with_retries``); computing never is, and bad input never is. A site that fails is
+recorded with its message and fails alone (``attempt``): the other sites go on.
+``finish_run`` closes the run with its manifest.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pandas as pd
+
+from carbon.errors import CarbonSinkError
+from carbon.io.config import Config, load_config
+from carbon.io.ledger import Ledger, LedgerError
+from carbon.io.outputs import (
+    code_version,
+    ensure_output_dir,
+    inside,
+    read_site_tables,
+    write_json,
+    write_site_tables,
+)
+from carbon.io.sites import load_per_version, load_sites
+from carbon.io.tables import load_catalog, load_coefficients, sha256_file
+from carbon.pipeline.key import site_input_key
+from carbon.pipeline.scan import DEFAULT_MAX_CELLS
+from carbon.pipeline.site import compute_site
+from carbon.rules.coefficients import CatalogEntry, CoefficientSet
+from carbon.rules.results import SiteResult
+from carbon.rules.site import Site, select_sites
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# --- the failure policy -------------------------------------------------------------------
+
+TRANSIENT_ERRNO = {errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno.EINTR, errno.EIO, errno.ECONNRESET,
+                   errno.ECONNREFUSED}
+#: Waits before the retries of an IO step (seconds): 2, 4, 8.
+IO_RETRY_DELAYS: tuple[float, ...] = (2.0, 4.0, 8.0)
+_sleep = time.sleep  # the wait between tries (a test records it)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth another try: a busy or unreachable database, a file system that hiccups; never
+    bad input, a missing folder or a broken contract."""
+    if isinstance(exc, LedgerError):
+        return exc.transient
+    if isinstance(exc, OSError):
+        return exc.errno in TRANSIENT_ERRNO
+    return False
+
+
+def with_retries(step: Callable[..., T], *args: Any, delays: tuple[float, ...] | None = None, **kwargs: Any) -> T:
+    """``step(*args, **kwargs)``, tried again after each of ``delays`` (default
+    ``IO_RETRY_DELAYS``) while it fails with a transient error; any other error, or the
+    last transient one, is raised as it is."""
+    waits = IO_RETRY_DELAYS if delays is None else delays
+    for attempt_no in range(len(waits) + 1):
+        try:
+            return step(*args, **kwargs)
+        except Exception as exc:
+            if attempt_no == len(waits) or not is_transient(exc):
+                raise
+            log.warning("%s failed with a transient error (%s); retry %d of %d in %g s",
+                        getattr(step, "__name__", "step"), exc, attempt_no + 1, len(waits), waits[attempt_no])
+            _sleep(waits[attempt_no])
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def failure_message(exc: BaseException) -> str:
+    """What a failed site's record and its caller say: our own errors as they are worded, an
+    unforeseen one with its type (the traceback goes to the log, at debug level)."""
+    if isinstance(exc, CarbonSinkError):
+        return str(exc)
+    return f"unexpected {type(exc).__name__}: {exc}"
+
+
+@dataclass
+class Outcome:
+    """What became of one site: ``succeeded``, ``skipped`` or ``failed`` (with ``error``)."""
+
+    site_id: str
+    status: str
+    error: str | None = None
+    value: Any = None
+
+
+def attempt(site_id: str, step: Callable[[], T]) -> Outcome:
+    """``step()`` for one site, whose failure fails that site alone."""
+    try:
+        return Outcome(site_id, "succeeded", value=step())
+    except Exception as exc:  # noqa: BLE001 - the failure policy: the site fails alone, named
+        log.debug("site %s failed", site_id, exc_info=True)
+        return Outcome(site_id, "failed", error=failure_message(exc))
+
+
+def for_each_site(site_ids: Iterable[str], step: Callable[[str], T],
+                  on_status: Callable[[str, str], None] | None = None) -> list[Outcome]:
+    """The site loop: ``step(site_id)`` for every site in order, each under ``attempt``."""
+    outcomes = []
+    for site_id in site_ids:
+        if on_status is not None:
+            on_status(site_id, "started")
+        outcome = attempt(site_id, functools.partial(step, site_id))
+        if isinstance(outcome.value, Outcome):  # the step decided the outcome (e.g. skipped)
+            outcome = outcome.value
+        outcomes.append(outcome)
+        if on_status is not None:
+            on_status(site_id, outcome.status)
+    return outcomes
+
+
+# --- computing sites without publishing them ----------------------------------------------
+
+
+@dataclass
+class RunResult:
+    """Results of several sites: the ones that computed, and the error of each that failed."""
+
+    results: dict[str, SiteResult]
+    errors: dict[str, str]
+
+    def table(self, name: str) -> pd.DataFrame:
+        frames = [r.tables()[name] for r in self.results.values()]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def compute_config(config: Config | str | Path | None, site_ids: list[str] | None = None, *, maps: bool = False,
+                   method: str | None = None, max_cells: int = DEFAULT_MAX_CELLS) -> RunResult:
+    """Validated tables for every site of a configuration (or the listed ones), published
+    nowhere. Inputs shared by all sites (sites file, catalog, coefficients) must be valid or
+    nothing runs; a site whose own inputs are bad fails alone and is reported."""
+    cfg = config if isinstance(config, Config) else load_config(config)
+    sites = {s.site_id: s for s in select_sites(load_sites(cfg.sites), site_ids)}
+    catalog = load_catalog(cfg.landcover)
+    coefficients = load_coefficients(cfg.coefficients)
+
+    def step(site_id: str) -> SiteResult:
+        return compute_site(
+            sites[site_id], catalog, coefficients, legends_dir=cfg.legends, method=method,
+            draws=cfg.monte_carlo_draws, conservative_rule=cfg.conservative_rule,
+            maps_dir=cfg.output_dir / "maps" / site_id if maps else None, max_cells=max_cells,
+        )
+
+    outcomes = for_each_site(list(sites), step)
+    return RunResult(results={o.site_id: o.value for o in outcomes if o.status == "succeeded"},
+                     errors={o.site_id: o.error or "" for o in outcomes if o.status == "failed"})
+
+
+# --- metering: computing and publishing ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SiteParams:
+    """How the sites of a run are computed: map years, period start and method (None: what the
+    configuration and the site's properties give), maps written, recompute when unchanged."""
+
+    years: tuple[int, ...] | None = None
+    start_year: int | None = None
+    method: str | None = None
+    maps: bool = False
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """A metering run: its id, its configuration (read once), the sites it meters and the
+    version of the code that meters them."""
+
+    run_id: str
+    config: Config
+    site_ids: tuple[str, ...]
+    code_version: str
+    flow_run_id: str | None = None
+
+    @property
+    def run_dir(self) -> Path:
+        return inside(self.config.output_dir, "runs", self.run_id)
+
+
+def run_config(config: Config | str | Path | None, coefficients: str | Path | None = None) -> Config:
+    """The configuration of a run, with its coefficient set if the run chose another."""
+    cfg = config if isinstance(config, Config) else load_config(config)
+    return replace(cfg, coefficients=Path(coefficients).resolve()) if coefficients else cfg
+
+
+def start_run(config: Config | str | Path | None, site_ids: list[str] | None = None,
+              coefficients: str | Path | None = None, flow_run_id: str | None = None) -> RunContext:
+    """Validate the shared inputs, check the output folder and the ledger, and record the run."""
+    cfg = run_config(config, coefficients)
+    sites = select_sites(load_sites(cfg.sites), site_ids)
+    load_catalog(cfg.landcover)
+    load_coefficients(cfg.coefficients)
+    ensure_output_dir(cfg.output_dir)
+    ctx = RunContext(run_id=str(uuid.uuid4()), config=cfg, site_ids=tuple(s.site_id for s in sites),
+                     code_version=code_version(), flow_run_id=flow_run_id)
+    Ledger(cfg.ledger_url).start_run(ctx.run_id, config_path=str(cfg.path), code_version=ctx.code_version,
+                                     flow_run_id=flow_run_id)
+    return ctx
+
+
+def site_inputs(cfg: Config, site_id: str) -> tuple[Site, list[CatalogEntry], CoefficientSet]:
+    """The site, the land-cover catalog and the coefficient set, each file read and validated
+    once per process (sites) or thread (catalog, coefficients) and file version."""
+    site = select_sites(load_sites(cfg.sites), [site_id])[0]
+    return (site, list(load_per_version(load_catalog, cfg.landcover)),
+            load_per_version(load_coefficients, cfg.coefficients))
+
+
+def maps_dir(ctx: RunContext, site_id: str) -> Path:
+    """Where a run writes a site's density maps (kept with the run; its report draws them)."""
+    return inside(ctx.config.output_dir, "runs", ctx.run_id, "maps", site_id)
+
+
+def site_key(ctx: RunContext, site_id: str, params: SiteParams) -> dict[str, Any]:
+    """The content key of everything the site's result depends on, and its last published key."""
+    cfg = ctx.config
+    site, catalog, coefficients = site_inputs(cfg, site_id)
+    ledger = Ledger(cfg.ledger_url)
+
+    def cached_sha256(path: str) -> str:
+        st = Path(path).stat()
+        known = ledger.cached_hash(path, st.st_size, st.st_mtime_ns)
+        if known is None:
+            known = sha256_file(path)
+            ledger.store_hash(path, st.st_size, st.st_mtime_ns, known)
+        return known
+
+    key, inputs = site_input_key(site, catalog, coefficients, cfg.legends,
+                                 years=list(params.years) if params.years else None, start_year=params.start_year,
+                                 method=params.method, hash_file=cached_sha256,
+                                 uncertainty={"draws": cfg.monte_carlo_draws, "rule": cfg.conservative_rule},
+                                 code=ctx.code_version)
+    return {"key": key, "inputs": inputs, "last_key": ledger.last_success_key(site_id)}
+
+
+def compute_site_tables(ctx: RunContext, site_id: str, params: SiteParams, maps: bool) -> Path:
+    """Compute and validate a site's tables and write them (CSV, Parquet; density maps when
+    ``maps``) under the run's folder; returns the site's folder."""
+    cfg = ctx.config
+    site, catalog, coefficients = site_inputs(cfg, site_id)
+    site_dir = inside(cfg.output_dir, "runs", ctx.run_id, "sites", site.site_id)
+    result = compute_site(site, catalog, coefficients, legends_dir=cfg.legends,
+                          years=list(params.years) if params.years else None, start_year=params.start_year,
+                          method=params.method, draws=cfg.monte_carlo_draws,
+                          conservative_rule=cfg.conservative_rule,
+                          maps_dir=maps_dir(ctx, site_id) if maps else None)
+    write_site_tables(result, site_dir)
+    return site_dir
+
+
+def publish_site(ctx: RunContext, site_id: str, site_dir: Path, key: dict[str, Any]) -> int:
+    """Write the site's tables to the ledger in one transaction (idempotent within a run)."""
+    inputs = key["inputs"]
+    return Ledger(ctx.config.ledger_url).publish_site(
+        run_id=ctx.run_id, flow_run_id=ctx.flow_run_id, site_id=site_id, tables=read_site_tables(site_dir),
+        input_key=key["key"], inputs=inputs, coefficient_set=inputs["coefficient_set"],
+        coefficient_sha256=inputs["coefficient_sha256"], code_version=ctx.code_version,
+    )
+
+
+def record_site(ctx: RunContext, site_id: str, status: str, error: str | None = None,
+                input_key: str | None = None) -> None:
+    """A skipped or failed site: one ledger row."""
+    Ledger(ctx.config.ledger_url).record_site(run_id=ctx.run_id, flow_run_id=ctx.flow_run_id, site_id=site_id,
+                                              status=status, code_version=ctx.code_version, error=error,
+                                              input_key=input_key)
+
+
+def meter_site(ctx: RunContext, site_id: str, params: SiteParams, *, report_maps: bool = False) -> Outcome:
+    """One site: input key -> (skip if unchanged) -> compute and validate -> publish.
+
+    Raises the site's error after recording it in the ledger (a failure that cannot be
+    recorded is noted on the error); ``attempt`` turns it into the site's outcome.
+    ``report_maps``: also write the density maps its report draws.
+    """
+    try:
+        key = with_retries(site_key, ctx, site_id, params)
+        if not params.force and not params.maps and key["last_key"] == key["key"]:  # maps asked for: compute
+            with_retries(record_site, ctx, site_id, "skipped", input_key=key["key"])
+            return Outcome(site_id, "skipped", value={"input_key": key["key"]})
+        site_dir = compute_site_tables(ctx, site_id, params, params.maps or report_maps)
+        site_run_id = with_retries(publish_site, ctx, site_id, site_dir, key)
+    except Exception as exc:
+        try:
+            with_retries(record_site, ctx, site_id, "failed", error=failure_message(exc))
+        except Exception as not_recorded:  # noqa: BLE001 - the site's own error is the one to report
+            exc.add_note(f"the failure could not be recorded in the ledger: {not_recorded}")
+        raise
+    return Outcome(site_id, "succeeded", value={"site_run_id": site_run_id, "site_dir": str(site_dir),
+                                                "input_key": key["key"], "inputs": key["inputs"]})
+
+
+def meter_sites(ctx: RunContext, params: SiteParams, *, report_maps: bool = False,
+                on_status: Callable[[str, str], None] | None = None) -> list[Outcome]:
+    """Every site of the run, one after another (the flows run the same ``meter_site`` on a
+    task runner)."""
+    return for_each_site(ctx.site_ids, lambda s: meter_site(ctx, s, params, report_maps=report_maps), on_status)
+
+
+def outcome_record(o: Outcome) -> dict[str, Any]:
+    """An outcome as the run manifest and the flows' results show it."""
+    rec: dict[str, Any] = {"site_id": o.site_id, "status": o.status}
+    if o.error is not None:
+        rec["error"] = o.error
+    if isinstance(o.value, dict):
+        rec.update(o.value)
+    return rec
+
+
+def finish_run(ctx: RunContext, outcomes: list[Outcome], reports: dict[str, str] | None = None) -> dict[str, Any]:
+    """Close the run: its ledger status and its manifest (JSON); returns the run's summary."""
+    cfg = ctx.config
+    ledger = Ledger(cfg.ledger_url)
+    failed = [o for o in outcomes if o.status == "failed"]
+    skipped = [o for o in outcomes if o.status == "skipped"]
+    status = "completed" if not failed else ("failed" if len(failed) == len(outcomes) else "partial")
+    run_dir = ctx.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    records = [outcome_record(o) for o in outcomes]
+    manifest = {
+        "run_id": ctx.run_id,
+        "flow_run_id": ctx.flow_run_id,
+        "config": str(cfg.path),
+        "config_sha256": sha256_file(cfg.path),
+        "ledger": ledger.safe_url,
+        "code_version": ctx.code_version,
+        "status": status,
+        "sites": {r["site_id"]: {k: v for k, v in r.items() if k != "site_id"} for r in records},
+        "reports": reports or {},
+    }
+    write_json(run_dir / "manifest.json", manifest)
+    ledger.finish_run(ctx.run_id, status=status, n_sites=len(outcomes), n_failed=len(failed),
+                      n_skipped=len(skipped))
+    return {"run_id": ctx.run_id, "status": status, "n_sites": len(outcomes), "n_failed": len(failed),
+            "n_skipped": len(skipped), "reports": reports or {}, "manifest": str(run_dir / "manifest.json"),
+            "failures": {o.site_id: o.error for o in failed}}

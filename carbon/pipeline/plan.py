@@ -1,0 +1,150 @@
+"""Planning a site: which rasters of which map years cover it, with their crosswalks, and
+its carbon classes. Reads raster headers only (docs/methods.md §2, §5)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from carbon.errors import InputError
+from carbon.io.rasters import YearReader, inspect_raster
+from carbon.io.tables import load_crosswalk
+from carbon.rules import policies
+from carbon.rules.coefficients import (
+    CatalogEntry,
+    CoefficientSet,
+    Crosswalk,
+    invest_crosswalk,
+)
+from carbon.rules.grid import Grid, RasterInfo, intersects, site_grid, to_crs
+from carbon.rules.site import Site
+from carbon.rules.vocabulary import CARBON_CLASSES, INVEST_LEGEND
+
+
+@dataclass
+class YearPlan:
+    year: int
+    legend: str
+    crosswalk: Crosswalk
+    infos: list[RasterInfo]
+    class_of_code: np.ndarray  # class index per crosswalk row
+    area_ha: np.ndarray = field(init=False)
+    pixels: np.ndarray = field(init=False)
+    nodata_ha: float = 0.0
+    digest: Any = field(default_factory=hashlib.sha256)
+
+    def __post_init__(self) -> None:
+        self.area_ha = np.zeros(len(self.crosswalk.codes), dtype=np.float64)
+        self.pixels = np.zeros(len(self.crosswalk.codes), dtype=np.int64)
+
+def plan_site(
+    site: Site,
+    catalog: list[CatalogEntry],
+    coefficients: CoefficientSet,
+    legends_dir: str | Path | None = None,
+    years: list[int] | None = None,
+) -> dict[int, YearPlan]:
+    """The map years of a site: for each, the rasters that cover it and its crosswalk.
+
+    Reads raster headers only; raises InputError for a site outside every raster, a
+    requested year absent from the catalog, or legends that do not fit the coefficients.
+    """
+    by_year: dict[int, list[CatalogEntry]] = defaultdict(list)
+    for e in catalog:
+        by_year[e.year].append(e)
+    if years:
+        absent = sorted(set(years) - set(by_year))
+        if absent:
+            raise InputError(
+                f"requested year(s) {absent} absent from the land-cover catalog (catalog years: {sorted(by_year)})",
+                site_id=site.site_id,
+            )
+    wanted = sorted(set(years) if years else set(by_year))
+    crosswalks: dict[str, Crosswalk] = {}
+    out: dict[int, YearPlan] = {}
+    geoms: dict[str, Any] = {}
+    for y in wanted:
+        infos = []
+        for e in by_year[y]:
+            info = inspect_raster(e.path)
+            key = info.crs.to_wkt()
+            if key not in geoms:
+                geoms[key] = to_crs(site.geometry, site.crs, info.crs)
+            if intersects(info, geoms[key]):
+                infos.append((e, info))
+        if not infos:
+            if years:
+                raise InputError(f"no raster of year {y} covers the site", site_id=site.site_id)
+            continue
+        legends = sorted({e.legend for e, _ in infos})
+        if len(legends) > 1:
+            raise InputError(
+                f"the rasters of year {y} covering the site use different legends {legends}",
+                site_id=site.site_id,
+            )
+        legend = legends[0]
+        if coefficients.is_invest != (legend == INVEST_LEGEND):
+            raise InputError(
+                f"legend {legend!r} of year {y} does not fit coefficient set {coefficients.name!r}: "
+                f"an InVEST pools table needs catalog legend {INVEST_LEGEND!r}, a coefficient table needs a "
+                "legend crosswalk",
+                site_id=site.site_id,
+            )
+        if legend not in crosswalks:
+            crosswalks[legend] = (
+                invest_crosswalk(coefficients) if coefficients.is_invest else load_crosswalk(legend, legends_dir)
+            )
+        out[y] = YearPlan(year=y, legend=legend, crosswalk=crosswalks[legend], infos=[i for _, i in infos],
+                       class_of_code=np.zeros(0, dtype=np.int64))
+    if not out:
+        raise InputError(
+            "the site lies outside every raster of the land-cover catalog", site_id=site.site_id
+        )
+    return out
+
+def class_names_of(coefficients: CoefficientSet, year_meta: dict[int, YearPlan]) -> list[str]:
+    if coefficients.is_invest:
+        names = [str(c) for c in sorted(coefficients.table["lucode"].astype(int))]
+    else:
+        names = list(CARBON_CLASSES)
+    pos = {c: i for i, c in enumerate(names)}
+    for meta in year_meta.values():
+        meta.class_of_code = np.array([pos[c] for c in meta.crosswalk.classes], dtype=np.int32)
+        meta.area_ha = np.zeros(len(meta.crosswalk.codes), dtype=np.float64)
+        meta.pixels = np.zeros(len(meta.crosswalk.codes), dtype=np.int64)
+    return names
+
+
+def reference_grid(site: Site, year_meta: dict[int, YearPlan]) -> tuple[int, RasterInfo]:
+    """The site's reference raster and its year (docs/methods.md §5; rules/policies.py)."""
+    return policies.reference_grid(site, {y: m.infos for y, m in year_meta.items()})
+
+
+def legend_of(year_meta: dict[int, YearPlan], path: str) -> str:
+    for m in year_meta.values():
+        if any(i.path == path for i in m.infos):
+            return m.legend
+    return "?"
+
+
+def read_site_codes(site: Site, catalog: list[CatalogEntry], coefficients: CoefficientSet,
+                    legends_dir: str | Path | None = None, years: list[int] | None = None,
+                    ) -> tuple[Grid, Any, dict[int, tuple[np.ndarray, np.ndarray, Crosswalk]]]:
+    """The site's reference grid, its polygon in that grid's CRS, and per year the codes and
+    validity of the whole window with the year's crosswalk (for figures: small sites only)."""
+    year_meta = plan_site(site, catalog, coefficients, legends_dir, years)
+    _, ref_info = reference_grid(site, year_meta)
+    geom_ref = to_crs(site.geometry, site.crs, ref_info.crs)
+    grid = site_grid(ref_info, geom_ref)
+    out = {}
+    with ExitStack() as stack:
+        for y, meta in sorted(year_meta.items()):
+            codes, valid, _ = YearReader(meta.infos, grid, stack).read(0, grid.height)
+            out[y] = (codes, valid, meta.crosswalk)
+    return grid, geom_ref, out

@@ -1,0 +1,246 @@
+"""One site's computation: rasters -> class areas and transitions -> stocks and sinks.
+
+``compute_site`` is a handful of named steps: plan the site's map years (plan.py), apply
+its policies (rules/policies.py), scan its pixels (scan.py), turn the sums into stock,
+sink and transition tables (rules/accounting.py, rules/dynamics.py), add their intervals
+(rules/uncertainty.py) and provenance, and validate every table (schemas/outputs.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from carbon.errors import InputError
+from carbon.io.maps import DensityMapWriter
+from carbon.pipeline.plan import (
+    YearPlan,
+    class_names_of,
+    legend_of,
+    plan_site,
+    reference_grid,
+)
+from carbon.pipeline.scan import (
+    DEFAULT_MAX_CELLS,
+    Partial,
+    ScanPlan,
+    scan_rows,
+    scan_site,
+    unknown_codes,
+)
+from carbon.rules import accounting, dynamics, policies, uncertainty
+from carbon.rules.coefficients import CatalogEntry, CoefficientSet
+from carbon.rules.grid import Grid, site_grid, to_crs
+from carbon.rules.results import SiteResult
+from carbon.rules.site import Site
+from carbon.rules.vocabulary import POOLS
+from schemas.outputs import validate_site_result
+
+
+def compute_site(
+    site: Site,
+    catalog: list[CatalogEntry],
+    coefficients: CoefficientSet,
+    *,
+    legends_dir: str | Path | None = None,
+    years: list[int] | None = None,
+    start_year: int | None = None,
+    method: str | None = None,
+    maps_dir: str | Path | None = None,
+    max_cells: int = DEFAULT_MAX_CELLS,
+    draws: int = uncertainty.DEFAULT_DRAWS,
+    conservative_rule: str = "ar_tool14",
+) -> SiteResult:
+    """Stocks, sinks and transitions of one site from every catalog year that covers it.
+
+    ``years`` restricts the map years (each must be in the catalog and cover the site);
+    ``start_year`` overrides the start of the whole period (default: the site's
+    ``baseline_year``, else its first map year); ``method`` overrides the site's ``method``
+    property (docs/methods.md §9). With ``maps_dir``, per-year stock density maps and the
+    change map are written there as Cloud-Optimized GeoTIFFs. ``draws`` Monte Carlo draws
+    give every stock and sink its interval; ``conservative_rule`` (``ar_tool14`` or
+    ``lower90``) makes the conservative sink (docs/methods.md §10).
+    """
+    year_meta = plan_site(site, catalog, coefficients, legends_dir, years)
+    year_list = sorted(year_meta)
+    start = policies.period_start(site, year_list, start_year)
+    period_list = accounting.periods(year_list, start)
+    dyn = policies.site_dynamics(site, coefficients, method)
+    class_names = class_names_of(coefficients, year_meta)
+    ref_year, ref_info = reference_grid(site, year_meta)
+    geom_ref = to_crs(site.geometry, site.crs, ref_info.crs)
+    grid = site_grid(ref_info, geom_ref)
+    plan = ScanPlan.build(year_meta, year_list, period_list, class_names, dyn, grid, geom_ref, max_cells, ref_info)
+
+    with ExitStack() as maps:  # maps written while scanning are discarded if the site fails
+        part = _scan(plan, site, coefficients, class_names, start, maps, maps_dir)
+        agg, site_area_ha = _settle(plan, part, site)
+        area = dynamics.class_area(agg, class_names)
+        densities = _densities_at_site(site, coefficients, class_names, area)
+
+    coef = dynamics.coefficient_arrays(densities.reindex(class_names))
+    stock = dynamics.year_stocks(agg, coef)
+    nodata = xr.DataArray([year_meta[y].nodata_ha for y in year_list], dims="year", coords={"year": year_list})
+    stocks, by_class = accounting.stock_tables(site.site_id, stock, area, nodata)
+    full = (start, year_list[-1]) if start < year_list[-1] else None
+    sinks = accounting.sink_table(site.site_id, period_list, dynamics.period_flows(agg, coef), site_area_ha, full)
+    trans = accounting.transition_table(site.site_id, period_list, agg.transitions, class_names)
+
+    seed = policies.monte_carlo_seed(site.site_id, coefficients.sha256, dyn, period_list,
+                                     [year_meta[y].digest.hexdigest() for y in year_list])
+    uncertainty.add_intervals(stocks, sinks, agg, coef, draws=draws, rule=conservative_rule, seed=seed)
+    for df in (stocks, sinks):
+        df["method"] = dyn.method
+        df["coefficient_set"] = coefficients.name
+        df["coefficient_sha256"] = coefficients.sha256
+    stocks["legend"] = [year_meta[y].legend for y in stocks["year"]]
+
+    provenance = _provenance(site, year_meta, coefficients, grid, ref_year, site_area_ha, start)
+    provenance["method"] = dyn.method
+    provenance["initial_age"] = dyn.initial_age
+    provenance["flicker_filtered_ha"] = {str(y): a for y, a in agg.flicker_ha.items()}
+    provenance["monte_carlo"] = {"draws": draws, "seed": seed, "conservative_rule": conservative_rule}
+    result = SiteResult(
+        site_id=site.site_id,
+        stocks=stocks,
+        stocks_by_class=by_class,
+        area_by_code=_area_by_code(site.site_id, year_meta),
+        sinks=sinks,
+        transitions=trans,
+        coefficients_used=_coefficients_used(site, densities, coefficients),
+        provenance=provenance,
+        stock=stock,
+        aggregates=agg,
+        coefficients=coef,
+    )
+    validate_site_result(result)
+    return result
+
+
+def _scan(plan: ScanPlan, site: Site, coefficients: CoefficientSet, class_names: list[str], start: int,
+          maps: ExitStack,
+          maps_dir: str | Path | None) -> Partial:
+    """The site's pixels summed (scan.py); with ``maps_dir``, in one pass that also writes the
+    per-year stock density maps and the change map (carbon/io/maps.py)."""
+    if maps_dir is None:
+        return scan_site(plan)
+    # classes absent from the table get NaN here; the strict lookup after the scan then fails
+    # and the writer discards the maps
+    ecozone = None if coefficients.is_invest else site.ecozone
+    map_coef = dynamics.coefficient_arrays(coefficients.densities(ecozone, class_names, strict=False))
+    writer = maps.enter_context(DensityMapWriter(Path(maps_dir), site.site_id, plan.grid, plan.years, start))
+    return scan_rows(plan, 0, plan.grid.height, map_writer=writer, map_coef=map_coef)
+
+
+def _settle(plan: ScanPlan, part: Partial, site: Site) -> tuple[dynamics.Aggregates, float]:
+    """The scan's sums credited to each map year; a site with unknown codes, no pixel or a
+    year without data fails here, naming them."""
+    year_meta = plan.year_meta
+    if part.unknown.any():
+        unknown = unknown_codes(plan)
+        problems = [
+            f"{path}: codes {sorted(codes)} are in no row of the {legend_of(year_meta, path)!r} crosswalk"
+            for path, codes in sorted(unknown.items())
+        ]
+        raise InputError("land-cover codes without a carbon class", site_id=site.site_id, problems=problems)
+    for i, y in enumerate(plan.years):
+        meta = year_meta[y]
+        n = len(meta.crosswalk.codes)
+        meta.area_ha += part.code_area[i, :n]
+        meta.pixels += part.pixels[i, :n]
+        meta.nodata_ha += float(part.nodata_ha[i])
+        meta.digest.update(b"".join(part.digests[i]))
+    agg = part.agg if part.agg is not None else plan.stock_difference_aggregates(part)
+    if part.site_ha == 0:
+        raise InputError("the site polygon covers no pixel of its reference grid", site_id=site.site_id)
+    empty = [y for y in plan.years if year_meta[y].area_ha.sum() == 0]
+    if empty:
+        raise InputError(
+            f"no land-cover data inside the site in map year(s) {empty} (rasters cover its bounding box only, "
+            "or are nodata there): choose the years to use",
+            site_id=site.site_id,
+        )
+    return agg, part.site_ha
+
+
+def _densities_at_site(site: Site, coefficients: CoefficientSet, class_names: list[str],
+                       area: xr.DataArray) -> pd.DataFrame:
+    """The coefficients of the classes present at the site in any year (a class, pool or
+    ecozone the table lacks is an error naming it)."""
+    ecozone = None if coefficients.is_invest else site.ecozone
+    present = [c for c, a in zip(class_names, area.sum("year").values, strict=True) if a > 0]
+    return coefficients.densities(ecozone, present, site_id=site.site_id)
+
+
+def _area_by_code(site_id: str, year_meta: dict[int, YearPlan]) -> pd.DataFrame:
+    rows = []
+    for y in sorted(year_meta):
+        m = year_meta[y]
+        for j in np.flatnonzero(m.pixels):
+            rows.append(
+                {
+                    "site_id": site_id,
+                    "year": y,
+                    "legend": m.legend,
+                    "code": int(m.crosswalk.codes[j]),
+                    "label": m.crosswalk.labels[j],
+                    "carbon_class": m.crosswalk.classes[j],
+                    "pixel_count": int(m.pixels[j]),
+                    "area_ha": float(m.area_ha[j]),
+                }
+            )
+    cols = ["site_id", "year", "legend", "code", "label", "carbon_class", "pixel_count", "area_ha"]
+    return pd.DataFrame(rows, columns=cols)
+
+def _coefficients_used(site: Site, densities: pd.DataFrame, coefficients: CoefficientSet) -> pd.DataFrame:
+    rows = []
+    for cls in densities.index:
+        for p in POOLS:
+            sd = densities.loc[cls, f"sd_{p}"]
+            rows.append(
+                {
+                    "site_id": site.site_id,
+                    "carbon_class": cls,
+                    "pool": p,
+                    "stock_tc_per_ha": float(densities.loc[cls, p]),
+                    "sd_tc_per_ha": None if pd.isna(sd) else float(sd),
+                    "source": str(densities.loc[cls, f"source_{p}"]),
+                    "coefficient_set": coefficients.name,
+                }
+            )
+    return pd.DataFrame(rows, columns=["site_id", "carbon_class", "pool", "stock_tc_per_ha", "sd_tc_per_ha", "source", "coefficient_set"])
+
+def _provenance(site: Site, year_meta: dict[int, YearPlan], coefficients: CoefficientSet, grid: Grid,
+                ref_year: int, site_area_ha: float, start: int) -> dict[str, Any]:
+    return {
+        "site_id": site.site_id,
+        "site_geometry_sha256": hashlib.sha256(site.geometry_wkb + site.crs.to_wkt().encode()).hexdigest(),
+        "site_area_ha": site_area_ha,
+        "period_start": start,
+        "coefficient_set": coefficients.name,
+        "coefficient_sha256": coefficients.sha256,
+        "reference_grid": {
+            "year": ref_year,
+            "crs": grid.crs.to_wkt(),
+            "transform": list(grid.transform)[:6],
+            "width": grid.width,
+            "height": grid.height,
+        },
+        "years": {
+            str(y): {
+                "legend": m.legend,
+                "crosswalk": m.crosswalk.path,
+                "crosswalk_sha256": m.crosswalk.sha256,
+                "rasters": [i.path for i in m.infos],
+                "codes_read_sha256": m.digest.hexdigest(),
+            }
+            for y, m in sorted(year_meta.items())
+        },
+    }
+

@@ -1,0 +1,75 @@
+"""The rules that decide how one site is computed, each in one place: its reference grid,
+the start of its whole period, its accounting method and the age of its stands at the
+first map, and the seed of its Monte Carlo draws. docs/methods.md §5, §6, §9, §10.
+"""
+
+from __future__ import annotations
+
+from carbon.errors import InputError
+from carbon.rules import dynamics, uncertainty
+from carbon.rules.coefficients import CoefficientSet
+from carbon.rules.grid import RasterInfo, nominal_pixel_area_m2, to_crs
+from carbon.rules.site import Site
+
+
+def reference_grid(site: Site, rasters: dict[int, list[RasterInfo]]) -> tuple[int, RasterInfo]:
+    """The site's reference grid: the finest pixel at the site among the rasters of its map years
+    (ties: the earliest year, then the first tile). docs/methods.md §5."""
+    best: tuple[float, int, int] | None = None
+    choice: tuple[int, RasterInfo] | None = None
+    for y in sorted(rasters):
+        for i, info in enumerate(rasters[y]):
+            area = nominal_pixel_area_m2(info, to_crs(site.geometry, site.crs, info.crs))
+            key = (round(area, 6), y, i)
+            if best is None or key < best:
+                best, choice = key, (y, info)
+    assert choice is not None
+    return choice
+
+
+
+def period_start(site: Site, map_years: list[int], start_year: int | None = None) -> int:
+    """The start of the whole period: the run's ``start_year``, else the site's
+    ``baseline_year``, else its first map year; it must be a map year of the site
+    (docs/methods.md §6)."""
+    start = start_year if start_year is not None else (site.baseline_year or map_years[0])
+    if start not in map_years:
+        raise InputError(
+            f"the period start {start} has no land-cover map covering the site (map years: {map_years})",
+            site_id=site.site_id,
+        )
+    return start
+
+
+def default_method(coefficients: CoefficientSet) -> str:
+    """gain_loss with a coefficient table (young stands grow, soils move over 20 years);
+    stock_difference with an InVEST pools table, which has no growth rates (InVEST's own
+    method, so InVEST inputs give InVEST's answer). docs/methods.md §9."""
+    return "stock_difference" if coefficients.is_invest else "gain_loss"
+
+def site_dynamics(site: Site, coefficients: CoefficientSet, method: str | None = None) -> dynamics.Dynamics:
+    """The site's method (run override, else its ``method`` property, else the default) and
+    its ``initial_age`` property (years; empty or ``mature``: mature)."""
+    chosen = method or site.properties.get("method") or default_method(coefficients)
+    if chosen not in dynamics.METHODS:
+        raise InputError(f"unknown method {chosen!r}: use one of {', '.join(dynamics.METHODS)}", site_id=site.site_id)
+    raw = site.properties.get("initial_age")
+    if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "mature")):
+        return dynamics.Dynamics(chosen, None)
+    try:
+        age = int(float(raw))
+    except (TypeError, ValueError):
+        raise InputError(f"initial_age must be a whole number of years or 'mature', not {raw!r}",
+                         site_id=site.site_id) from None
+    if age < 0:
+        raise InputError(f"initial_age must not be negative ({age})", site_id=site.site_id)
+    return dynamics.Dynamics(chosen, age)
+
+
+
+def monte_carlo_seed(site_id: str, coefficient_sha256: str, dyn: dynamics.Dynamics,
+                     periods: list[tuple[int, int]], codes_sha256: list[str]) -> int:
+    """The seed of a site's draws, from everything its result depends on, so the same inputs
+    give the same intervals (docs/methods.md §10)."""
+    return uncertainty.seed_for(site_id, coefficient_sha256, dyn.method, str(dyn.initial_age), str(periods),
+                                *codes_sha256)
