@@ -40,9 +40,9 @@ def cmd_engine(a: argparse.Namespace) -> dict:
     import pyproj
     import shapely
 
+    from carbon.io.tables import load_catalog, load_coefficients
     from carbon.pipeline.site import compute_site
     from carbon.rules.site import Site
-    from carbon.io.tables import load_catalog, load_coefficients
 
     rss_import = current_rss_mb()
     catalog = load_catalog(a.catalog)
@@ -179,13 +179,13 @@ def cmd_config(a: argparse.Namespace) -> dict:
 def cmd_mc(a: argparse.Namespace) -> dict:
     import statistics
 
-    from carbon.rules import dynamics, uncertainty
     from carbon.io.config import load_config
-    from carbon.rules.vocabulary import CO2_PER_C
-    from carbon.pipeline.site import compute_site
     from carbon.io.sites import load_sites
-    from carbon.rules.site import select_sites
     from carbon.io.tables import load_catalog, load_coefficients
+    from carbon.pipeline.site import compute_site
+    from carbon.rules import dynamics, uncertainty
+    from carbon.rules.site import select_sites
+    from carbon.rules.vocabulary import CO2_PER_C
 
     cfg = load_config(a.config)
     site = select_sites(load_sites(cfg.sites), [a.site_id])[0]

@@ -58,9 +58,9 @@ def profile_engine(size: int) -> None:
     import shapely
     from pyinstrument import Profiler
 
+    from carbon.io.tables import load_catalog, load_coefficients
     from carbon.pipeline.site import compute_site
     from carbon.rules.site import Site
-    from carbon.io.tables import load_catalog, load_coefficients
 
     pair = generate.make_pair(size, "patchy")
     catalog = load_catalog(generate.write_catalog(generate.WORK / f"catalog_{size}.csv", pair, "lucode"))

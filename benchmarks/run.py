@@ -288,7 +288,7 @@ def report(R: dict) -> str:
         f, e = fl["prefect"], fl["engine"]
         k = fl["n_run"]
         ext = fl["n_sites"] / k
-        est = " (run on %d, ×%.0f)" % (k, ext) if k != fl["n_sites"] else ""
+        est = f" (run on {k}, ×{ext:.0f})" if k != fl["n_sites"] else ""
         total = f["flow_s"] * ext
         add(f"| d | Prefect temporary server start (first flow, fresh PREFECT_HOME) | {f['server_startup_s']:.1f} s | | |")
         add(f"| d | metering_run, {fl['n_sites']} sites of 5-20 ha{est}, {f['max_workers']} threads | "

@@ -294,9 +294,11 @@ def meter_site(ctx: RunContext, site_id: str, params: SiteParams, *, report_maps
         key = with_retries(site_key, ctx, site_id, params)
         if not params.force and not params.maps and key["last_key"] == key["key"]:  # maps asked for: compute
             with_retries(record_site, ctx, site_id, "skipped", input_key=key["key"])
+            log.info("site %s unchanged since its last published run: skipped", site_id)
             return Outcome(site_id, "skipped", value={"input_key": key["key"]})
         site_dir = compute_site_tables(ctx, site_id, params, params.maps or report_maps)
         site_run_id = with_retries(publish_site, ctx, site_id, site_dir, key)
+        log.info("site %s published (site run %s)", site_id, site_run_id)
     except Exception as exc:
         try:
             with_retries(record_site, ctx, site_id, "failed", error=failure_message(exc))
