@@ -19,6 +19,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
+import rioxarray  # noqa: F401  (registers the .rio accessor used by landcover())
 import xarray as xr
 
 from carbon.io.config import Config, load_config
@@ -82,9 +83,8 @@ class Results:
 
     @property
     def sites(self) -> gpd.GeoDataFrame:
-        """Each computed site's polygon in its own CRS (one GeoDataFrame per CRS is not
-        needed: the frame takes the first site's CRS and reprojects the others) with its
-        full-period sink, interval and conservative sink."""
+        """Each computed site's polygon with its full-period sink, 90% interval and conservative
+        sink; in the first site's CRS (sites in other CRSs are reprojected to it)."""
         sinks = self.sinks
         full = sinks[sinks["is_full_period"]] if not sinks.empty else sinks
         rows = []

@@ -8,3 +8,5 @@ unless the environment already names the loggers to route.
 import os
 
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "carbon")
+# records logged outside a flow run (a notebook, the tests) stay local, without a warning
+os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")

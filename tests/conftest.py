@@ -96,21 +96,28 @@ def pg_url() -> str:
     return url
 
 
-def publish(cfg_path: Path, site_ids: list[str] | None = None) -> None:
+def publish(cfg_path: Path, site_ids: list[str] | None = None, *, maps: bool = False) -> str:
     """Compute a configuration's sites and publish them to its ledger, without Prefect
-    (for tests of what reads the ledger: exports, reports)."""
-    import uuid
+    (for tests of what reads the ledger: exports, reports); returns the run's id.
 
-    from carbon.config import load_config
-    from carbon.engine import compute_config
-    from carbon.ledger import Ledger
+    ``maps``: keep each site's density maps with the run, in
+    ``<output_dir>/runs/<run_id>/maps/<site_id>/``, as a metering run with reports does
+    (the report draws its density figure from them)."""
+    import uuid
+    from dataclasses import replace
+
+    from carbon.io.config import load_config
+    from carbon.io.ledger import Ledger
+    from carbon.io.outputs import inside
+    from carbon.pipeline.loop import compute_config
 
     cfg = load_config(cfg_path)
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(cfg.ledger_url)
     run_id = str(uuid.uuid4())
     ledger.start_run(run_id, config_path=str(cfg_path), code_version="test", flow_run_id=None)
-    result = compute_config(cfg, site_ids)
+    # compute_config writes the maps to <its output_dir>/maps/<site_id>: the run's folder here
+    result = compute_config(replace(cfg, output_dir=inside(cfg.output_dir, "runs", run_id)), site_ids, maps=maps)
     for site_id, r in result.results.items():
         ledger.publish_site(run_id=run_id, flow_run_id=None, site_id=site_id, tables=r.tables(), input_key="k",
                             inputs=r.provenance, coefficient_set=cfg.coefficients.stem,
@@ -118,6 +125,7 @@ def publish(cfg_path: Path, site_ids: list[str] | None = None) -> None:
     for site_id, error in result.errors.items():
         ledger.record_site(run_id=run_id, flow_run_id=None, site_id=site_id, status="failed", code_version="test",
                            error=error)
+    return run_id
 
 
 def chromium() -> str:

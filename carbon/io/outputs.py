@@ -11,6 +11,8 @@ import json
 import os
 import shutil
 import tempfile
+from importlib.metadata import PackageNotFoundError, version
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +21,8 @@ import pandas as pd
 from carbon.errors import CarbonSinkError
 from carbon.rules.results import SiteResult
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-CODE_DIRS = ("carbon", "schemas")
+#: The packages whose code a result depends on (their digest is part of the code version).
+CODE_PACKAGES = ("carbon", "schemas")
 
 
 class OutputDirError(CarbonSinkError):
@@ -29,16 +31,15 @@ class OutputDirError(CarbonSinkError):
 
 def code_version() -> str:
     """Package version plus a digest of the accounting code, so results name the exact code."""
-    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
-
     try:
         v = version("carbon-sink")
     except PackageNotFoundError:
         v = "0+unknown"
     h = hashlib.sha256()
-    for d in CODE_DIRS:
-        for f in sorted((PACKAGE_ROOT / d).rglob("*.py")):
-            h.update(f.relative_to(PACKAGE_ROOT).as_posix().encode())
+    for package in CODE_PACKAGES:
+        root = Path(str(files(package)))
+        for f in sorted(root.rglob("*.py")):
+            h.update(f"{package}/{f.relative_to(root).as_posix()}".encode())
             h.update(f.read_bytes())
     return f"{v}+{h.hexdigest()[:12]}"
 

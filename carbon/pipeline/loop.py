@@ -194,16 +194,19 @@ class RunContext:
         return inside(self.config.output_dir, "runs", self.run_id)
 
 
-def run_config(config: Config | str | Path | None, coefficients: str | Path | None = None) -> Config:
-    """The configuration of a run, with its coefficient set if the run chose another."""
-    cfg = config if isinstance(config, Config) else load_config(config)
+def run_config(config: Config | str | Path | None, coefficients: str | Path | None = None,
+               output_dir: str | Path | None = None) -> Config:
+    """The configuration of a run, with its coefficient set and output folder if the run chose
+    others."""
+    cfg = config if isinstance(config, Config) else load_config(config, output_dir=output_dir)
     return replace(cfg, coefficients=Path(coefficients).resolve()) if coefficients else cfg
 
 
 def start_run(config: Config | str | Path | None, site_ids: list[str] | None = None,
-              coefficients: str | Path | None = None, flow_run_id: str | None = None) -> RunContext:
+              coefficients: str | Path | None = None, flow_run_id: str | None = None,
+              output_dir: str | Path | None = None) -> RunContext:
     """Validate the shared inputs, check the output folder and the ledger, and record the run."""
-    cfg = run_config(config, coefficients)
+    cfg = run_config(config, coefficients, output_dir)
     sites = select_sites(load_sites(cfg.sites), site_ids)
     load_catalog(cfg.landcover)
     load_coefficients(cfg.coefficients)

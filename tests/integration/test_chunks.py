@@ -11,14 +11,20 @@ import pandas as pd
 import pytest
 import rasterio
 
-from carbon import engine, kernels
-from carbon.engine import compute_site
-from carbon.tables import load_catalog, load_coefficients
+from carbon.errors import InputError
+from carbon.io.tables import load_catalog, load_coefficients
+from carbon.pipeline import scan
+from carbon.pipeline.plan import class_names_of, plan_site, reference_grid
+from carbon.pipeline.site import compute_site
+from carbon.rules import kernels
+from carbon.rules.grid import site_grid, to_crs
+from carbon.rules.policies import site_dynamics
+from carbon.rules.results import SiteResult
 from tests.conftest import write_catalog
-from tests.test_real_data import box_site, swiss  # noqa: F401 (a fixture)
+from tests.integration.test_real_data import box_site, swiss  # noqa: F401 (a fixture)
 
 
-def _tables_equal(a: engine.SiteResult, b: engine.SiteResult) -> None:
+def _tables_equal(a: SiteResult, b: SiteResult) -> None:
     """Equal up to the order of float sums: 1e-9 relative, or 1e-12 of the table's largest
     value (a change is a difference of stocks a million times larger)."""
     for name, left in a.tables().items():
@@ -35,8 +41,8 @@ def _tables_equal(a: engine.SiteResult, b: engine.SiteResult) -> None:
 
 
 def _chunked(monkeypatch: pytest.MonkeyPatch, cells: int) -> None:
-    monkeypatch.setattr(engine, "CHUNK_CELLS", cells)
-    monkeypatch.setattr(engine, "THREADS", 2)
+    monkeypatch.setattr(scan, "CHUNK_CELLS", cells)
+    monkeypatch.setattr(scan, "THREADS", 2)
 
 
 @pytest.fixture
@@ -50,17 +56,17 @@ def willamette(shared: Path, tmp_path: Path):
 def test_chunked_stock_difference_equals_one_pass_and_numpy_counts(willamette, monkeypatch) -> None:
     d, catalog, coef = willamette
     site = box_site(d / "lulc_samp_cur.tif")
-    monkeypatch.setattr(engine, "THREADS", 1)
+    monkeypatch.setattr(scan, "THREADS", 1)
     serial = compute_site(site, catalog, coef, draws=500)  # one strip
     _chunked(monkeypatch, 100_000)  # 1889 x 1325 pixels in 256 x 256 tiles: chunks of 256 rows
     calls: list[int] = []
-    real = engine._process_rows
+    real = scan.scan_rows
 
     def spy(plan, row0, row1, *args, **kwargs):  # noqa: ANN001, ANN202
         calls.append(row0)
         return real(plan, row0, row1, *args, **kwargs)
 
-    monkeypatch.setattr(engine, "_process_rows", spy)
+    monkeypatch.setattr(scan, "scan_rows", spy)
     chunked = compute_site(site, catalog, coef, draws=500, max_cells=20_000)
     assert sorted(calls) == list(range(0, 1889, 256))  # cut where the tiles are  # it did run in chunks
     _tables_equal(serial, chunked)
@@ -77,7 +83,7 @@ def test_chunked_stock_difference_equals_one_pass_and_numpy_counts(willamette, m
 def test_chunked_gain_loss_on_four_swiss_epochs_equals_one_pass(swiss, monkeypatch) -> None:
     d, catalog, coef, legends = swiss
     site = box_site(d / "AS18_17.tif")
-    monkeypatch.setattr(engine, "THREADS", 1)
+    monkeypatch.setattr(scan, "THREADS", 1)
     serial = compute_site(site, catalog, coef, legends_dir=legends, method="gain_loss", draws=500)
     _chunked(monkeypatch, 300_000)
     chunked = compute_site(site, catalog, coef, legends_dir=legends, method="gain_loss", draws=500, max_cells=50_000)
@@ -88,15 +94,14 @@ def test_chunked_gain_loss_on_four_swiss_epochs_equals_one_pass(swiss, monkeypat
 def test_site_landcover_is_a_lazy_chunked_stack_of_the_rasters(willamette) -> None:
     d, catalog, coef = willamette
     site = box_site(d / "lulc_samp_cur.tif")
-    year_meta = engine.plan_site(site, catalog, coef)
+    year_meta = plan_site(site, catalog, coef)
     years = sorted(year_meta)
-    class_names = engine._class_names(coef, year_meta)
-    ref_year, ref = engine._reference(site, year_meta)
-    grid = engine.site_grid(ref, engine.to_crs(site.geometry, site.crs, ref.crs))
-    plan = engine._Plan.build(year_meta, years, [(years[0], years[1])], class_names,
-                              engine.site_dynamics(site, coef), grid, engine.to_crs(site.geometry, site.crs, ref.crs),
-                              engine.DEFAULT_MAX_CELLS, ref)
-    ds = engine.site_landcover(plan, 500)
+    class_names = class_names_of(coef, year_meta)
+    ref_year, ref = reference_grid(site, year_meta)
+    grid = site_grid(ref, to_crs(site.geometry, site.crs, ref.crs))
+    plan = scan.ScanPlan.build(year_meta, years, [(years[0], years[1])], class_names, site_dynamics(site, coef), grid,
+                               to_crs(site.geometry, site.crs, ref.crs), scan.DEFAULT_MAX_CELLS, ref)
+    ds = scan.site_landcover(plan, 500)
     assert ds["code"].chunks[1] == (500, 500, 500, 389)  # rows in chunks, nothing read yet
     assert ds.sizes == {"year": 2, "y": 1889, "x": 1325}
     for i, f in enumerate(("lulc_samp_cur.tif", "lulc_samp_fut.tif")):
@@ -140,7 +145,7 @@ def test_kernel_matches_numpy(use_cov: bool) -> None:
     table = np.full((n_years, 256), 10, dtype=np.int64)
     table[:, :10] = np.arange(10)
     class_of_code = np.tile(np.arange(10) % k, (n_years, 1)).astype(np.int64)
-    # areas from two node rows (like carbon.area.StripAreas) and a coverage with holes
+    # areas from two node rows (like carbon.rules.area.StripAreas) and a coverage with holes
     ratio = np.stack([1 + 1e-3 * np.linspace(0, 1, ncols), 1 + 2e-3 * np.linspace(1, 0, ncols)])
     t = np.linspace(0, 1, nrows)
     row_m2 = np.full(nrows, 900.0)
@@ -173,11 +178,11 @@ def test_chunks_are_cut_where_the_reference_tiles_are(monkeypatch) -> None:
 
     from affine import Affine
 
-    monkeypatch.setattr(engine, "CHUNK_CELLS", 1000 * 600)
+    monkeypatch.setattr(scan, "CHUNK_CELLS", 1000 * 600)
     ref = SimpleNamespace(block_height=256, transform=Affine(30, 0, 0, 0, -30, 0))
     # the site grid starts at raster row 100: tiles end at grid rows 156, 412, 668, ...
     grid = SimpleNamespace(width=1000, height=1500, transform=Affine(30, 0, 0, 0, -30, -3000))
-    bounds = engine._chunk_bounds(SimpleNamespace(grid=grid, ref=ref))
+    bounds = scan.chunk_bounds(SimpleNamespace(grid=grid, ref=ref))
     assert bounds == [0, 412, 924, 1436, 1500]  # 512 rows each (600 rounded down to whole tiles)
     assert all((b + 100) % 256 == 0 for b in bounds[1:-1])
 
@@ -189,13 +194,13 @@ def test_chunked_polygon_site_with_boundary_pixels_equals_one_pass(willamette, m
         site = box_site(d / "lulc_samp_cur.tif")
     import shapely
 
-    from carbon.sites import Site
+    from carbon.rules.site import Site
 
     circle = Site("circle", "circle", "other", "*", shapely.Point(cx, cy).buffer(20_000, quad_segs=64), site.crs)
-    monkeypatch.setattr(engine, "THREADS", 1)
+    monkeypatch.setattr(scan, "THREADS", 1)
     serial = compute_site(circle, catalog, coef, draws=500)
     _chunked(monkeypatch, 100_000)
-    monkeypatch.setattr(engine, "THREADS", 3)
+    monkeypatch.setattr(scan, "THREADS", 3)
     chunked = compute_site(circle, catalog, coef, draws=500, max_cells=20_000)
     _tables_equal(serial, chunked)
     # partial pixels count by their share: the area is the circle's, not a whole number of pixels
@@ -207,17 +212,17 @@ def test_a_failing_chunk_fails_the_site_after_the_other_chunks_end(willamette, m
     d, catalog, coef = willamette
     site = box_site(d / "lulc_samp_cur.tif")
     _chunked(monkeypatch, 100_000)
-    real = engine._process_rows
+    real = scan.scan_rows
     ended: list[int] = []
 
     def flaky(plan, row0, row1, *args, **kwargs):  # noqa: ANN001, ANN202
         if row0 == 256:
-            raise engine.InputError("cannot read raster (corrupt or truncated?)", path="tile.tif")
+            raise InputError("cannot read raster (corrupt or truncated?)", path="tile.tif")
         out = real(plan, row0, row1, *args, **kwargs)
         ended.append(row0)
         return out
 
-    monkeypatch.setattr(engine, "_process_rows", flaky)
-    with pytest.raises(engine.InputError, match="corrupt or truncated"):
+    monkeypatch.setattr(scan, "scan_rows", flaky)
+    with pytest.raises(InputError, match="corrupt or truncated"):
         compute_site(site, catalog, coef, draws=100)
     assert sorted(ended) == [r for r in range(0, 1889, 256) if r != 256]  # every other chunk ran to its end

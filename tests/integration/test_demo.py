@@ -6,9 +6,10 @@ import geopandas as gpd
 import pytest
 from pyproj import Geod
 
-from carbon.config import DEMO_CONFIG, load_config
-from carbon.engine import compute_config
-from carbon.tables import load_coefficients
+from carbon.io.config import load_config
+from carbon.io.resources import DEMO_CONFIG
+from carbon.io.tables import load_coefficients
+from carbon.pipeline.loop import compute_config
 
 
 @pytest.fixture(scope="module")

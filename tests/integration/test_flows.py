@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import shapely
 
-from carbon.ledger import Ledger
-from carbon.publish import OutputDirError, inside
+from carbon.io.ledger import Ledger
+from carbon.io.outputs import OutputDirError, inside
 from flows.metering import metering_run, site_run
 from tests.conftest import DEMO, write_config
 
@@ -51,15 +51,24 @@ def test_metering_run_publishes_then_skips_unchanged_sites(tmp_path: Path) -> No
     # one report per published site, linked from the run's markdown artifact
     assert set(summary["reports"]) == SITES
     assert all(Path(p).is_file() and p.endswith("index.html") for p in summary["reports"].values())
-    # drawn from the density maps the metering wrote for them (then removed): the same page
-    # as a report that runs the engine again
-    from carbon.config import load_config
-    from carbon.report import site_report
+    # drawn from the density maps the metering kept with the run (no scratch folder): a report
+    # drawn again later reads the same maps and is the same page
+    from carbon.io.config import load_config
+    from carbon.report.page import site_report
 
     assert not (run_dir / "report-maps").exists()
+    stocks = ledger.current("stocks")
+    full = sinks[sinks["is_full_period"]].set_index("site_id")
+    for site_id in SITES:  # every map year's density and the full period's change
+        kept = {p.name for p in (run_dir / "maps" / site_id).glob("*.tif")}
+        start, end = int(full.loc[site_id, "period_start"]), int(full.loc[site_id, "period_end"])
+        assert kept == {f"{site_id}_stock_density_{y}.tif" for y in stocks.loc[stocks["site_id"] == site_id, "year"]} | {
+            f"{site_id}_stock_change_{start}_{end}.tif"}, kept
     for site_id in ("wuhan-quarry-reclaim", "daye-mine-wc"):
         again = site_report(load_config(cfg), site_id, out_dir=tmp_path / "again" / site_id)
         assert Path(summary["reports"][site_id]).read_text() == again.read_text()
+        assert "were not written" not in again.read_text()
+        assert (again.parent / "stock_density.png").stat().st_size > 10_000
 
     again = metering_run(config=str(cfg), return_state=True).result()
     assert again["n_skipped"] == 4
@@ -164,7 +173,7 @@ def test_dask_local_cluster_gives_the_serial_results(tmp_path: Path) -> None:
 
 
 def test_sites_file_is_read_once_per_version_and_again_when_it_changes(tmp_path: Path) -> None:
-    from carbon import sites as sites_module
+    from carbon.io import sites as sites_module
 
     path = tmp_path / "sites.geojson"
     shutil.copy(DEMO / "sites.geojson", path)
@@ -203,7 +212,7 @@ def test_a_metering_run_reads_the_sites_file_once_and_runs_one_task_per_site(tmp
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    from carbon import sites as sites_module
+    from carbon.io import sites as sites_module
 
     reads = []
     real = sites_module._read_sites
@@ -230,12 +239,12 @@ def test_a_metering_run_reads_the_sites_file_once_and_runs_one_task_per_site(tmp
 
 
 def test_transient_ledger_error_in_publish_is_retried_and_then_succeeds(tmp_path: Path, monkeypatch) -> None:
-    import flows.tasks as tasks
-    from carbon.ledger import LedgerError
+    from carbon.io.ledger import LedgerError
+    from carbon.pipeline import loop
 
-    monkeypatch.setattr(tasks, "IO_RETRY_DELAYS", (0.05, 0.1, 0.2))
+    monkeypatch.setattr(loop, "IO_RETRY_DELAYS", (0.05, 0.1, 0.2))
     waits = []
-    monkeypatch.setattr(tasks, "_sleep", lambda s: waits.append(s) or time.sleep(s))
+    monkeypatch.setattr(loop, "_sleep", lambda s: waits.append(s) or time.sleep(s))
     calls: Counter[str] = Counter()
     real_publish = Ledger.publish_site
 
@@ -263,7 +272,7 @@ def test_transient_ledger_error_in_publish_is_retried_and_then_succeeds(tmp_path
 
 
 def test_with_retries_gives_up_after_the_last_delay() -> None:
-    from flows.tasks import with_retries
+    from carbon.pipeline.loop import with_retries
 
     tries = []
 

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from carbon.engine import compute_config
-from carbon.ledger import Ledger, LedgerError, site_runs, sinks, stocks, transitions
+from carbon.io.ledger import Ledger, LedgerError, sinks, site_runs, stocks, transitions
+from carbon.pipeline.loop import compute_config
 from tests.conftest import pg_url, write_config
 
 
@@ -113,7 +113,7 @@ def test_writer_killed_mid_transaction_leaves_ledger_consistent(tmp_path: Path, 
     before = counts(ledger)
     child = textwrap.dedent(f"""
         import os, signal, sqlalchemy as sa
-        from carbon.ledger import Ledger, runs, site_runs, stocks, now
+        from carbon.io.ledger import Ledger, runs, site_runs, stocks, now
         led = Ledger("sqlite:///{db}")
         led.start_run("x", config_path="c", code_version="t", flow_run_id=None)
         with led.engine.begin() as c:

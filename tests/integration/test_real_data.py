@@ -14,9 +14,9 @@ import rasterio
 import shapely
 from pyproj import CRS, Geod
 
-from carbon.engine import compute_site
-from carbon.sites import Site
-from carbon.tables import load_catalog, load_coefficients
+from carbon.io.tables import load_catalog, load_coefficients
+from carbon.pipeline.site import compute_site
+from carbon.rules.site import Site
 from tests.conftest import ALL_CLASSES, write_catalog, write_coefficients, write_legend
 
 # Swiss Arealstatistik, 17 classes (README of swiss_arealstatistik_as17)

@@ -12,12 +12,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from carbon.config import load_config
-from carbon.engine import compute_config
 from carbon.errors import InputError
-from carbon.export import export
-from carbon.ledger import Ledger
-from carbon.registry import Deductions, monitoring_dates, net_removals, neutralise, vintages, write_csv
+from carbon.io.config import load_config
+from carbon.io.ledger import Ledger
+from carbon.io.writers import write_csv
+from carbon.pipeline.export import export
+from carbon.pipeline.loop import compute_config
+from carbon.rules.registry import Deductions, monitoring_dates, net_removals, neutralise, vintages
 from tests.conftest import DEMO, write_config
 
 
@@ -177,7 +178,7 @@ def test_unpublished_period_and_site(published: Path, tmp_path: Path) -> None:
 
 
 def test_numeric_ids_and_bad_deduction_properties(tmp_path: Path, published: Path) -> None:
-    from carbon.registry import _id, site_deductions
+    from carbon.rules.registry import _id, site_deductions
 
     assert _id({"verra_project_id": 9001.0}, "verra_project_id") == "9001"
     with pytest.raises(InputError) as e:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from carbon.config import load_config
-from carbon.ledger import Ledger
-from carbon.report import site_report
+from carbon.io.config import load_config
+from carbon.io.ledger import Ledger
+from carbon.report.page import site_report
 from tests.conftest import DEMO, chromium, publish, write_config
 
 
@@ -57,9 +57,24 @@ class Cells(HTMLParser):
 
 @pytest.fixture(scope="module")
 def demo_cfg(tmp_path_factory) -> Path:
+    """The demo published by a run that kept its density maps (as a metering run with reports does)."""
     cfg = write_config(tmp_path_factory.mktemp("report") / "c.toml")
-    publish(cfg)
+    publish(cfg, maps=True)
     return cfg
+
+
+def no_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the engine fail wherever a loaded carbon module holds it: a report must not run it."""
+    import sys
+
+    def engine(*_a, **_k):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("the report ran the engine")
+
+    for name, module in list(sys.modules.items()):
+        if name == "carbon" or name.startswith("carbon."):
+            for attr in ("compute_site", "compute_config", "scan_site", "scan_rows"):
+                if callable(getattr(module, attr, None)):
+                    monkeypatch.setattr(module, attr, engine)
 
 
 @pytest.mark.parametrize("site_id", ["wuhan-quarry-reclaim", "daye-mine-wc"])  # Albers and a geographic grid
@@ -89,10 +104,10 @@ def test_report_says_what_failed(tmp_path: Path) -> None:
     landcover = tmp_path / "landcover"
     shutil.copytree(DEMO / "landcover", landcover)
     cfg_path = write_config(tmp_path / "c.toml", landcover=landcover / "catalog.csv")
-    publish(cfg_path, ["daye-mine-wc"])  # a good run first
+    publish(cfg_path, ["daye-mine-wc"], maps=True)  # a good run first (the page draws its maps)
     raster = landcover / "worldcover_2022.tif"
     raster.write_bytes(raster.read_bytes()[:300])  # truncated
-    publish(cfg_path, ["daye-mine-wc"])  # this run fails
+    publish(cfg_path, ["daye-mine-wc"], maps=True)  # this run fails
     page = site_report(load_config(cfg_path), "daye-mine-wc")
     dom, log = render(page)
     assert console_errors(log) == []
@@ -104,7 +119,7 @@ def test_report_says_what_failed(tmp_path: Path) -> None:
 def test_reports_drawn_in_the_process_pool_match_the_ones_drawn_here(demo_cfg: Path, tmp_path: Path) -> None:
     """Two worker processes (spawned), the same pages and figures as one drawn in this
     process; a site that cannot be reported is noted beside the others."""
-    from carbon.report import site_reports
+    from carbon.report.pool import site_reports
 
     cfg = load_config(demo_cfg)
     sites = ["wuhan-quarry-reclaim", "daye-mine-wc", "liangzi-lakeside-wetland"]
@@ -126,28 +141,57 @@ def test_reports_drawn_in_the_process_pool_match_the_ones_drawn_here(demo_cfg: P
 
 def test_report_draws_the_density_maps_a_run_wrote_without_running_the_engine(demo_cfg: Path, tmp_path: Path,
                                                                               monkeypatch) -> None:
-    import carbon.report as report
-    from carbon.engine import compute_site
-    from carbon.sites import load_sites, select_sites
-    from carbon.tables import load_catalog, load_coefficients
+    from carbon.io.sites import load_sites
+    from carbon.io.tables import load_catalog, load_coefficients
+    from carbon.pipeline.site import compute_site
+    from carbon.rules.site import select_sites
 
     cfg = load_config(demo_cfg)
     site_id = "wuhan-quarry-reclaim"
-    fresh = site_report(cfg, site_id, out_dir=tmp_path / "fresh")  # runs the engine for its maps
     maps = tmp_path / "maps"
     site = select_sites(load_sites(cfg.sites), [site_id])[0]
     compute_site(site, load_catalog(cfg.landcover), load_coefficients(cfg.coefficients), maps_dir=maps)
 
-    def no_engine(*_a, **_k):  # noqa: ANN002, ANN003, ANN202
-        raise AssertionError("the engine ran again")
-
-    monkeypatch.setattr(report, "compute_site", no_engine)
+    no_engine(monkeypatch)
+    kept = site_report(cfg, site_id, out_dir=tmp_path / "kept")  # the maps kept with the run behind the estimate
+    assert "were not written" not in kept.read_text()
     reused = site_report(cfg, site_id, out_dir=tmp_path / "reused", maps_dir=maps)
-    assert reused.read_text() == fresh.read_text()
-    assert (reused.parent / "stock_density.png").read_bytes() == (fresh.parent / "stock_density.png").read_bytes()
+    assert reused.read_text() == kept.read_text()
+    assert (reused.parent / "stock_density.png").read_bytes() == (kept.parent / "stock_density.png").read_bytes()
 
-    # an incomplete set of maps (the first year's is missing) is not used: the engine runs again
-    monkeypatch.undo()
+    # an incomplete set of maps (the first year's is missing) is not used, and the engine does
+    # not run instead: the page says which map is missing and shows the rest
     (maps / f"{site_id}_stock_density_2018.tif").unlink()
     again = site_report(cfg, site_id, out_dir=tmp_path / "again", maps_dir=maps)
-    assert again.read_text() == fresh.read_text()
+    text = again.read_text()
+    assert "The stock density maps of this estimate were not written" in text
+    assert f"missing: {site_id}_stock_density_2018.tif" in text
+    assert not (again.parent / "stock_density.png").exists()
+    assert "Stock density, first and last year" not in text
+    for png in ("land_cover.png", "stock_by_pool.png"):
+        assert (again.parent / png).read_bytes() == (kept.parent / png).read_bytes()
+    dom, log = render(again)
+    assert console_errors(log) == []
+    assert re.search(r'data-figures="2 loaded, 0 broken"', dom), re.findall(r'data-figures="[^"]*"', dom)
+
+
+def test_a_site_whose_run_wrote_no_maps_gets_a_page_that_says_so(tmp_path: Path, monkeypatch) -> None:
+    """The run behind the estimate wrote no density maps: the page says so in its problems
+    (the report does not compute them) and still shows the land cover, the numbers and the chart."""
+    cfg_path = write_config(tmp_path / "c.toml")
+    run_id = publish(cfg_path, ["daye-mine-wc"])  # no maps
+    cfg = load_config(cfg_path)
+    assert not (cfg.output_dir / "runs" / run_id / "maps" / "daye-mine-wc").exists()
+    no_engine(monkeypatch)
+    page = site_report(cfg, "daye-mine-wc")
+    dom, log = render(page)
+    assert console_errors(log) == []
+    problems = re.findall(r'<p class="problem">(.*?)</p>', dom, flags=re.S)
+    assert any("The stock density maps of this estimate were not written" in p for p in problems), problems
+    assert not (page.parent / "stock_density.png").exists()
+    assert re.search(r'data-figures="2 loaded, 0 broken"', dom), re.findall(r'data-figures="[^"]*"', dom)
+    sinks = Ledger(cfg.ledger_url).current("sinks", "daye-mine-wc")
+    cells = Cells()
+    cells.feed(dom)
+    for r in sinks.itertuples():
+        assert cells.values[(f"{r.period_start}-{r.period_end}", "sink_tco2e")] == r.sink_tco2e

@@ -10,9 +10,9 @@ import rasterio
 import shapely
 from pyproj import CRS
 
-from carbon.engine import compute_site
-from carbon.sites import Site
-from carbon.tables import load_catalog, load_coefficients
+from carbon.io.tables import load_catalog, load_coefficients
+from carbon.pipeline.site import compute_site
+from carbon.rules.site import Site
 from tests.conftest import write_catalog, write_coefficients
 from tests.rasters import CLCD_ALBERS, X0, Y0, write_tif
 

@@ -7,7 +7,7 @@ import pytest
 from affine import Affine
 from pyproj import CRS, Geod, Transformer
 
-from carbon.area import pixel_area_m2, quadrangle_area_m2
+from carbon.rules.area import pixel_area_m2, quadrangle_area_m2
 
 WGS84 = CRS.from_epsg(4326)
 CLCD_ALBERS = CRS.from_proj4("+proj=aea +lat_0=0 +lon_0=105 +lat_1=25 +lat_2=47 +x_0=0 +y_0=0 +ellps=WGS84 +units=m +no_defs")

@@ -9,15 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import shapely
+from pyproj import CRS
 
-from carbon.config import load_config
-from carbon.engine import compute_site
 from carbon.errors import InputError
-from carbon.sites import Site, load_sites
-from carbon.tables import load_catalog, load_coefficients, load_crosswalk
+from carbon.io.config import load_config
+from carbon.io.sites import load_sites
+from carbon.io.tables import load_catalog, load_coefficients, load_crosswalk
+from carbon.pipeline.site import compute_site
+from carbon.rules.site import Site
 from tests.conftest import write_catalog, write_coefficients
 from tests.rasters import CLCD_ALBERS, X0, Y0, write_tif
-from pyproj import CRS
 
 GOOD = np.array([[2, 2, 4], [4, 7, 7], [1, 1, 1]], dtype=np.uint8)
 DENSITY = {c: {"agb": 10, "soc": 50} for c in ("forest", "grassland", "barren", "cropland", "shrubland")}

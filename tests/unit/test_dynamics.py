@@ -13,12 +13,12 @@ import shapely
 import xarray as xr
 from pyproj import CRS
 
-from carbon.dynamics import land_cover_history
-from carbon.engine import compute_site
-from carbon.sites import Site
-from carbon.tables import load_catalog, load_coefficients
+from carbon.io.tables import load_catalog, load_coefficients
+from carbon.pipeline.site import compute_site
+from carbon.rules.dynamics import land_cover_history
+from carbon.rules.site import Site
 from tests.conftest import write_catalog
-from tests.rasters import CLCD_ALBERS, X0, Y0, uniform_history, write_tif
+from tests.rasters import CLCD_ALBERS, X0, Y0, uniform_history
 
 # CLCD codes: 1 cropland, 2 forest, 8 impervious (settlement)
 # Forest grows 4 t C/ha/yr above ground and 1 below ground, to 100 and 25 at maturity.
@@ -173,7 +173,7 @@ def test_real_multi_year_site_matches_an_independent_pixel_simulation(shared: Pa
         for i in range(1, len(classes) - 1):  # single-epoch flicker A -> B -> A is map noise
             if classes[i - 1] == classes[i + 1] != classes[i]:
                 classes[i] = classes[i - 1]
-        start, soc_at_start, soc_target, prev_soc_start = None, None, None, None
+        start, soc_at_start = None, None
         for i, y in enumerate(years):
             k = classes[i]
             agb, bgb, soc, g_agb, g_bgb = densities[k]
@@ -215,7 +215,7 @@ def test_single_year_flicker_is_map_noise_not_a_clearing(tmp_path: Path) -> None
 
 
 def test_flicker_filter_skips_years_without_data() -> None:
-    from carbon.dynamics import INVALID, filter_flicker
+    from carbon.rules.dynamics import INVALID, filter_flicker
 
     a, b = 3, 5
     stack = np.array([[a, a, a], [b, INVALID, b], [INVALID, b, INVALID], [a, a, b]])

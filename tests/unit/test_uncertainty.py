@@ -12,11 +12,11 @@ import pytest
 import shapely
 from pyproj import CRS
 
-from carbon.engine import compute_site
-from carbon.ledger import Ledger
-from carbon.sites import Site
-from carbon.tables import load_catalog, load_coefficients
-from carbon.uncertainty import ar_tool14_discount, conservative_sink
+from carbon.io.ledger import Ledger
+from carbon.io.tables import load_catalog, load_coefficients
+from carbon.pipeline.site import compute_site
+from carbon.rules.site import Site
+from carbon.rules.uncertainty import ar_tool14_discount, conservative_sink
 from tests.rasters import CLCD_ALBERS, X0, Y0, uniform_history
 
 # forest agb 100 +- 30 t C/ha (CV 0.3); cropland agb 5 +- 2 (CV 0.4); everything else certain

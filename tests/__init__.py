@@ -1,0 +1,1 @@
+"""carbon-sink tests: shared helpers (conftest.py, rasters.py) here, tests in unit/ and integration/."""
