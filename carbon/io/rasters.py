@@ -32,7 +32,8 @@ GDAL_CACHE_MB = 64
 
 def gdal_env() -> rasterio.Env:
     """The GDAL settings of every read (entered around the reads, never set at import)."""
-    return rasterio.Env() if "GDAL_CACHEMAX" in os.environ else rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
+    # rasterio passes an integer GDAL_CACHEMAX to GDALSetCacheMax64: bytes, not MB
+    return rasterio.Env() if "GDAL_CACHEMAX" in os.environ else rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB << 20)
 
 def inspect_raster(path: str) -> RasterInfo:
     """Open a land-cover raster header and check its structure (single band, integer, CRS)."""
