@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -21,6 +22,7 @@ from rich.table import Table
 
 from carbon.errors import CarbonSinkError
 from carbon.io.config import Config, load_config
+from carbon.rules import dating
 from carbon.rules.vocabulary import POOLS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Carbon-sink accounting: per-site carbon stocks "
@@ -40,15 +42,37 @@ def _prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
+_OPTIONS: dict[str, Path | None] = {"output": None}
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        sys.stdout.write(f"carbon-sink {version('carbon-sink')}\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    output: Annotated[Path | None, typer.Option("--output", help="Output folder (and default ledger) instead of the "
+                                                "configuration's output_dir.")] = None,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Carbon-sink accounting: per-site carbon stocks and sinks from annual land-cover maps."""
+    _OPTIONS["output"] = output
+
+
 def _load(config: Path | None) -> Config:
     try:
-        return load_config(config)
+        return load_config(config, output_dir=_OPTIONS["output"])
     except CarbonSinkError as exc:
         _fail(exc)
 
 
 def _fail(exc: BaseException, code: int = 2) -> typer.Exit:
-    console.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+    console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -82,7 +106,7 @@ def run(
     from carbon.rules.site import select_sites  # noqa: PLC0415
 
     cfg = _load(config)
-    from carbon.rules.dynamics import METHODS  # noqa: PLC0415
+    from carbon.rules.vocabulary import METHODS
 
     if method is not None and method not in METHODS:
         _fail(ValueError(f"--method must be one of {', '.join(METHODS)}, not {method!r}"))
@@ -108,7 +132,8 @@ def run(
         unsubscribe = progress.subscribe(on_site)
         try:
             state = flow_fn(config=str(cfg.path), site_ids=site or None, force=force or bool(site), maps=maps,
-                                 method=method, reports=reports, return_state=True)
+                                 method=method, reports=reports, output_dir=str(cfg.output_dir),
+                                 return_state=True)
         finally:
             unsubscribe()
     summary = state.result(raise_on_failure=False)
@@ -122,11 +147,11 @@ def run(
                         "sink_tco2e_upper90", "conservative_sink_tco2e", "annual_sink_tco2e"]],
                  "Current full-period sinks (t CO2e; removals positive; 90% interval; conservative per AR-TOOL14)")
     console.print(f"run {summary['run_id']}: {summary['status']}; {summary['n_sites']} sites, "
-                  f"{summary['n_skipped']} unchanged, {summary['n_failed']} failed. Manifest: {summary['manifest']}")
+                  f"{summary['n_skipped']} unchanged, {summary['n_failed']} failed. Manifest: {summary['manifest']}", markup=False)
     if summary.get("reports"):
-        console.print(f"site reports: {cfg.output_dir / 'reports'}/<site_id>/index.html")
+        console.print(f"site reports: {cfg.output_dir / 'reports'}/<site_id>/index.html", markup=False)
     for site_id, error in summary["failures"].items():
-        console.print(f"[red]site {site_id} failed:[/red] {error}", highlight=False)
+        console.print(f"[red]site {escape(site_id)} failed:[/red] {escape(str(error))}", highlight=False)
     if summary["n_failed"]:
         raise typer.Exit(1)
 
@@ -137,46 +162,17 @@ def validate(
     quick: Annotated[bool, typer.Option("--quick", help="Check tables and raster headers only, not pixel codes.")] = False,
 ) -> None:
     """Check every input (tables, rasters, codes, coefficients); print every problem; exit 1 if any."""
-    from carbon.errors import InputError  # noqa: PLC0415
-    from carbon.io.sites import load_sites  # noqa: PLC0415
-    from carbon.io.tables import load_catalog, load_coefficients  # noqa: PLC0415
-    from carbon.pipeline.plan import plan_site  # noqa: PLC0415
-    from carbon.pipeline.site import compute_site  # noqa: PLC0415
+    from carbon.pipeline.validate import validate_inputs
 
     cfg = _load(config)
-    problems: list[str] = []
-    loaded = {}
-    for name, loader, path in (("sites", load_sites, cfg.sites), ("catalog", load_catalog, cfg.landcover),
-                               ("coefficients", load_coefficients, cfg.coefficients)):
-        try:
-            loaded[name] = loader(path)
-        except InputError as exc:
-            problems.append(str(exc))
-    if "sites" in loaded:
-        from carbon.rules.site import overlaps  # noqa: PLC0415
-
-        problems += [f"sites {a!r} and {b!r} overlap by {ha:,.2f} ha: that land would be counted twice"
-                     for a, b, ha in overlaps(loaded["sites"])]
-    if len(loaded) == 3:
-        for site in loaded["sites"]:
-            try:
-                if quick:
-                    plan_site(site, loaded["catalog"], loaded["coefficients"], cfg.legends)
-                else:
-                    compute_site(site, loaded["catalog"], loaded["coefficients"], legends_dir=cfg.legends,
-                                 draws=100)
-            except CarbonSinkError as exc:
-                problems.append(str(exc))
-            except Exception as exc:  # noqa: BLE001 - reported like any other problem
-                problems.append(f"site {site.site_id!r}: unexpected {type(exc).__name__}: {exc}")
-    for p in problems:
-        out.print(f"[red]problem:[/red] {p}", highlight=False)
-    if problems:
-        console.print(f"{len(problems)} problem(s) found in {cfg.path}")
+    found = validate_inputs(cfg, quick=quick)
+    for p in found.problems:
+        out.print(f"[red]problem:[/red] {escape(p)}", highlight=False)
+    if found.problems:
+        console.print(f"{len(found.problems)} problem(s) found in {escape(str(cfg.path))}", highlight=False)
         raise typer.Exit(1)
-    n = len(loaded["sites"])
-    console.print(f"[green]ok:[/green] {cfg.path}: {n} sites, {len(loaded['catalog'])} rasters, coefficient set "
-                  f"{loaded['coefficients'].name}; no problem found")
+    console.print(f"[green]ok:[/green] {escape(str(cfg.path))}: {found.n_sites} sites, {found.n_rasters} rasters, "
+                  f"coefficient set {escape(str(found.coefficient_set))}; no problem found", highlight=False)
 
 
 @app.command()
@@ -201,7 +197,14 @@ def results(
         title = "Carbon stocks (t C)"
     else:
         df = ledger.current("sinks", site)
-        cols = [*SINK_COLUMNS, "sink_tco2e_lower90", "sink_tco2e_upper90", "sink_tco2e_u90_pct",
+        map_stocks = ledger.current("stocks", site)
+        df = dating.with_map_gaps(df, map_stocks)
+        for warning in dating.gap_warnings(df[df["is_full_period"]], map_stocks):
+            console.print(f"warning: {warning}", markup=False, highlight=False)
+        for site_id, method_text in df.groupby("site_id")["uncertainty_method"].first().items():
+            for part in str(method_text).split("; ")[1:]:  # which SDs were defaulted or are unknown
+                console.print(f"note: site {site_id}: {part}", markup=False, highlight=False)
+        cols = [*SINK_COLUMNS, "map_gap_years", "sink_tco2e_lower90", "sink_tco2e_upper90", "sink_tco2e_u90_pct",
                 "conservative_sink_tco2e", "is_full_period", "method", "run_id"]
         if fmt != "table":
             cols += ["sink_tco2e_mean", "sink_tco2e_median", "sink_tco2e_lower95", "sink_tco2e_upper95",
@@ -215,7 +218,7 @@ def results(
         sys.stdout.write(df.to_csv(index=False))
     else:
         if df.empty:
-            console.print("no results in the ledger yet: run `carbon-sink run` first")
+            console.print("no results in the ledger yet: run `carbon-sink run` first", markup=False)
         _print_table(df, title)
 
 
@@ -226,7 +229,7 @@ def history(config: ConfigOpt = None,
     cfg = _load(config)
     df = _ledger(cfg).history(site)
     if df.empty:
-        console.print(f"no run of site {site!r} in the ledger")
+        console.print(f"no run of site {site!r} in the ledger", markup=False)
         raise typer.Exit(1)
     df["created_at"] = df["created_at"].astype(str)
     df["error"] = df["error"].fillna("").str.split("\n").str[0]
@@ -259,7 +262,10 @@ def export(
     except CarbonSinkError as exc:
         _fail(exc)
     for p in paths:
-        console.print(f"wrote {p}")
+        console.print(f"wrote {p}", markup=False)
+    manifest = json.loads((Path(out) / "manifest.json").read_text(encoding="utf-8"))
+    for warning in manifest.get("warnings", []):
+        console.print(f"warning: {warning}", markup=False, highlight=False)
 
 
 @app.command()
@@ -276,7 +282,7 @@ def report(
         page = site_report(cfg, site, out)
     except CarbonSinkError as exc:
         _fail(exc)
-    console.print(f"wrote {page}")
+    console.print(f"wrote {page}", markup=False)
 
 
 @app.command()
@@ -288,7 +294,7 @@ def serve(config: ConfigOpt = None,
     from flows.metering import metering_run  # noqa: PLC0415
 
     cfg = _load(config)
-    console.print(f"serving deployment 'metering-run/{name}' on cron {cron!r} with config {cfg.path}")
+    console.print(f"serving deployment 'metering-run/{name}' on cron {cron!r} with config {cfg.path}", markup=False)
     metering_run.serve(name=name, cron=cron, parameters={"config": str(cfg.path)})
 
 

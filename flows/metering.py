@@ -58,11 +58,13 @@ REPORT_NICE = 10
 
 @flow(name="metering-run", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=MAX_WORKERS))
 def metering_run(config: str | None = None, site_ids: list[str] | None = None, force: bool = False,
-                 maps: bool = False, method: str | None = None, reports: bool = True) -> State:
+                 maps: bool = False, method: str | None = None, reports: bool = True,
+                 output_dir: str | None = None) -> State:
     """Meter every site of a configuration (or the listed ones); unchanged sites are skipped.
     ``method`` overrides every site's accounting method (stock_difference or gain_loss);
-    ``reports`` writes an HTML report of each published site."""
-    ctx = prepare_run(str(config or DEMO_CONFIG), site_ids)
+    ``reports`` writes an HTML report of each published site; ``output_dir`` replaces the
+    configuration's output folder."""
+    ctx = prepare_run(str(config or DEMO_CONFIG), site_ids, output_dir=output_dir)
     params = SiteParams(method=method, maps=maps, force=force)
     futures = meter_site.map(unmapped(ctx), list(ctx.site_ids), params=unmapped(params),
                              report_maps=unmapped(reports))
@@ -89,10 +91,10 @@ def with_dask(address: str | None = None, workers: int = 2) -> Flow[..., State]:
 @flow(name="site-run", log_prints=True)
 def site_run(site_id: str, config: str | None = None, years: list[int] | None = None, start_year: int | None = None,
              coefficients: str | None = None, maps: bool = True, method: str | None = None,
-             reports: bool = True) -> State:
+             reports: bool = True, output_dir: str | None = None) -> State:
     """Re-run one site, always recomputed: what an analyst runs with chosen years, period start,
     coefficient set and per-pixel maps on or off."""
-    ctx = prepare_run(str(config or DEMO_CONFIG), [site_id], coefficients)
+    ctx = prepare_run(str(config or DEMO_CONFIG), [site_id], coefficients, output_dir)
     params = SiteParams(years=tuple(years) if years else None, start_year=start_year, method=method, maps=maps,
                         force=True)
     future = meter_site.submit(ctx, site_id, params, report_maps=reports)

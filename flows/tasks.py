@@ -48,9 +48,10 @@ def _flow_run_id() -> str | None:
 
 
 @task(name="prepare-run", **IO)
-def prepare_run(config_path: str, site_ids: list[str] | None, coefficients: str | None = None) -> RunContext:
+def prepare_run(config_path: str, site_ids: list[str] | None, coefficients: str | None = None,
+                output_dir: str | None = None) -> RunContext:
     """Validate the shared inputs, open the ledger and record the run."""
-    return loop.start_run(config_path, site_ids, coefficients, flow_run_id=_flow_run_id())
+    return loop.start_run(config_path, site_ids, coefficients, flow_run_id=_flow_run_id(), output_dir=output_dir)
 
 
 @task(name="meter-site", task_run_name="meter-{site_id}")

@@ -138,3 +138,25 @@ def test_validate_reports_overlapping_sites(tmp_path: Path) -> None:
     result = runner.invoke(app, ["validate", "--config", str(cfg), "--quick"])
     assert result.exit_code == 1
     assert "sites 'wuhan-quarry-reclaim' and 'quarry-twin' overlap by 62" in result.stdout
+
+
+def test_messages_with_brackets_and_regexes_print_as_text(tmp_path: Path) -> None:
+    """A site value such as ``forest[/x]`` and the site_id pattern ``^[a-z0-9_-]{1,64}$`` are
+    printed as they are, not read as console markup (which crashed or mangled them)."""
+    import geopandas as gpd
+
+    from tests.conftest import DEMO
+
+    sites = gpd.read_file(DEMO / "sites.geojson")
+    sites.loc[0, "site_type"] = "forest[/x]"
+    sites.loc[1, "site_id"] = "Bad [bold]ID"
+    path = tmp_path / "sites.geojson"
+    sites.to_file(path, driver="GeoJSON")
+    cfg = write_config(tmp_path / "c.toml", sites=path)
+    result = runner.invoke(app, ["validate", "--quick", "--config", str(cfg)])
+    assert result.exit_code == 1, (repr(result.exception), result.output)
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    text = " ".join(result.output.split())  # the console may wrap long lines
+    assert "forest[/x]" in text
+    assert "Bad [bold]ID" in text
+    assert "^[a-z0-9_-]{1,64}$" in text
