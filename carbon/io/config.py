@@ -3,22 +3,27 @@
 Keys: ``sites``, ``landcover`` (catalog CSV), ``legends`` (folder of crosswalks,
 optional), ``coefficients`` (coefficient CSV or InVEST pools table), ``output_dir``,
 ``ledger`` (database URL, default ``sqlite:///<output_dir>/ledger.db``), ``monte_carlo_draws``
-(default 10,000) and ``conservative_rule`` (``ar_tool14`` or ``lower90``; docs/methods.md §10).
+(default 10,000), ``conservative_rule`` (``ar_tool14`` or ``lower90``) and
+``uncertainty_default_pct`` (the 95% half-width, in % of the mean, given to a coefficient
+without an SD: a number for every pool, a table by pool, or ``false`` for none; default 90;
+docs/methods.md §10).
 """
 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from carbon.errors import InputError
 from carbon.io.resources import DEMO_CONFIG, PACKAGED, demo_output_dir
-from carbon.rules.vocabulary import BUFFER_BASES, CONSERVATIVE_RULES
+from carbon.rules.uncertainty import SdDefaults
+from carbon.rules.vocabulary import BUFFER_BASES, CONSERVATIVE_RULES, POOLS
 
 KEYS = {"sites", "landcover", "legends", "coefficients", "output_dir", "ledger", "monte_carlo_draws",
-        "conservative_rule", "buffer_pct", "leakage_pct", "buffer_base", "baseline_landcover"}
-NUMBER_KEYS = {"monte_carlo_draws", "buffer_pct", "leakage_pct"}
+        "conservative_rule", "buffer_pct", "leakage_pct", "buffer_base", "baseline_landcover",
+        "uncertainty_default_pct"}
+NUMBER_KEYS = {"monte_carlo_draws", "buffer_pct", "leakage_pct", "uncertainty_default_pct"}
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,7 @@ class Config:
     leakage_pct: float | None = None
     buffer_base: str = "net_stock_change"
     baseline_landcover: Path | None = None
+    sd_defaults: SdDefaults | None = field(default_factory=SdDefaults.ipcc_nominal)
 
 
 def load_config(path: str | Path | None = None, output_dir: str | Path | None = None) -> Config:
@@ -66,6 +72,7 @@ def load_config(path: str | Path | None = None, output_dir: str | Path | None = 
     rule = raw.get("conservative_rule", "ar_tool14")
     if rule not in CONSERVATIVE_RULES:
         problems.append(f"conservative_rule must be {' or '.join(map(repr, CONSERVATIVE_RULES))}, not {rule!r}")
+    sd_defaults = _sd_defaults(raw.get("uncertainty_default_pct", DEFAULT_U95), problems)
     if problems:
         raise InputError("configuration is invalid", path=path, problems=problems)
     base = path.resolve().parent
@@ -96,4 +103,32 @@ def load_config(path: str | Path | None = None, output_dir: str | Path | None = 
         leakage_pct=None if raw.get("leakage_pct") is None else float(raw["leakage_pct"]),
         buffer_base=raw.get("buffer_base", "net_stock_change"),
         baseline_landcover=rel("baseline_landcover") if raw.get("baseline_landcover") else None,
+        sd_defaults=sd_defaults,
     )
+
+
+DEFAULT_U95 = SdDefaults.ipcc_nominal().u95_pct[POOLS[0]]
+
+
+def _sd_defaults(value: object, problems: list[str]) -> SdDefaults | None:
+    """``uncertainty_default_pct``: a percentage for every pool, a table of them by pool, or
+    false (no default: a coefficient without an SD has an unknown uncertainty)."""
+    if value is False:
+        return None
+    what = "uncertainty_default_pct must be a percentage above 0 (up to 500), a table of them by pool, or false"
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - set(POOLS))
+        if unknown:
+            problems.append(f"uncertainty_default_pct: unknown pool(s) {', '.join(unknown)} (pools: {', '.join(POOLS)})")
+        pcts = {str(k): v for k, v in value.items() if k in POOLS}
+    else:
+        pcts = {p: value for p in POOLS}
+    bad = [v for v in pcts.values() if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v <= 500]
+    if bad:
+        problems.append(f"{what}, not {bad[0]!r}")
+        return None
+    if pcts == SdDefaults.ipcc_nominal().u95_pct:
+        return SdDefaults.ipcc_nominal()
+    return SdDefaults({p: float(v) for p, v in pcts.items() if isinstance(v, int | float)},
+                      source=f"default: 95% interval of ±{', '.join(f'{p} {v:g}%' for p, v in pcts.items())} of the "
+                             "mean (uncertainty_default_pct of the configuration)")

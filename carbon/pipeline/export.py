@@ -18,7 +18,7 @@ from carbon.io.ledger import Ledger
 from carbon.io.sites import load_sites
 from carbon.io.tables import load_catalog, load_coefficients, sha256_file
 from carbon.pipeline.site import compute_site
-from carbon.rules import registry
+from carbon.rules import dating, registry, uncertainty
 from schemas._validate import failure_messages
 from schemas.registry import MODELS
 
@@ -61,7 +61,7 @@ def _baselines(cfg: Config, sinks: pd.DataFrame) -> tuple[dict[tuple[str, int, i
     for row in sinks.itertuples():
         r = compute_site(sites[row.site_id], catalog, coefficients, legends_dir=cfg.legends,
                          years=[int(row.period_start), int(row.period_end)], start_year=int(row.period_start),
-                         method=str(row.method), draws=100)
+                         method=str(row.method), draws=100, sd_defaults=cfg.sd_defaults)
         out[(row.site_id, int(row.period_start), int(row.period_end))] = float(r.sinks.iloc[0]["sink_tco2e"])
     return out, f"baseline land-cover scenario {cfg.baseline_landcover}"
 
@@ -98,6 +98,14 @@ def build(cfg: Config, kind: str, site_ids: list[str] | None = None,
     unknown = sorted(set(sinks["site_id"]) - set(props))
     if unknown:
         raise InputError(f"site(s) {', '.join(unknown)} are in the ledger but not in the sites file", path=cfg.sites)
+    unknown_sd = [f"site {row.site_id}, period {row.period_start}-{row.period_end}: coefficient(s) {', '.join(u)} have "
+                  "no SD and the run that published it set no default uncertainty (uncertainty_default_pct = false)"
+                  for row in sinks.itertuples()
+                  if (u := uncertainty.unknown_coefficients(str(row.uncertainty_method)))]
+    if unknown_sd:
+        raise InputError(f"cannot issue {kind} credits whose uncertainty is unknown (the uncertainty deduction would be "
+                         "too small): give these coefficients an SD, or configure uncertainty_default_pct, and re-run "
+                         "the sites (docs/methods.md §10)", problems=unknown_sd)
     problems, deductions = [], {}
     for row in sinks.itertuples():
         try:
@@ -127,6 +135,7 @@ def build(cfg: Config, kind: str, site_ids: list[str] | None = None,
     manifest = {
         "registry": kind,
         "baseline": baseline_rule,
+        "warnings": dating.gap_warnings(sinks, ledger.current("stocks")),
         "buffer_base_default": cfg.buffer_base,
         "config_sha256": sha256_file(cfg.path),
         "sites_file_sha256": sha256_file(cfg.sites),

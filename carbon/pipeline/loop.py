@@ -154,7 +154,7 @@ def compute_config(config: Config | str | Path | None, site_ids: list[str] | Non
     def step(site_id: str) -> SiteResult:
         return compute_site(
             sites[site_id], catalog, coefficients, legends_dir=cfg.legends, method=method,
-            draws=cfg.monte_carlo_draws, conservative_rule=cfg.conservative_rule,
+            draws=cfg.monte_carlo_draws, conservative_rule=cfg.conservative_rule, sd_defaults=cfg.sd_defaults,
             maps_dir=cfg.output_dir / "maps" / site_id if maps else None, max_cells=max_cells,
         )
 
@@ -248,7 +248,8 @@ def site_key(ctx: RunContext, site_id: str, params: SiteParams) -> dict[str, Any
     key, inputs = site_input_key(site, catalog, coefficients, cfg.legends,
                                  years=list(params.years) if params.years else None, start_year=params.start_year,
                                  method=params.method, hash_file=cached_sha256,
-                                 uncertainty={"draws": cfg.monte_carlo_draws, "rule": cfg.conservative_rule},
+                                 uncertainty={"draws": cfg.monte_carlo_draws, "rule": cfg.conservative_rule,
+                                              "sd_defaults": None if cfg.sd_defaults is None else cfg.sd_defaults.key()},
                                  code=ctx.code_version)
     return {"key": key, "inputs": inputs, "last_key": ledger.last_success_key(site_id)}
 
@@ -262,7 +263,7 @@ def compute_site_tables(ctx: RunContext, site_id: str, params: SiteParams, maps:
     result = compute_site(site, catalog, coefficients, legends_dir=cfg.legends,
                           years=list(params.years) if params.years else None, start_year=params.start_year,
                           method=params.method, draws=cfg.monte_carlo_draws,
-                          conservative_rule=cfg.conservative_rule,
+                          conservative_rule=cfg.conservative_rule, sd_defaults=cfg.sd_defaults,
                           maps_dir=maps_dir(ctx, site_id) if maps else None)
     write_site_tables(result, site_dir)
     return site_dir

@@ -42,6 +42,9 @@ from carbon.rules.site import Site
 from carbon.rules.vocabulary import POOLS
 from schemas.outputs import validate_site_result
 
+#: A coefficient without an SD gets this (docs/methods.md §10).
+DEFAULT_SD_POLICY = uncertainty.SdDefaults.ipcc_nominal()
+
 
 def compute_site(
     site: Site,
@@ -56,6 +59,7 @@ def compute_site(
     max_cells: int = DEFAULT_MAX_CELLS,
     draws: int = uncertainty.DEFAULT_DRAWS,
     conservative_rule: str = "ar_tool14",
+    sd_defaults: uncertainty.SdDefaults | None = DEFAULT_SD_POLICY,
 ) -> SiteResult:
     """Stocks, sinks and transitions of one site from every catalog year that covers it.
 
@@ -65,7 +69,8 @@ def compute_site(
     property (docs/methods.md §9). With ``maps_dir``, per-year stock density maps and the
     change map are written there as Cloud-Optimized GeoTIFFs. ``draws`` Monte Carlo draws
     give every stock and sink its interval; ``conservative_rule`` (``ar_tool14`` or
-    ``lower90``) makes the conservative sink (docs/methods.md §10).
+    ``lower90``) makes the conservative sink (docs/methods.md §10). A coefficient without an SD
+    gets the default of ``sd_defaults`` (None: none; its uncertainty is then marked unknown, §10).
     """
     year_meta = plan_site(site, catalog, coefficients, legends_dir, years)
     year_list = sorted(year_meta)
@@ -84,6 +89,7 @@ def compute_site(
         area = dynamics.class_area(agg, class_names)
         densities = _densities_at_site(site, coefficients, class_names, area)
 
+    densities, sd_fill = uncertainty.fill_missing_sd(densities, sd_defaults)
     coef = dynamics.coefficient_arrays(densities.reindex(class_names))
     stock = dynamics.year_stocks(agg, coef)
     nodata = xr.DataArray([year_meta[y].nodata_ha for y in year_list], dims="year", coords={"year": year_list})
@@ -94,7 +100,8 @@ def compute_site(
 
     seed = policies.monte_carlo_seed(site.site_id, coefficients.sha256, dyn, period_list,
                                      [year_meta[y].digest.hexdigest() for y in year_list])
-    uncertainty.add_intervals(stocks, sinks, agg, coef, draws=draws, rule=conservative_rule, seed=seed)
+    uncertainty.add_intervals(stocks, sinks, agg, coef, draws=draws, rule=conservative_rule, seed=seed,
+                              note=sd_fill.label())
     for df in (stocks, sinks):
         df["method"] = dyn.method
         df["coefficient_set"] = coefficients.name
@@ -105,7 +112,10 @@ def compute_site(
     provenance["method"] = dyn.method
     provenance["initial_age"] = dyn.initial_age
     provenance["flicker_filtered_ha"] = {str(y): a for y, a in agg.flicker_ha.items()}
-    provenance["monte_carlo"] = {"draws": draws, "seed": seed, "conservative_rule": conservative_rule}
+    provenance["monte_carlo"] = {"draws": draws, "seed": seed, "conservative_rule": conservative_rule,
+                                 "sd_default_policy": None if sd_defaults is None else sd_defaults.key(),
+                                 "sd_defaulted": [f"{c}/{p}" for c, p in sd_fill.defaulted],
+                                 "sd_unknown": [f"{c}/{p}" for c, p in sd_fill.unknown]}
     result = SiteResult(
         site_id=site.site_id,
         stocks=stocks,
@@ -113,7 +123,7 @@ def compute_site(
         area_by_code=_area_by_code(site.site_id, year_meta),
         sinks=sinks,
         transitions=trans,
-        coefficients_used=_coefficients_used(site, densities, coefficients),
+        coefficients_used=_coefficients_used(site, densities, coefficients, sd_fill),
         provenance=provenance,
         stock=stock,
         aggregates=agg,
@@ -198,11 +208,22 @@ def _area_by_code(site_id: str, year_meta: dict[int, YearPlan]) -> pd.DataFrame:
     cols = ["site_id", "year", "legend", "code", "label", "carbon_class", "pixel_count", "area_ha"]
     return pd.DataFrame(rows, columns=cols)
 
-def _coefficients_used(site: Site, densities: pd.DataFrame, coefficients: CoefficientSet) -> pd.DataFrame:
+def _coefficients_used(site: Site, densities: pd.DataFrame, coefficients: CoefficientSet,
+                       sd_fill: uncertainty.SdFill) -> pd.DataFrame:
+    """The coefficient behind every class and pool at the site, with its source and where its
+    SD comes from (``sd_source``: the table, the default policy, or none)."""
+    defaulted, unknown = set(sd_fill.defaulted), set(sd_fill.unknown)
     rows = []
     for cls in densities.index:
         for p in POOLS:
             sd = densities.loc[cls, f"sd_{p}"]
+            key = (str(cls), p)
+            if key in defaulted:
+                sd_source = sd_fill.source or "default"
+            elif key in unknown:
+                sd_source = "unknown: no SD and no default policy"
+            else:
+                sd_source = "coefficient table" if not pd.isna(sd) else "none (zero stock)"
             rows.append(
                 {
                     "site_id": site.site_id,
@@ -210,11 +231,14 @@ def _coefficients_used(site: Site, densities: pd.DataFrame, coefficients: Coeffi
                     "pool": p,
                     "stock_tc_per_ha": float(densities.loc[cls, p]),
                     "sd_tc_per_ha": None if pd.isna(sd) else float(sd),
+                    "sd_source": sd_source,
                     "source": str(densities.loc[cls, f"source_{p}"]),
                     "coefficient_set": coefficients.name,
                 }
             )
-    return pd.DataFrame(rows, columns=["site_id", "carbon_class", "pool", "stock_tc_per_ha", "sd_tc_per_ha", "source", "coefficient_set"])
+    return pd.DataFrame(rows, columns=["site_id", "carbon_class", "pool", "stock_tc_per_ha", "sd_tc_per_ha", "sd_source",
+                                       "source", "coefficient_set"])
+
 
 def _provenance(site: Site, year_meta: dict[int, YearPlan], coefficients: CoefficientSet, grid: Grid,
                 ref_year: int, site_area_ha: float, start: int) -> dict[str, Any]:

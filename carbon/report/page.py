@@ -29,6 +29,7 @@ from carbon.io.outputs import inside
 from carbon.io.sites import load_per_version, load_sites
 from carbon.io.tables import load_catalog, load_coefficients
 from carbon.pipeline.plan import read_site_codes
+from carbon.rules import dating
 from carbon.rules.coefficients import CatalogEntry, CoefficientSet
 from carbon.rules.grid import Grid
 from carbon.rules.site import Site, select_sites
@@ -105,6 +106,10 @@ def _gather(cfg: Config, site_id: str) -> ReportData:
             problems.append("No successful run: no estimate to show.")
         else:
             problems.append(f"The figures below are from the last successful run ({stocks['run_id'].iloc[0]}).")
+    if not sinks.empty:
+        problems += dating.gap_warnings(sinks[sinks["is_full_period"]], stocks)
+        for part in str(sinks["uncertainty_method"].iloc[0]).split("; ")[1:]:
+            problems.append(f"Uncertainty: {part}.")
     return ReportData(site, stocks, sinks, transitions, history, inputs, problems)
 
 

@@ -82,7 +82,11 @@ class CoefficientSet:
         self, ecozone: str | None, classes: list[str], *, site_id: str | None = None, strict: bool = True
     ) -> pd.DataFrame:
         """Pool densities (t C/ha) for ``classes``: index carbon_class, a column per pool,
-        and ``source_<pool>`` columns naming where each number comes from.
+        and ``source_<pool>`` columns naming where each number comes from; per pool also
+        ``sd_<pool>``, ``growth_<pool>`` and the age curve (docs/methods.md §9):
+        ``curve_<pool>`` (``linear``, ``chapman_richards`` or ``age_curve``; ``linear`` where
+        the table gives none), ``curve_k_<pool>`` and ``curve_p_<pool>`` (NaN unless
+        chapman_richards) and ``age_curve_<pool>`` (the ``age:stock`` text, or None).
 
         An ecozone-specific row wins over a ``*`` row. A class, pool or ecozone that the
         table does not cover is an error, never a silent zero (``strict=False`` leaves NaN).
@@ -109,6 +113,8 @@ class CoefficientSet:
             out[f"source_{pool}"] = p["source"].reindex(out.index)
             growth = p["growth_tc_per_ha_yr"] if "growth_tc_per_ha_yr" in p.columns else pd.Series(dtype=float)
             out[f"growth_{pool}"] = growth.reindex(out.index).astype(float)
+            for name, values in _curve_columns(p).items():
+                out[f"{name}_{pool}"] = values.reindex(out.index)
             for cls in out.index[out[pool].isna()]:
                 missing.append(f"no {pool} coefficient for class {cls!r} in ecozone {ecozone!r} (nor '*')")
         if missing and strict:
@@ -136,12 +142,36 @@ class CoefficientSet:
             out[pool] = 0.0 if col is None else t[col].reindex(classes).to_numpy(dtype=float)
             out[f"sd_{pool}"] = np.nan
             out[f"growth_{pool}"] = np.nan
+            for name, values in _curve_columns(pd.DataFrame(index=out.index)).items():  # no curves in InVEST
+                out[f"{name}_{pool}"] = values
             out[f"source_{pool}"] = (
                 f"{src}: not a separate pool (InVEST c_dead holds dead wood and litter)"
                 if col is None
                 else f"{src}, column {col}"
             )
         return out
+
+
+def _curve_columns(rows: pd.DataFrame) -> dict[str, pd.Series]:
+    """The age curve of each row of a coefficient table (one pool, indexed by class): curve
+    (``linear`` where the table gives neither a curve nor an age_curve, ``age_curve`` where it
+    gives an age_curve), curve_k, curve_p (float, NaN where none) and age_curve (text or None).
+    Tables without these columns are linear throughout."""
+    def col(name: str) -> pd.Series:
+        return rows[name] if name in rows.columns else pd.Series(np.nan, index=rows.index, dtype=object)
+
+    def text(v: object) -> str | None:
+        return v.strip() if isinstance(v, str) and v.strip() else None
+
+    age_curve = pd.Series([text(v) for v in col("age_curve")], index=rows.index, dtype=object)
+    named = pd.Series([text(v) or "linear" for v in col("curve")], index=rows.index, dtype=object)
+    curve = named.where(age_curve.isna(), "age_curve")
+    return {
+        "curve": curve,
+        "curve_k": pd.to_numeric(col("curve_k"), errors="coerce").astype(float),
+        "curve_p": pd.to_numeric(col("curve_p"), errors="coerce").astype(float),
+        "age_curve": age_curve,
+    }
 
 
 def invest_crosswalk(coefficients: CoefficientSet) -> Crosswalk:

@@ -5,16 +5,24 @@ Pure numpy/xarray arithmetic, no file access (docs/methods.md §9).
 Per pixel, the land-cover history gives the first map year of the current run of the same
 class (``start``) and the class before it (``previous``). From these:
 
-* **Age** at year t = t − start (conservative: the change happened at some time after the
-  previous map, so the true age is at least this). A pixel already in its class in its first
-  map has the site's ``initial_age`` (+ years since the first map), or is mature.
+* **Dating a change** (docs/methods.md §9): a change first seen in the map of year s, whose
+  previous map with data is of year p, happened in one of the years p+1 .. s; as IPCC spreads
+  the change between two surveys evenly over the years between them (2006 Vol.4 Ch.3,
+  consistent representation of land), the pixel's area is spread evenly over those
+  ``span = s − p`` change years. With annual maps (span 1) the change is dated to s.
+* **Age** at year t = t − (change year), for each share of the spread: t − s, …, t − s +
+  span − 1. A pixel already in its class in its first map has the site's ``initial_age``
+  (+ years since the first map), or is mature.
 * **Biomass** of a pool with a growth rate g: min(mature stock, age × g); without a growth
-  rate: the class's stock at once (IPCC Tier 1 for annual crops and grass).
+  rate: the class's stock at once (IPCC Tier 1 for annual crops and grass). A coefficient row
+  may instead name a Chapman–Richards curve or give an age-class table (``biomass_table``);
+  every curve is the mature stock times a shape.
 * **Conversion**: the biomass of the previous class is lost in the year of conversion
   (IPCC 2006 Vol.4 Eq. 2.16); the new class starts from age 0.
 * **Soil**: after a change, SOC moves linearly from the stock it had at the change to the
-  new class's stock over D years (20 at Tier 1, Eq. 2.25), then stays. SOC is tracked as
-  weights on the classes' SOC densities, so every stock stays linear in the coefficients.
+  new class's stock over D years (20 at Tier 1, Eq. 2.25), then stays; the transition starts
+  at the mean of the spread change years, (p + 1 + s) / 2. SOC is tracked as weights on the
+  classes' SOC densities, so every stock stays linear in the coefficients.
 
 The stock-difference method is the special case in which every stand is mature and soil
 follows the class at once (D = 0).
@@ -27,6 +35,8 @@ reading a raster again.
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -72,15 +82,26 @@ def runs(classes: np.ndarray, years: np.ndarray) -> tuple[np.ndarray, np.ndarray
     the first map year of the current run of the same class (-1 where the run began at the
     pixel's first observation, i.e. the class was already there), and the class before the
     run (-1 where there is none). A year without data does not break a run: the pixel keeps
-    its state, and a change seen after the gap is dated to the first year that shows it.
-    Invalid pixels get -2 in both.
+    its state. Invalid pixels get -2 in both. (``run_history`` also gives each run's span.)
     """
+    start, previous, _ = run_history(classes, years)
+    return start, previous
+
+
+def run_history(classes: np.ndarray, years: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``runs`` and, per year and pixel, the span of the current run's change: the years
+    between the last map with data before the run's first map and that first map (the change
+    happened in one of them; 1 for annual maps and for runs that began at the pixel's first
+    observation; a year without data widens the span). -2 where the pixel has no data."""
     n_years = classes.shape[0]
     cur = np.full(classes.shape[1:], INVALID, dtype=np.int64)
     cur_start = np.full(classes.shape[1:], -1, dtype=np.int64)
     cur_prev = np.full(classes.shape[1:], -1, dtype=np.int64)
+    cur_span = np.ones(classes.shape[1:], dtype=np.int64)
+    last_seen = np.full(classes.shape[1:], -1, dtype=np.int64)
     start = np.full(classes.shape, -2, dtype=np.int64)
     previous = np.full(classes.shape, -2, dtype=np.int64)
+    span = np.full(classes.shape, -2, dtype=np.int64)
     for i in range(n_years):
         c = classes[i]
         valid = c != INVALID
@@ -88,10 +109,13 @@ def runs(classes: np.ndarray, years: np.ndarray) -> tuple[np.ndarray, np.ndarray
         changed = new & (cur != INVALID)
         cur_prev[changed] = cur[changed]
         cur_start[changed] = years[i]
+        cur_span[changed] = years[i] - last_seen[changed]
         cur[new] = c[new]
+        last_seen[valid] = years[i]
         start[i] = np.where(valid, cur_start, -2)
         previous[i] = np.where(valid, cur_prev, -2)
-    return start, previous
+        span[i] = np.where(valid, cur_span, -2)
+    return start, previous, span
 
 
 def land_cover_history(classes: xr.DataArray) -> xr.Dataset:
@@ -173,16 +197,27 @@ class Aggregates:
         self.transitions = {p: np.zeros((k, k)) for p in self.periods}
         self.flicker_ha = {y: 0.0 for y in self.years}
 
-    def _hist(self, cls: np.ndarray, age: np.ndarray, w: np.ndarray) -> np.ndarray:
+    def _hist(self, cls: np.ndarray, age: np.ndarray, w: np.ndarray, span: np.ndarray | None = None) -> np.ndarray:
+        """(class, age bin) sums of ``w``; a pixel whose change is spread over ``span`` change
+        years counts 1/span at each of the ages age, age + 1, ..., age + span − 1."""
         k = self.n_classes
-        return np.bincount(cls * N_AGE + age_bins(age), weights=w, minlength=k * N_AGE).reshape(k, N_AGE)
+        if span is None or not (span > 1).any():
+            return np.bincount(cls * N_AGE + age_bins(age), weights=w, minlength=k * N_AGE).reshape(k, N_AGE)
+        out = np.zeros(k * N_AGE)
+        for d in np.unique(span):
+            m = span == d
+            share = w[m] / d
+            for offset in range(int(d)):
+                out += np.bincount(cls[m] * N_AGE + age_bins(age[m] + offset), weights=share, minlength=k * N_AGE)
+        return out.reshape(k, N_AGE)
 
     def add(self, classes: np.ndarray, weight: np.ndarray, dynamics: Dynamics,
-            on_year: Callable[[int, np.ndarray, np.ndarray | None], None] | None = None,
+            on_year: Callable[[int, np.ndarray, np.ndarray | None, np.ndarray | None], None] | None = None,
             year_area: np.ndarray | None = None) -> None:
         """Accumulate one block of pixels: ``classes`` (year, pixel) class indices with
-        ``INVALID`` for no data, ``weight`` (pixel) in ha. ``on_year(year, ages, soc_weights)``
-        is called for each year (ages in years, -1 mature, -2 no data; for per-pixel maps).
+        ``INVALID`` for no data, ``weight`` (pixel) in ha. ``on_year(year, ages, soc_weights,
+        spans)`` is called for each year (ages in years, -1 mature, -2 no data, each spread over
+        its span of change years; for per-pixel maps).
         ``year_area`` (year, class) ha, when the caller has it, saves a pass over the pixels."""
         years = np.asarray(self.years)
         k = self.n_classes
@@ -193,8 +228,10 @@ class Aggregates:
             classes, flicker = filter_flicker(classes)
             for i, y in enumerate(self.years):
                 self.flicker_ha[y] += float(weight[flicker[i]].sum())
-        start, _ = runs(classes, years)
+        start, _, span = run_history(classes, years)
         valid = classes != INVALID
+        # a run that began at the pixel's first observation is not a dated change
+        span = np.where(start >= 0, span, 1)
         since_first = years - years[0]
         ages = np.empty(classes.shape, dtype=np.int64)
         for i, y in enumerate(self.years):
@@ -208,7 +245,7 @@ class Aggregates:
         for i, lam in enumerate(soc_weights(classes, years, k, dynamics.soc_years)):
             y = self.years[i]
             v = valid[i]
-            self.area[y] += self._hist(classes[i][v], ages[i][v], weight[v])
+            self.area[y] += self._hist(classes[i][v], ages[i][v], weight[v], span[i][v])
             self.soc[y] += _by_class(classes[i][v], None if lam is None else lam[v], weight[v], k)
             for p in self.periods:
                 if y not in p:
@@ -218,22 +255,22 @@ class Aggregates:
                 acc = self.soc_start if y == p[0] else self.soc_end
                 acc[p] += _by_class(classes[i][both], None if lam is None else lam[both], weight[both], k)
             if on_year is not None:
-                on_year(y, ages[i], lam)
+                on_year(y, ages[i], lam, span[i])
         for p in self.periods:
             i1, i2 = index[p[0]], index[p[1]]
             both = valid[i1] & valid[i2]
             same = both & (start[i1] == start[i2]) & (classes[i1] == classes[i2])
             conv = both & ~same
             c1, c2 = classes[i1], classes[i2]
-            self.same[p] += self._hist(c1[same], ages[i1][same], weight[same])
-            self.before[p] += self._hist(c1[conv], ages[i1][conv], weight[conv])
-            self.after[p] += self._hist(c2[conv], ages[i2][conv], weight[conv])
+            self.same[p] += self._hist(c1[same], ages[i1][same], weight[same], span[i1][same])
+            self.before[p] += self._hist(c1[conv], ages[i1][conv], weight[conv], span[i1][conv])
+            self.after[p] += self._hist(c2[conv], ages[i2][conv], weight[conv], span[i2][conv])
             self.transitions[p] += np.bincount(c1[both] * k + c2[both], weights=weight[both],
                                                minlength=k * k).reshape(k, k)
 
 
     def _add_stock_difference(self, classes: np.ndarray, weight: np.ndarray,
-                              on_year: Callable[[int, np.ndarray, np.ndarray | None], None] | None,
+                              on_year: Callable[[int, np.ndarray, np.ndarray | None, np.ndarray | None], None] | None,
                               year_area: np.ndarray | None) -> None:
         """Stock difference needs only class areas and transitions: every stand is mature and
         soil follows the class, so land in the same class at both ends has no change and land
@@ -251,7 +288,7 @@ class Aggregates:
             else:
                 areas[i] = np.bincount(classes[i][v], weights=weight[v], minlength=k)
             if on_year is not None:
-                on_year(y, np.where(v, -1, -2), None)
+                on_year(y, np.where(v, -1, -2), None, None)
         index = {y: i for i, y in enumerate(self.years)}
         trans = {}
         for p in self.periods:
@@ -310,7 +347,9 @@ def soc_weights(classes: np.ndarray, years: np.ndarray, k: int, soc_years: int) 
     class); None when soil follows the class at once (the weights are the current class).
 
     A run that starts at the pixel's first observation is at equilibrium. After a change the
-    weights move linearly, over ``soc_years``, from those at the change to the new class.
+    weights move linearly, over ``soc_years``, from those at the change to the new class; the
+    change is dated to the mean of its spread change years (``run_history``): with the last
+    map with data in year p and the change first seen in year s, (p + 1 + s) / 2.
     """
     n_years, n = classes.shape
     if soc_years == 0:
@@ -319,7 +358,8 @@ def soc_weights(classes: np.ndarray, years: np.ndarray, k: int, soc_years: int) 
         return
     anchor = np.zeros((n, k))  # SOC weights at the start of the current run
     target = np.full(n, INVALID, dtype=np.int64)
-    run_start = np.zeros(n, dtype=np.int64)
+    run_start = np.zeros(n, dtype=np.float64)  # the (mean) year the current run's change happened
+    last_seen = np.zeros(n, dtype=np.float64)
     rows = np.arange(n)
     for i in range(n_years):
         c = classes[i]
@@ -327,16 +367,18 @@ def soc_weights(classes: np.ndarray, years: np.ndarray, k: int, soc_years: int) 
         first = valid & (target == INVALID)
         changed = valid & (target != INVALID) & (c != target)
         if changed.any():
-            f = np.clip((years[i] - run_start[changed]) / soc_years, 0.0, 1.0)[:, None]
+            when = (last_seen[changed] + 1 + years[i]) / 2  # the mean of the change years p+1 .. s
+            f = np.clip((when - run_start[changed]) / soc_years, 0.0, 1.0)[:, None]
             old = np.zeros((int(changed.sum()), k))
             old[np.arange(len(old)), target[changed]] = 1.0
             anchor[changed] = anchor[changed] * (1 - f) + old * f
-            run_start[changed] = years[i]
+            run_start[changed] = when
         if first.any():
             anchor[first] = 0.0
             anchor[rows[first], c[first]] = 1.0
             run_start[first] = years[i] - soc_years  # already at equilibrium
         target[first | changed] = c[first | changed]
+        last_seen[valid] = years[i]
         has = target != INVALID
         f = np.clip((years[i] - run_start) / soc_years, 0.0, 1.0)
         lam = anchor * (1 - f)[:, None]
@@ -347,12 +389,105 @@ def soc_weights(classes: np.ndarray, years: np.ndarray, k: int, soc_years: int) 
 # --- stocks from aggregates ------------------------------------------------------------
 
 
-def biomass_table(mature: np.ndarray, growth: np.ndarray) -> np.ndarray:
-    """Stock (t C/ha) by (class, age bin, biomass pool): min(mature, age x growth) where a
-    growth rate is given, else the mature stock. ``mature``/``growth``: (class, pool)."""
-    ages = np.arange(N_AGE, dtype=np.float64)[None, :, None]
-    grown = np.minimum(mature[:, None, :], ages * growth[:, None, :])
+#: The age curves a coefficient row may name in its ``curve`` column (docs/methods.md §9).
+CURVES = ("linear", "chapman_richards")
+#: The curve of a row that gives an ``age_curve`` table (in densities and Coefficients only).
+AGE_CURVE = "age_curve"
+#: How far an ``age_curve``'s last stock may be from the row's mature stock (t C/ha, or relative).
+AGE_CURVE_TOLERANCE = 1e-9
+
+
+#: What an ``age_curve`` cell must be (the first rule broken is reported).
+AGE_CURVE_NOT_PAIRS = "age:stock pairs of finite numbers separated by ';' (e.g. 0:0;10:35;20:70)"
+AGE_CURVE_AGES = "ages starting at 0, strictly increasing"
+AGE_CURVE_NEGATIVE = "stocks >= 0"
+AGE_CURVE_DECREASING = "stocks never decreasing with age"
+
+
+@functools.lru_cache(maxsize=1024)
+def parse_age_curve(text: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """An ``age_curve`` cell, ``age:stock`` pairs separated by ``;`` (ages in years, stocks in
+    t C/ha; e.g. ``0:0;10:35;20:70;40:110``), as (ages, stocks). Raises ValueError with the
+    ``AGE_CURVE_*`` rule it breaks: pairs of finite numbers, ages strictly increasing from 0,
+    stocks >= 0 and never decreasing."""
+    ages: list[float] = []
+    stocks: list[float] = []
+    for part in str(text).split(";"):
+        if not part.strip():
+            continue
+        pieces = part.split(":")
+        try:
+            if len(pieces) != 2:
+                raise ValueError
+            age, stock = float(pieces[0]), float(pieces[1])
+        except ValueError:
+            raise ValueError(AGE_CURVE_NOT_PAIRS) from None
+        if not (math.isfinite(age) and math.isfinite(stock)):
+            raise ValueError(AGE_CURVE_NOT_PAIRS)
+        ages.append(age)
+        stocks.append(stock)
+    if not ages:
+        raise ValueError(AGE_CURVE_NOT_PAIRS)
+    if ages[0] != 0 or any(b <= a for a, b in zip(ages, ages[1:], strict=False)):
+        raise ValueError(AGE_CURVE_AGES)
+    if any(v < 0 for v in stocks):
+        raise ValueError(AGE_CURVE_NEGATIVE)
+    if any(b < a for a, b in zip(stocks, stocks[1:], strict=False)):
+        raise ValueError(AGE_CURVE_DECREASING)
+    return tuple(ages), tuple(stocks)
+
+
+def age_curve_problem(text: object) -> str | None:
+    """The ``AGE_CURVE_*`` rule an ``age_curve`` cell breaks, or None
+    (None also for an empty cell: no age curve)."""
+    if text is None or (isinstance(text, float) and math.isnan(text)) or not str(text).strip():
+        return None
+    try:
+        parse_age_curve(str(text))
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def chapman_richards(ages: np.ndarray, k: float, p: float) -> np.ndarray:
+    """The Chapman–Richards shape (1 − e^(−k·a))^p, the share of the mature stock at age a
+    (Richards 1959, J. Exp. Bot. 10: 290–300; Chapman 1961, Proc. 4th Berkeley Symp. Math.
+    Stat. Prob. 4: 153–168): 0 at age 0, rising towards 1; k (1/yr) sets the pace, p the lag
+    (p > 1: sigmoid)."""
+    return (-np.expm1(-k * np.asarray(ages, dtype=np.float64))) ** p
+
+
+def age_curve_shape(text: str, ages: np.ndarray) -> np.ndarray:
+    """The share of the mature stock at ``ages`` of an ``age_curve`` table: its stocks,
+    interpolated linearly between its ages and constant after the last, over its last stock
+    (the mature stock, as validated; all 0 when that is 0)."""
+    table_ages, stocks = parse_age_curve(text)
+    values = np.interp(np.asarray(ages, dtype=np.float64), table_ages, stocks)
+    return values / stocks[-1] if stocks[-1] > 0 else np.zeros_like(values)
+
+
+def biomass_table(mature: np.ndarray, growth: np.ndarray, curve: np.ndarray | None = None,
+                  curve_k: np.ndarray | None = None, curve_p: np.ndarray | None = None,
+                  age_curve: np.ndarray | None = None) -> np.ndarray:
+    """Stock (t C/ha) by (class, age bin, biomass pool); every argument is (class, pool).
+
+    By default (``curve`` None, or ``linear``) min(mature, age x growth) where a growth rate
+    is given, else the mature stock at once. ``chapman_richards``: mature x (1 − e^(−k·a))^p
+    with ``curve_k``/``curve_p`` (Richards 1959; Chapman 1961). ``age_curve``: mature x the
+    table's shape (``age_curve`` holds the ``age:stock`` text; its last stock is the mature
+    stock). Every curve is the mature stock times a shape, so a draw that scales the mature
+    stock scales the whole curve (the Monte Carlo, docs/methods.md §10). The mature bin is
+    the mature stock."""
+    ages = np.arange(N_AGE, dtype=np.float64)
+    grown = np.minimum(mature[:, None, :], ages[None, :, None] * growth[:, None, :])
     table = np.where(np.isfinite(growth)[:, None, :] & (growth[:, None, :] > 0), grown, mature[:, None, :])
+    if curve is not None:
+        for c, j in zip(*np.nonzero(curve == "chapman_richards"), strict=True):
+            assert curve_k is not None and curve_p is not None, "chapman_richards needs curve_k and curve_p"
+            table[c, :, j] = mature[c, j] * chapman_richards(ages, float(curve_k[c, j]), float(curve_p[c, j]))
+        for c, j in zip(*np.nonzero(curve == AGE_CURVE), strict=True):
+            assert age_curve is not None, "an age_curve curve needs its table"
+            table[c, :, j] = mature[c, j] * age_curve_shape(str(age_curve[c, j]), ages)
     table[:, MATURE_BIN, :] = mature
     return table
 
@@ -368,12 +503,17 @@ def shift_ages(hist: np.ndarray, years: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Coefficients:
-    """Densities as arrays over the site's classes: mature stock and growth (class, pool)."""
+    """Densities as arrays over the site's classes: mature stock, growth and age curve
+    (class, pool). Without ``curve`` every pool follows the linear default."""
 
     classes: list[str]
     stock: np.ndarray  # (class, pool) t C/ha, pools in POOLS order
     growth: np.ndarray  # (class, pool) t C/ha/yr, NaN where none
     sd: np.ndarray | None = None  # (class, pool) t C/ha, NaN or 0 where none
+    curve: np.ndarray | None = None  # (class, pool) str: "linear", "chapman_richards" or "age_curve"
+    curve_k: np.ndarray | None = None  # (class, pool) 1/yr, NaN where unused (chapman_richards)
+    curve_p: np.ndarray | None = None  # (class, pool) dimensionless, NaN where unused (chapman_richards)
+    age_curve: np.ndarray | None = None  # (class, pool) object: the "age:stock;..." text, None where unused
 
     @property
     def cv(self) -> np.ndarray:
@@ -387,7 +527,12 @@ class Coefficients:
     @property
     def biomass(self) -> np.ndarray:
         idx = [POOLS.index(p) for p in BIOMASS_POOLS]
-        return biomass_table(self.stock[:, idx], self.growth[:, idx])
+
+        def pools(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[:, idx]
+
+        return biomass_table(self.stock[:, idx], self.growth[:, idx], pools(self.curve), pools(self.curve_k),
+                             pools(self.curve_p), pools(self.age_curve))
 
     @property
     def soc(self) -> np.ndarray:
@@ -450,12 +595,22 @@ def period_flows(agg: Aggregates, coef: Coefficients) -> xr.Dataset:
     )
 
 
-def pixel_density(classes: np.ndarray, ages: np.ndarray, coef: Coefficients, soc_lam: np.ndarray | None) -> np.ndarray:
-    """Total stock density (t C/ha) of each pixel of one year (NaN without data)."""
+def pixel_density(classes: np.ndarray, ages: np.ndarray, coef: Coefficients, soc_lam: np.ndarray | None,
+                  spans: np.ndarray | None = None) -> np.ndarray:
+    """Total stock density (t C/ha) of each pixel of one year (NaN without data); a pixel
+    whose change is spread over ``spans`` change years has the mean biomass of those ages."""
     bio = coef.biomass.sum(axis=2)  # (class, age bin)
     valid = classes != INVALID
     c = np.where(valid, classes, 0)
-    dens = bio[c, age_bins(np.where(valid, ages, 0))]
+    a = np.where(valid, ages, 0)
+    if spans is None or not (spans > 1).any():
+        dens = bio[c, age_bins(a)]
+    else:
+        d = np.where(valid, np.maximum(spans, 1), 1)
+        dens = np.zeros(len(c))
+        for offset in range(int(d.max())):
+            dens += np.where(offset < d, bio[c, age_bins(a + offset)], 0.0)
+        dens /= d
     dens = dens + (coef.soc[c] if soc_lam is None else soc_lam @ coef.soc)
     return np.where(valid, dens, np.nan)
 
@@ -494,10 +649,29 @@ def period_contributions(agg: Aggregates, coef: Coefficients) -> tuple[np.ndarra
 
 
 def coefficient_arrays(densities: pd.DataFrame) -> Coefficients:
-    """The densities table of CoefficientSet.densities as arrays (class, pool)."""
+    """The densities table of CoefficientSet.densities as arrays (class, pool), with the age
+    curve of each (class, pool) from its ``curve_<pool>``, ``curve_k_<pool>``,
+    ``curve_p_<pool>`` and ``age_curve_<pool>`` columns (absent or empty: linear)."""
     stock = densities[list(POOLS)].to_numpy(dtype=np.float64)
     growth = densities[[f"growth_{p}" for p in POOLS]].to_numpy(dtype=np.float64)
     sd = densities[[f"sd_{p}" for p in POOLS]].to_numpy(dtype=np.float64)
-    return Coefficients(classes=list(densities.index), stock=np.nan_to_num(stock, nan=0.0), growth=growth,
-                                 sd=sd)
+    if not any(f"curve_{p}" in densities.columns for p in POOLS):  # a table without curves: linear
+        return Coefficients(classes=list(densities.index), stock=np.nan_to_num(stock, nan=0.0), growth=growth,
+                            sd=sd)
+    n = len(densities)
+
+    def column(name: str) -> pd.Series:
+        return densities[name] if name in densities.columns else pd.Series([None] * n, index=densities.index)
+
+    curve = np.empty((n, len(POOLS)), dtype=object)
+    age_curve = np.empty((n, len(POOLS)), dtype=object)
+    for j, p in enumerate(POOLS):
+        curve[:, j] = [v if isinstance(v, str) and v else "linear" for v in column(f"curve_{p}")]
+        age_curve[:, j] = [v if isinstance(v, str) and v else None for v in column(f"age_curve_{p}")]
+    curve_k = np.column_stack([pd.to_numeric(column(f"curve_k_{p}"), errors="coerce").to_numpy(dtype=np.float64)
+                               for p in POOLS])
+    curve_p = np.column_stack([pd.to_numeric(column(f"curve_p_{p}"), errors="coerce").to_numpy(dtype=np.float64)
+                               for p in POOLS])
+    return Coefficients(classes=list(densities.index), stock=np.nan_to_num(stock, nan=0.0), growth=growth, sd=sd,
+                        curve=curve, curve_k=curve_k, curve_p=curve_p, age_curve=age_curve)
 

@@ -16,14 +16,14 @@ draw of the coefficient set costs no raster read.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from carbon.errors import InputError
 from carbon.rules import dynamics
-from carbon.rules.vocabulary import CO2_PER_C, CONSERVATIVE_RULES, UNCERTAINTY_FIELDS
+from carbon.rules.vocabulary import CO2_PER_C, CONSERVATIVE_RULES, POOLS, UNCERTAINTY_FIELDS
 
 DEFAULT_DRAWS = 10_000
 RULES = CONSERVATIVE_RULES
@@ -32,6 +32,84 @@ Z95 = 1.959963984540054
 #: CDM AR-TOOL14 v04.2 Appendix 2 (domain.md §3.1): (upper bound of U90 in %, share of the
 #: 90% half-width deducted). U90 <= 10% -> 0; 10-15 -> 25%; 15-20 -> 50%; 20-30 -> 75%; > 30 -> 100%.
 AR_TOOL14_STEPS = ((10.0, 0.0), (15.0, 0.25), (20.0, 0.5), (30.0, 0.75), (np.inf, 1.0))
+
+
+#: The default uncertainty of a coefficient given without an SD: a 95% interval of ±90% of the
+#: mean (IPCC's U% convention: half-width / mean). IPCC 2006 Vol.4 Ch.2 gives this nominal error
+#: for default reference SOC stocks where the data do not support a narrower one (notes to Table
+#: 2.3) [M]; it is applied here to every pool as a conservative default (docs/methods.md §10).
+DEFAULT_U95_PCT = 90.0
+DEFAULT_SD_SOURCE = ("default: 95% interval of ±90% of the mean (the nominal error of IPCC 2006 Vol.4 Ch.2 "
+                     "Table 2.3 notes, applied to every pool without an SD)")
+
+
+@dataclass(frozen=True)
+class SdDefaults:
+    """What a coefficient without an SD is given: per pool, the half-width of its 95% interval
+    in % of the mean (pools absent: none, the coefficient's uncertainty stays unknown)."""
+
+    u95_pct: dict[str, float] = field(default_factory=dict)
+    source: str = DEFAULT_SD_SOURCE
+
+    @classmethod
+    def ipcc_nominal(cls) -> SdDefaults:
+        return cls({p: DEFAULT_U95_PCT for p in POOLS})
+
+    def key(self) -> dict[str, object]:
+        """What the input key records of the policy."""
+        return {"u95_pct": dict(sorted(self.u95_pct.items())), "source": self.source}
+
+
+@dataclass(frozen=True)
+class SdFill:
+    """Which (class, pool) coefficients were given the default SD, and which have none."""
+
+    defaulted: list[tuple[str, str]]
+    unknown: list[tuple[str, str]]
+    source: str | None
+
+    def label(self) -> str:
+        """The words added to a table's ``uncertainty_method`` (read back by the exports)."""
+        parts = []
+        if self.defaulted:
+            parts.append(f"{UNKNOWN_DEFAULTED} {', '.join(f'{c}/{p}' for c, p in self.defaulted)} ({self.source})")
+        if self.unknown:
+            parts.append(f"{UNKNOWN_MARK} {', '.join(f'{c}/{p}' for c, p in self.unknown)}")
+        return "; ".join(parts)
+
+
+#: The words that mark coefficients without an SD in ``uncertainty_method`` (exports read them).
+UNKNOWN_MARK = "uncertainty unknown (no SD, no default) for"
+UNKNOWN_DEFAULTED = "default SD for"
+
+
+def fill_missing_sd(densities: pd.DataFrame, policy: SdDefaults | None) -> tuple[pd.DataFrame, SdFill]:
+    """``densities`` (CoefficientSet.densities: a row per class, ``<pool>`` and ``sd_<pool>``
+    columns) with the SD of every coefficient that has a stock but no SD set from ``policy``
+    (docs/methods.md §10); the coefficients so filled, and those left without."""
+    out = densities.copy()
+    defaulted: list[tuple[str, str]] = []
+    unknown: list[tuple[str, str]] = []
+    for pool in POOLS:
+        if pool not in out.columns:
+            continue
+        missing = out[f"sd_{pool}"].isna() & (out[pool].astype(float) > 0)
+        pct = None if policy is None else policy.u95_pct.get(pool)
+        for cls in out.index[missing]:
+            if pct is None:
+                unknown.append((str(cls), pool))
+            else:
+                out.loc[cls, f"sd_{pool}"] = float(out.loc[cls, pool]) * pct / 100.0 / Z95
+                defaulted.append((str(cls), pool))
+    return out, SdFill(defaulted, unknown, None if policy is None else policy.source)
+
+
+def unknown_coefficients(uncertainty_method: str) -> list[str]:
+    """The ``class/pool`` coefficients an ``uncertainty_method`` text says have no SD."""
+    for part in uncertainty_method.split("; "):
+        if part.startswith(UNKNOWN_MARK):
+            return [c.strip() for c in part[len(UNKNOWN_MARK):].split(",") if c.strip()]
+    return []
 
 
 def seed_for(*parts: str) -> int:
@@ -108,14 +186,17 @@ def conservative_sink(sink: float, lower90: float, upper90: float, u90_pct: floa
 
 
 def add_intervals(stocks: pd.DataFrame, sinks: pd.DataFrame, agg: dynamics.Aggregates,
-                     coef: dynamics.Coefficients, *, draws: int, rule: str, seed: int) -> None:
+                  coef: dynamics.Coefficients, *, draws: int, rule: str, seed: int, note: str = "") -> None:
     """Monte Carlo intervals on every stock and sink row, Approach 1 beside them, and the
-    conservative sink (docs/methods.md §10)."""
+    conservative sink (docs/methods.md §10); ``note`` (which SDs were defaulted or are
+    unknown, ``SdFill.label``) is added to the ``uncertainty_method`` label."""
     if rule not in RULES:
         raise InputError(f"unknown conservative rule {rule!r}: use one of {', '.join(RULES)}")
     cv = coef.cv
     factors = draw_factors(cv, draws, seed)
     label = f"IPCC Approach 2: Monte Carlo, {draws} lognormal draws, coefficients correlated across pixels and years"
+    if note:
+        label = f"{label}; {note}"
     by_year = summarize(dynamics.year_contributions(agg, coef), factors, cv)
     order = {y: i for i, y in enumerate(agg.years)}
     _put(stocks, "stock_tc", by_year, [order[y] for y in stocks["year"]])

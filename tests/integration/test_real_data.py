@@ -215,3 +215,29 @@ def test_invest_pools_table_runs_unchanged_and_matches_reference(shared: Path, t
     sink = r.sinks.iloc[0]
     assert sink["stock_change_tc"] / area_ratio == pytest.approx(-3_526_095, rel=1e-3)
     assert sink["sink_tco2e"] < 0  # harvest and residential growth: an emission
+
+
+def test_an_invest_pools_table_without_sds_gets_the_default_uncertainty_and_says_so(shared: Path, tmp_path: Path) -> None:
+    """InVEST's pools table has no SD column: under the default policy every stock and sink
+    has a non-zero interval, and the tables say which coefficients were defaulted."""
+    d = shared / "invest_willamette"
+    catalog = load_catalog(write_catalog(tmp_path / "c.csv", [(2000, d / "lulc_samp_cur.tif", "lucode"),
+                                                             (2030, d / "lulc_samp_fut.tif", "lucode")]))
+    coef = load_coefficients(d / "carbon_pools_willamette.csv")
+    site = box_site(d / "lulc_samp_cur.tif")
+    r = compute_site(site, catalog, coef, draws=2000)
+    stocks, sink = r.stocks, r.sinks.iloc[0]
+    assert (stocks["stock_tc_upper95"] > stocks["stock_tc_lower95"]).all()
+    assert sink["sink_tco2e_upper90"] > sink["sink_tco2e_lower90"]
+    assert sink["sink_tco2e_u90_pct"] > 0
+    assert "default SD for" in sink["uncertainty_method"]
+    used = r.coefficients_used
+    with_stock = used[used["stock_tc_per_ha"] > 0]
+    assert with_stock["sd_source"].str.startswith("default: 95% interval of ±90%").all()
+    # the default SD is 90% / 1.96 of the coefficient
+    assert (with_stock["sd_tc_per_ha"] / with_stock["stock_tc_per_ha"]).to_numpy() == pytest.approx(0.90 / 1.959963984540054)
+    assert r.provenance["monte_carlo"]["sd_unknown"] == []
+    # with no default policy the same run has no interval from those coefficients, and says so
+    bare = compute_site(site, catalog, coef, draws=200, sd_defaults=None)
+    assert bare.sinks.iloc[0]["sink_tco2e_u90_pct"] == 0
+    assert "uncertainty unknown (no SD, no default) for" in bare.sinks.iloc[0]["uncertainty_method"]

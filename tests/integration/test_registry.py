@@ -19,7 +19,7 @@ from carbon.io.writers import write_csv
 from carbon.pipeline.export import export
 from carbon.pipeline.loop import compute_config
 from carbon.rules.registry import Deductions, monitoring_dates, net_removals, neutralise, vintages
-from tests.conftest import DEMO, write_config
+from tests.conftest import DEMO, publish, write_config
 
 
 def test_net_creditable_removals_by_hand() -> None:
@@ -88,7 +88,10 @@ def published(tmp_path_factory) -> Path:
     """The demo computed and published to a fresh ledger (without Prefect)."""
     root = tmp_path_factory.mktemp("registry")
     cfg_path = write_config(root / "c.toml")
-    text = cfg_path.read_text() + "buffer_pct = 10.0\nleakage_pct = 0.0\n"
+    # coefficients without an SD get ±20% at 95% here (a center with its own measurements), so
+    # that the quarry keeps credits after the AR-TOOL14 deduction and the vintages are non-zero
+    # (with the default ±90% its deduction exceeds its sink: see the test below)
+    text = cfg_path.read_text() + "buffer_pct = 10.0\nleakage_pct = 0.0\nuncertainty_default_pct = 20\n"
     cfg_path.write_text(text)
     cfg = load_config(cfg_path)
     cfg.output_dir.mkdir(parents=True)
@@ -196,8 +199,6 @@ def test_numeric_ids_and_bad_deduction_properties(tmp_path: Path, published: Pat
 def test_a_vintage_is_never_exported_twice_from_different_results(tmp_path: Path) -> None:
     cfg_path = write_config(tmp_path / "c.toml")
     cfg_path.write_text(cfg_path.read_text() + "buffer_pct = 10.0\n")
-    from tests.conftest import publish
-
     publish(cfg_path, ["daye-mine-wc"])
     cfg = load_config(cfg_path)
     export(cfg, "verra", tmp_path / "first")  # vintages 2021-2024 of the 2020-2024 period
@@ -210,3 +211,37 @@ def test_a_vintage_is_never_exported_twice_from_different_results(tmp_path: Path
     assert not (tmp_path / "second" / "verra_vcus.csv").exists()
     # a different registry keeps its own record
     export(cfg, "ccer", tmp_path / "ccer")
+
+
+def test_credits_whose_uncertainty_is_unknown_are_refused_naming_the_coefficients(tmp_path: Path) -> None:
+    """With no default uncertainty (uncertainty_default_pct = false), a coefficient without an
+    SD leaves the uncertainty deduction too small: the export refuses and names it."""
+    cfg_path = write_config(tmp_path / "c.toml")
+    cfg_path.write_text(cfg_path.read_text() + "uncertainty_default_pct = false\nbuffer_pct = 10\n")
+    publish(cfg_path, ["daye-mine-wc"])
+    cfg = load_config(cfg_path)
+    with pytest.raises(InputError, match="uncertainty is unknown") as err:
+        export(cfg, "verra", tmp_path / "out")
+    assert "site daye-mine-wc, period 2020-2024" in str(err.value)
+    assert "forest/soc" in str(err.value)  # the IPCC table gives no SD for forest soil
+    assert not (tmp_path / "out" / "verra_vcus.csv").exists()
+    # with the default policy the same site exports, its SDs marked as defaulted
+    cfg_path.write_text(cfg_path.read_text().replace("uncertainty_default_pct = false\n", ""))
+    publish(cfg_path, ["daye-mine-wc"])
+    paths = export(load_config(cfg_path), "verra", tmp_path / "ok")
+    assert any(p.name == "verra_vcus.csv" for p in paths)
+
+
+def test_with_the_default_uncertainty_a_sink_smaller_than_its_deduction_issues_nothing(tmp_path: Path) -> None:
+    """The demo quarry with IPCC's nominal ±90% on its coefficients without an SD: its 90%
+    interval is so wide that AR-TOOL14 deducts more than the sink; no vintage issues a tonne."""
+    cfg_path = write_config(tmp_path / "c.toml")
+    cfg_path.write_text(cfg_path.read_text() + "buffer_pct = 10.0\n")
+    publish(cfg_path, ["wuhan-quarry-reclaim"])
+    cfg = load_config(cfg_path)
+    sink = Ledger(cfg.ledger_url).current("sinks", "wuhan-quarry-reclaim").query("is_full_period").iloc[0]
+    assert sink["sink_tco2e"] > 0 and sink["conservative_sink_tco2e"] < 0
+    assert sink["sink_tco2e_u90_pct"] > 30  # AR-TOOL14: the whole half-width is deducted
+    export(cfg, "verra", tmp_path / "out")
+    df = pd.read_csv(tmp_path / "out" / "verra_vcus.csv")
+    assert (df["total_vintage_quantity"] == 0).all()

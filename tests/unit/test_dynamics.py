@@ -173,27 +173,32 @@ def test_real_multi_year_site_matches_an_independent_pixel_simulation(shared: Pa
         for i in range(1, len(classes) - 1):  # single-epoch flicker A -> B -> A is map noise
             if classes[i - 1] == classes[i + 1] != classes[i]:
                 classes[i] = classes[i - 1]
-        start, soc_at_start = None, None
+        # a change first seen in year y, the previous map being of year p, happened in one of the
+        # years p+1 .. y, each with weight 1/(y - p) (methods §9); the soil transition starts at
+        # their mean, (p + 1 + y) / 2
+        change_years, soc_at_start = None, None
         for i, y in enumerate(years):
             k = classes[i]
             agb, bgb, soc, g_agb, g_bgb = densities[k]
             if i == 0:
-                start, soc_at_start, soc_from_year = None, soc, None
+                change_years, soc_at_start, soc_from_year = None, soc, None
             elif k != classes[i - 1]:
+                p = years[i - 1]
+                when = (p + 1 + y) / 2
                 # SOC at the change, from the previous run's trajectory
                 prev = densities[classes[i - 1]][2]
                 if soc_from_year is None:
                     soc_now = prev
                 else:
-                    f = min(1.0, (y - soc_from_year) / 20)
+                    f = min(1.0, (when - soc_from_year) / 20)
                     soc_now = soc_at_start + (prev - soc_at_start) * f
-                start, soc_at_start, soc_from_year = y, soc_now, y
-            if start is None:
+                change_years, soc_at_start, soc_from_year = list(range(p + 1, y + 1)), soc_now, when
+            if change_years is None:
                 bio = agb + bgb  # mature since before the first map
                 soil = soc
             else:
-                age = y - start
-                bio = (min(agb, age * g_agb) if g_agb else agb) + (min(bgb, age * g_bgb) if g_bgb else bgb)
+                bio = sum((min(agb, (y - c) * g_agb) if g_agb else agb) + (min(bgb, (y - c) * g_bgb) if g_bgb else bgb)
+                          for c in change_years) / len(change_years)
                 soil = soc_at_start + (soc - soc_at_start) * min(1.0, (y - soc_from_year) / 20)
             expected[y] += bio + soil  # t C on 1 ha
     got = r.stocks.set_index("year")["stock_tc"]

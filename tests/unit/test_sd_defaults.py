@@ -1,0 +1,80 @@
+"""A coefficient without an SD (docs/methods.md §10): never taken as exact in silence. It gets
+the configured default (IPCC's nominal ±90% at 95% unless the configuration says otherwise),
+is marked as defaulted, or, with no default policy, is marked unknown and refused by exports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from carbon.errors import InputError
+from carbon.io.config import load_config
+from carbon.rules.uncertainty import Z95, SdDefaults, fill_missing_sd, unknown_coefficients
+from carbon.rules.vocabulary import POOLS
+from tests.conftest import write_config
+
+
+def _densities() -> pd.DataFrame:
+    df = pd.DataFrame(index=pd.Index(["forest", "water"], name="carbon_class"))
+    for p in POOLS:
+        df[p] = [100.0, 0.0]
+        df[f"sd_{p}"] = [np.nan, np.nan]
+    df.loc["forest", "sd_agb"] = 12.0  # given by the table: kept
+    return df
+
+
+def test_a_missing_sd_gets_the_default_and_is_named() -> None:
+    out, fill = fill_missing_sd(_densities(), SdDefaults.ipcc_nominal())
+    # ±90% of 100 t C/ha at 95%: SD = 90 / 1.959964 = 45.919 t C/ha
+    assert out.loc["forest", "sd_soc"] == pytest.approx(90 / Z95) == pytest.approx(45.9192, abs=1e-4)
+    assert out.loc["forest", "sd_agb"] == 12.0
+    assert np.isnan(out.loc["water", "sd_soc"])  # a zero stock has nothing to be uncertain about
+    assert fill.defaulted == [("forest", p) for p in POOLS if p != "agb"]
+    assert fill.unknown == []
+    assert "default SD for forest/bgb, forest/deadwood" in fill.label()
+
+
+def test_without_a_policy_the_coefficient_is_marked_unknown_and_read_back() -> None:
+    out, fill = fill_missing_sd(_densities(), None)
+    assert np.isnan(out.loc["forest", "sd_soc"])
+    assert fill.unknown == [("forest", p) for p in POOLS if p != "agb"]
+    label = f"IPCC Approach 2: Monte Carlo, 100 lognormal draws; {fill.label()}"
+    assert unknown_coefficients(label) == [f"forest/{p}" for p in POOLS if p != "agb"]
+    assert unknown_coefficients("IPCC Approach 2: Monte Carlo, 100 lognormal draws") == []
+
+
+def test_a_policy_by_pool_defaults_only_its_pools() -> None:
+    out, fill = fill_missing_sd(_densities(), SdDefaults({"soc": 50.0}))
+    assert out.loc["forest", "sd_soc"] == pytest.approx(50 / Z95)
+    assert [p for _, p in fill.defaulted] == ["soc"]
+    assert {p for _, p in fill.unknown} == {"bgb", "deadwood", "litter"}
+
+
+def _config(folder: Path, line: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = write_config(folder / "c.toml")
+    path.write_text(path.read_text() + line + "\n")
+    return path
+
+
+def test_the_configuration_sets_the_policy(tmp_path: Path) -> None:
+    assert load_config(write_config(tmp_path / "a.toml")).sd_defaults == SdDefaults.ipcc_nominal()
+    assert load_config(_config(tmp_path / "b", "uncertainty_default_pct = false")).sd_defaults is None
+    by_pool = load_config(_config(tmp_path / "c", "uncertainty_default_pct = { soc = 60, agb = 30 }")).sd_defaults
+    assert by_pool is not None and by_pool.u95_pct == {"soc": 60.0, "agb": 30.0}
+    assert "soc 60%" in by_pool.source
+
+
+@pytest.mark.parametrize("line, words", [
+    ("uncertainty_default_pct = 0", "above 0"),
+    ("uncertainty_default_pct = true", "above 0"),
+    ("uncertainty_default_pct = { soil = 50 }", "unknown pool(s) soil"),
+    ('uncertainty_default_pct = "ninety"', "must be"),
+])
+def test_a_bad_policy_is_refused_naming_the_key(tmp_path: Path, line: str, words: str) -> None:
+    with pytest.raises(InputError, match="configuration is invalid") as err:
+        load_config(_config(tmp_path / "x", line))
+    assert words in str(err.value) and "uncertainty_default_pct" in str(err.value)
