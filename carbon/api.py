@@ -105,14 +105,15 @@ def compute(sites: str | Path | gpd.GeoDataFrame | None = None, *, landcover: st
             coefficients: str | Path | None = None, legends: str | Path | None = None,
             config: str | Path | Config | None = None, site_ids: Sequence[str] | None = None,
             years: Sequence[int] | None = None, start_year: int | None = None, method: str | None = None,
-            draws: int = uncertainty.DEFAULT_DRAWS, conservative_rule: str = "ar_tool14",
+            draws: int | None = None, conservative_rule: str | None = None,
             sd_defaults: uncertainty.SdDefaults | None | str = "configuration",
             max_cells: int = DEFAULT_MAX_CELLS) -> Results:
     """Compute the stocks and sinks of sites (a sites file or a GeoDataFrame) from a land-cover
     catalog, with a coefficient set (default: the built-in IPCC Tier 1 set). ``config``
     supplies whatever is not given (default: the demo). A site whose inputs are bad fails
-    alone: its message is in ``errors``. ``sd_defaults``: what a coefficient without an SD is
-    given (docs/methods.md §10): the configuration's, or IPCC's nominal ±90% without one."""
+    alone: its message is in ``errors``. ``draws``, ``conservative_rule`` and ``sd_defaults`` (what
+    a coefficient without an SD is given, docs/methods.md §10) default to the configuration's,
+    or without one to 10,000 draws, AR-TOOL14 and IPCC's nominal ±90%."""
     cfg = config if isinstance(config, Config) else load_config(config) if (
         config is not None or sites is None or landcover is None) else None
     if sites is None:
@@ -132,11 +133,13 @@ def compute(sites: str | Path | gpd.GeoDataFrame | None = None, *, landcover: st
         policy = cfg.sd_defaults if cfg is not None else uncertainty.SdDefaults.ipcc_nominal()
     else:
         policy = sd_defaults
+    n_draws = draws if draws is not None else cfg.monte_carlo_draws if cfg is not None else uncertainty.DEFAULT_DRAWS
+    rule = conservative_rule or (cfg.conservative_rule if cfg is not None else uncertainty.RULES[0])
 
     def one(site_id: str) -> SiteResult:
         return compute_site(chosen[site_id], catalog, coef, legends_dir=legends_dir,
                             years=list(years) if years else None, start_year=start_year, method=method,
-                            draws=draws, conservative_rule=conservative_rule, sd_defaults=policy,
+                            draws=n_draws, conservative_rule=rule, sd_defaults=policy,
                             max_cells=max_cells)
 
     outcomes = for_each_site(list(chosen), one)

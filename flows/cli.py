@@ -180,6 +180,8 @@ def results(
     config: ConfigOpt = None,
     site: Annotated[str | None, typer.Option("--site", "-s", help="Only this site.")] = None,
     stocks: Annotated[bool, typer.Option("--stocks", help="Stocks per year instead of sinks per period.")] = False,
+    classes: Annotated[bool, typer.Option("--classes", help="Area per year and carbon class, mapped and adjusted "
+                                          "for map error (docs/methods.md §8).")] = False,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")] = "table",
 ) -> None:
     """Current estimates from the ledger (the latest successful run of each site and period)."""
@@ -187,7 +189,17 @@ def results(
         _fail(ValueError(f"--format must be table, csv or json, not {fmt!r}"))
     cfg = _load(config)
     ledger = _ledger(cfg)
-    if stocks:
+    if classes:
+        df = ledger.current("class_areas", site)
+        cols = ["site_id", "year", "carbon_class", "area_ha", "area_adjusted_ha", "area_adjusted_ha_lower95",
+                "area_adjusted_ha_upper95", "adjusted", "run_id"]
+        if fmt != "table":
+            cols.insert(-1, "accuracy_sample")
+        title = "Area by carbon class (ha): mapped, and adjusted for map error with its 95% interval"
+        if not df.empty and not df["adjusted"].any():
+            console.print("note: no accuracy sample in the catalog: the adjusted areas are the mapped areas",
+                          markup=False, highlight=False)
+    elif stocks:
         df = ledger.current("stocks", site)
         cols = ["site_id", "year", "area_ha", "stock_tc", "stock_tc_lower90", "stock_tc_upper90", "stock_tc_u90_pct",
                 *[f"stock_{p}_tc" for p in POOLS], "method", "run_id"]
@@ -303,7 +315,7 @@ def _print_table(df, title: str) -> None:  # noqa: ANN001
     for c in df.columns:
         table.add_column(str(c), justify="right" if df[c].dtype.kind in "if" else "left")
     for row in df.itertuples(index=False):
-        table.add_row(*[f"{v:,.2f}" if isinstance(v, float) else str(v) for v in row])
+        table.add_row(*[f"{v:,.2f}" if isinstance(v, float) else escape(str(v)) for v in row])
     out.print(table)
 
 

@@ -64,7 +64,7 @@ def meter_site(ctx: RunContext, site_id: str, params: SiteParams, report_maps: b
         outcome = outcome.value
     progress.emit(site_id, outcome.status)
     if outcome.status == "failed":
-        raise SiteFailed(outcome.error or "failed")
+        raise SiteFailed(outcome.error or "failed") from outcome.exception
     return loop.outcome_record(outcome)
 
 

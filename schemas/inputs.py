@@ -49,6 +49,7 @@ class CatalogTable(pa.DataFrameModel):
     path: Series[str] = pa.Field(str_length={"min_value": 1})
     legend: Series[str] = pa.Field(str_matches=LEGEND_NAME_PATTERN)
     source: Series[str] | None = pa.Field(nullable=True)
+    accuracy: Series[str] | None = pa.Field(nullable=True)  # an accuracy-assessment sample (CSV) of the map
 
     class Config:
         strict = False
@@ -188,3 +189,26 @@ class InvestPoolsTable(pa.DataFrameModel):
 
     class Config:
         strict = False
+
+
+class AccuracySampleTable(pa.DataFrameModel):
+    """The counts of a stratified random accuracy-assessment sample of a map, strata = map
+    classes: how many sample units of each map code have each reference code (docs/methods.md §8)."""
+
+    map_code: Series[int] = pa.Field(coerce=True)
+    reference_code: Series[int] = pa.Field(coerce=True)
+    count: Series[int] = pa.Field(ge=0, coerce=True)
+
+    class Config:
+        strict = False
+
+    @pa.dataframe_check(error="a map class (stratum) sampled fewer than twice has no variance: sample it at least twice")
+    @classmethod
+    def _two_per_stratum(cls, df: pd.DataFrame) -> Series[bool]:
+        totals = df.groupby("map_code")["count"].transform("sum")
+        return totals >= 2
+
+    @pa.dataframe_check(error="the same (map_code, reference_code) pair is listed twice")
+    @classmethod
+    def _unique_pair(cls, df: pd.DataFrame) -> Series[bool]:
+        return ~df.duplicated(subset=["map_code", "reference_code"], keep=False)

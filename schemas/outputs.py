@@ -269,6 +269,38 @@ class CoefficientsUsedTable(pa.DataFrameModel):
         strict = False
 
 
+class ClassAreasTable(pa.DataFrameModel):
+    """Per site, year and carbon class: the mapped area and the map-error-adjusted area with its
+    95% interval (docs/methods.md §8); without an accuracy sample the adjusted columns repeat the
+    mapped area."""
+
+    site_id: Series[str]
+    year: Series[int]
+    carbon_class: Series[str]
+    area_ha: Series[float] = pa.Field(ge=0)
+    area_adjusted_ha: Series[float] = pa.Field(ge=0)
+    area_adjusted_ha_lower95: Series[float] = pa.Field(ge=0)
+    area_adjusted_ha_upper95: Series[float] = pa.Field(ge=0)
+    adjusted: Series[bool]
+    accuracy_sample: Series[str]
+
+    class Config:
+        strict = False
+
+    @pa.dataframe_check(error="adjusted area outside its interval")
+    @classmethod
+    def _interval(cls, df: pd.DataFrame) -> Series[bool]:
+        tol = 1e-9 * (1 + df["area_adjusted_ha"].abs())
+        return ((df["area_adjusted_ha_lower95"] <= df["area_adjusted_ha"] + tol)
+                & (df["area_adjusted_ha"] <= df["area_adjusted_ha_upper95"] + tol))
+
+    @pa.dataframe_check(error="without an accuracy sample the adjusted area must be the mapped area")
+    @classmethod
+    def _unadjusted(cls, df: pd.DataFrame) -> Series[bool]:
+        return df["adjusted"] | (_close(df["area_adjusted_ha"], df["area_ha"]) & _close(
+            df["area_adjusted_ha_lower95"], df["area_ha"]) & _close(df["area_adjusted_ha_upper95"], df["area_ha"]))
+
+
 MODELS: dict[str, type[pa.DataFrameModel]] = {
     "stocks": StocksTable,
     "stocks_by_class": StocksByClassTable,
@@ -276,6 +308,7 @@ MODELS: dict[str, type[pa.DataFrameModel]] = {
     "sinks": SinksTable,
     "transitions": TransitionsTable,
     "coefficients_used": CoefficientsUsedTable,
+    "class_areas": ClassAreasTable,
 }
 
 
@@ -303,6 +336,14 @@ def _cross_checks(r: SiteResult) -> list[str]:
             out.append(f"year {row.year}: areas by code do not sum to the site area")
         if not np.isclose(float(by_year["stock_tc"].get(row.year, 0.0)), row.stock_tc, rtol=1e-9, atol=ABS_TOL_TC):
             out.append(f"year {row.year}: class stocks do not sum to the site stock")
+    if not r.class_areas.empty:
+        mapped = r.class_areas.groupby("year")["area_ha"].sum()
+        adjusted = r.class_areas.groupby("year")["area_adjusted_ha"].sum()
+        for row in r.stocks.itertuples():
+            if not np.isclose(float(mapped.get(row.year, 0.0)), row.area_ha, rtol=1e-9, atol=1e-9):
+                out.append(f"year {row.year}: mapped class areas do not sum to the site area with data")
+            if not np.isclose(float(adjusted.get(row.year, 0.0)), row.area_ha, rtol=1e-9, atol=1e-6):
+                out.append(f"year {row.year}: adjusted class areas do not sum to the site area with data")
     site_area = r.provenance.get("site_area_ha")
     if site_area is not None:
         for row in r.stocks.itertuples():

@@ -139,7 +139,24 @@ exported_vintages = sa.Table(
                         "period_end"),
 )
 
-TABLES = {"stocks": stocks, "sinks": sinks, "transitions": transitions}
+class_areas = sa.Table(
+    "class_areas",
+    metadata,
+    sa.Column("site_run_id", sa.Integer, sa.ForeignKey("site_runs.site_run_id"), nullable=False, index=True),
+    sa.Column("site_id", sa.String(64), nullable=False),
+    sa.Column("year", sa.Integer, nullable=False),
+    sa.Column("carbon_class", sa.String(64), nullable=False),
+    sa.Column("area_ha", _float, nullable=False),
+    sa.Column("area_adjusted_ha", _float, nullable=False),
+    sa.Column("area_adjusted_ha_lower95", _float, nullable=False),
+    sa.Column("area_adjusted_ha_upper95", _float, nullable=False),
+    sa.Column("adjusted", sa.Boolean, nullable=False),
+    sa.Column("accuracy_sample", sa.Text, nullable=False),
+)
+
+#: The tables of a site run. ``class_areas`` came after schema version 4: a version-4 ledger gets
+#: the table when opened (a new table, no change to the others), and its older runs have none.
+TABLES = {"stocks": stocks, "sinks": sinks, "transitions": transitions, "class_areas": class_areas}
 
 
 class LedgerError(CarbonSinkError):
@@ -282,7 +299,8 @@ class Ledger:
         table = TABLES[name]
         latest = (sa.select(site_runs.c.site_id, sa.func.max(site_runs.c.site_run_id).label("latest"))
                   .where(site_runs.c.status == "succeeded").group_by(site_runs.c.site_id).subquery())
-        keys = ["site_id", "year"] if name == "stocks" else ["site_id", "period_start", "period_end"]
+        keys = {"stocks": ["site_id", "year"], "class_areas": ["site_id", "year", "carbon_class"]}.get(
+            name, ["site_id", "period_start", "period_end"])
         q = (sa.select(table, site_runs.c.run_id, site_runs.c.created_at, site_runs.c.coefficient_set,
                        site_runs.c.coefficient_sha256, site_runs.c.code_version)
              .join(latest, table.c.site_run_id == latest.c.latest)

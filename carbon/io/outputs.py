@@ -101,3 +101,26 @@ def write_json(path: Path, payload: dict[str, Any]) -> Path:
     tmp.replace(path)
     return path
 
+
+
+#: Folders of a run's density maps (``runs/<run_id>/<folder>/<site_id>``): asked for (kept), or
+#: written for the site's report (only the latest published run's are kept).
+MAPS = "maps"
+REPORT_MAPS = "report-maps"
+
+
+def run_maps(output_dir: Path, run_id: str, site_id: str) -> Path:
+    """The density maps a run wrote for a site: the kept ones if any, else those for its report."""
+    kept = inside(output_dir, "runs", run_id, MAPS, site_id)
+    return kept if kept.is_dir() else inside(output_dir, "runs", run_id, REPORT_MAPS, site_id)
+
+
+def prune_report_maps(output_dir: Path, run_id: str, site_ids: list[str]) -> None:
+    """Remove the report maps of these sites that runs other than ``run_id`` wrote."""
+    runs = Path(output_dir) / "runs"
+    for site_id in site_ids:
+        for old in runs.glob(f"*/{REPORT_MAPS}/{site_id}"):
+            if old.parent.parent.name != run_id:
+                shutil.rmtree(old, ignore_errors=True)
+                if not any(old.parent.iterdir()):
+                    old.parent.rmdir()

@@ -15,9 +15,11 @@ import pandas as pd
 
 from carbon.errors import InputError
 from carbon.io.resources import BUILTIN_LEGENDS
+from carbon.rules.accuracy import AccuracySample
 from carbon.rules.coefficients import CatalogEntry, CoefficientSet, Crosswalk
 from schemas._validate import failure_messages
 from schemas.inputs import (
+    AccuracySampleTable,
     CatalogTable,
     CoefficientTable,
     CrosswalkTable,
@@ -125,14 +127,42 @@ def load_catalog(path: str | Path) -> list[CatalogEntry]:
         if not raster.is_file():
             missing.append(f"{path}, row {i + 2}: raster file not found: {raster}")
         source = row.get("source")
+        sample = row.get("accuracy")
+        accuracy = None
+        if sample is not None and not pd.isna(sample) and str(sample).strip():
+            accuracy = (base / str(sample)).resolve()
+            if not accuracy.is_file():
+                missing.append(f"{path}, row {i + 2}: accuracy sample file not found: {accuracy}")
         entries.append(
             CatalogEntry(
                 year=int(row["year"]),
                 path=str(raster),
                 legend=str(row["legend"]),
                 source="" if source is None or pd.isna(source) else str(source),
+                accuracy=None if accuracy is None else str(accuracy),
             )
         )
     if missing:
         raise InputError("land-cover catalog names missing files", path=path, problems=missing)
     return sorted(entries, key=lambda e: e.year)  # stable: tiles keep their catalog row order
+
+
+def load_accuracy(path: str | Path, crosswalk: Crosswalk) -> AccuracySample:
+    """A map's accuracy-assessment sample (``map_code,reference_code,count``), validated: counts
+    whole and >= 0, every map class sampled at least twice, every code in the map's legend
+    (docs/methods.md §8). Rows and columns of the sample are the legend's codes."""
+    path = Path(path)
+    df = read_csv(path, "accuracy sample")
+    table, problems = failure_messages(AccuracySampleTable, df, where=str(path))
+    if table is not None and not problems:
+        known = {int(c) for c in crosswalk.codes}
+        for i, row in enumerate(table.to_dict("records")):
+            for col in ("map_code", "reference_code"):
+                if int(row[col]) not in known:
+                    problems.append(f"{path}, row {i + 2}, column {col}: code {int(row[col])} is not in the "
+                                    f"{crosswalk.legend!r} legend")
+    if problems:
+        raise InputError("accuracy sample is invalid", path=path, problems=problems)
+    assert table is not None
+    return AccuracySample.from_long(table[["map_code", "reference_code", "count"]].astype("int64"),
+                                    classes=[int(c) for c in crosswalk.codes])

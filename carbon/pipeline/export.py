@@ -99,9 +99,12 @@ def build(cfg: Config, kind: str, site_ids: list[str] | None = None,
     if unknown:
         raise InputError(f"site(s) {', '.join(unknown)} are in the ledger but not in the sites file", path=cfg.sites)
     unknown_sd = [f"site {row.site_id}, period {row.period_start}-{row.period_end}: coefficient(s) {', '.join(u)} have "
-                  "no SD and the run that published it set no default uncertainty (uncertainty_default_pct = false)"
+                  "no SD, and no default uncertainty applied to them (uncertainty_default_pct)"
                   for row in sinks.itertuples()
                   if (u := uncertainty.unknown_coefficients(str(row.uncertainty_method)))]
+    unknown_sd += [f"site {row.site_id}, period {row.period_start}-{row.period_end}: published before the treatment of "
+                   "coefficients without an SD was recorded (they were taken as exact)"
+                   for row in sinks.itertuples() if uncertainty.POLICY_MARK not in str(row.uncertainty_method)]
     if unknown_sd:
         raise InputError(f"cannot issue {kind} credits whose uncertainty is unknown (the uncertainty deduction would be "
                          "too small): give these coefficients an SD, or configure uncertainty_default_pct, and re-run "

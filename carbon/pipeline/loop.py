@@ -18,7 +18,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,9 +28,12 @@ from carbon.errors import CarbonSinkError
 from carbon.io.config import Config, load_config
 from carbon.io.ledger import Ledger, LedgerError
 from carbon.io.outputs import (
+    MAPS,
+    REPORT_MAPS,
     code_version,
     ensure_output_dir,
     inside,
+    prune_report_maps,
     read_site_tables,
     write_json,
     write_site_tables,
@@ -85,10 +88,10 @@ def with_retries(step: Callable[..., T], *args: Any, delays: tuple[float, ...] |
 
 def failure_message(exc: BaseException) -> str:
     """What a failed site's record and its caller say: our own errors as they are worded, an
-    unforeseen one with its type (the traceback goes to the log, at debug level)."""
-    if isinstance(exc, CarbonSinkError):
-        return str(exc)
-    return f"unexpected {type(exc).__name__}: {exc}"
+    unforeseen one with its type (its traceback goes to the log), with any notes added to it
+    (e.g. that the failure could not be recorded in the ledger)."""
+    text = str(exc) if isinstance(exc, CarbonSinkError) else f"unexpected {type(exc).__name__}: {exc}"
+    return "\n".join([text, *getattr(exc, "__notes__", [])])
 
 
 @dataclass
@@ -99,6 +102,7 @@ class Outcome:
     status: str
     error: str | None = None
     value: Any = None
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
 
 
 def attempt(site_id: str, step: Callable[[], T]) -> Outcome:
@@ -106,8 +110,10 @@ def attempt(site_id: str, step: Callable[[], T]) -> Outcome:
     try:
         return Outcome(site_id, "succeeded", value=step())
     except Exception as exc:  # noqa: BLE001 - the failure policy: the site fails alone, named
-        log.debug("site %s failed", site_id, exc_info=True)
-        return Outcome(site_id, "failed", error=failure_message(exc))
+        if not isinstance(exc, CarbonSinkError):  # a bug, not bad input: say so at error level
+            log.error("site %s failed with an unexpected %s: %s", site_id, type(exc).__name__, exc)
+        log.debug("site %s failed", site_id, exc_info=True)  # the traceback, for a debug log
+        return Outcome(site_id, "failed", error=failure_message(exc), exception=exc)
 
 
 def for_each_site(site_ids: Iterable[str], step: Callable[[str], T],
@@ -226,9 +232,11 @@ def site_inputs(cfg: Config, site_id: str) -> tuple[Site, list[CatalogEntry], Co
             load_per_version(load_coefficients, cfg.coefficients))
 
 
-def maps_dir(ctx: RunContext, site_id: str) -> Path:
-    """Where a run writes a site's density maps (kept with the run; its report draws them)."""
-    return inside(ctx.config.output_dir, "runs", ctx.run_id, "maps", site_id)
+def maps_dir(ctx: RunContext, site_id: str, *, kept: bool) -> Path:
+    """Where a run writes a site's density maps: ``maps`` (asked for: an output of the run) or
+    ``report-maps`` (written for the site's report, which draws them; only the latest
+    published run's are kept, ``finish_run``)."""
+    return inside(ctx.config.output_dir, "runs", ctx.run_id, MAPS if kept else REPORT_MAPS, site_id)
 
 
 def site_key(ctx: RunContext, site_id: str, params: SiteParams) -> dict[str, Any]:
@@ -256,7 +264,8 @@ def site_key(ctx: RunContext, site_id: str, params: SiteParams) -> dict[str, Any
 
 def compute_site_tables(ctx: RunContext, site_id: str, params: SiteParams, maps: bool) -> Path:
     """Compute and validate a site's tables and write them (CSV, Parquet; density maps when
-    ``maps``) under the run's folder; returns the site's folder."""
+    ``maps``: kept with the run when the run asked for maps, else for the report) under the
+    run's folder; returns the site's folder."""
     cfg = ctx.config
     site, catalog, coefficients = site_inputs(cfg, site_id)
     site_dir = inside(cfg.output_dir, "runs", ctx.run_id, "sites", site.site_id)
@@ -264,7 +273,7 @@ def compute_site_tables(ctx: RunContext, site_id: str, params: SiteParams, maps:
                           years=list(params.years) if params.years else None, start_year=params.start_year,
                           method=params.method, draws=cfg.monte_carlo_draws,
                           conservative_rule=cfg.conservative_rule, sd_defaults=cfg.sd_defaults,
-                          maps_dir=maps_dir(ctx, site_id) if maps else None)
+                          maps_dir=maps_dir(ctx, site_id, kept=params.maps) if maps else None)
     write_site_tables(result, site_dir)
     return site_dir
 
@@ -352,6 +361,8 @@ def finish_run(ctx: RunContext, outcomes: list[Outcome], reports: dict[str, str]
         "reports": reports or {},
     }
     write_json(run_dir / "manifest.json", manifest)
+    # a site published now: the maps earlier runs wrote for its report are of an older estimate
+    prune_report_maps(cfg.output_dir, ctx.run_id, [o.site_id for o in outcomes if o.status == "succeeded"])
     ledger.finish_run(ctx.run_id, status=status, n_sites=len(outcomes), n_failed=len(failed),
                       n_skipped=len(skipped))
     return {"run_id": ctx.run_id, "status": status, "n_sites": len(outcomes), "n_failed": len(failed),

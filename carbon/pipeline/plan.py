@@ -14,8 +14,9 @@ import numpy as np
 
 from carbon.errors import InputError
 from carbon.io.rasters import YearReader, inspect_raster
-from carbon.io.tables import load_crosswalk
+from carbon.io.tables import load_accuracy, load_crosswalk
 from carbon.rules import policies
+from carbon.rules.accuracy import AccuracySample
 from carbon.rules.coefficients import (
     CatalogEntry,
     CoefficientSet,
@@ -38,6 +39,8 @@ class YearPlan:
     pixels: np.ndarray = field(init=False)
     nodata_ha: float = 0.0
     digest: Any = field(default_factory=hashlib.sha256)
+    accuracy: AccuracySample | None = None  # the year's map accuracy-assessment sample (methods §8)
+    accuracy_path: str | None = None
 
     def __post_init__(self) -> None:
         self.area_ha = np.zeros(len(self.crosswalk.codes), dtype=np.float64)
@@ -67,6 +70,7 @@ def plan_site(
             )
     wanted = sorted(set(years) if years else set(by_year))
     crosswalks: dict[str, Crosswalk] = {}
+    accuracy: dict[str, AccuracySample] = {}
     out: dict[int, YearPlan] = {}
     geoms: dict[str, Any] = {}
     for y in wanted:
@@ -100,8 +104,18 @@ def plan_site(
             crosswalks[legend] = (
                 invest_crosswalk(coefficients) if coefficients.is_invest else load_crosswalk(legend, legends_dir)
             )
+        samples = sorted({e.accuracy for e, _ in infos if e.accuracy is not None})
+        if len(samples) > 1 or (samples and any(e.accuracy is None for e, _ in infos)):
+            raise InputError(f"the rasters of year {y} covering the site name different accuracy samples "
+                             f"({', '.join(samples)}, or some none): one map, one sample", site_id=site.site_id)
+        sample = None
+        if samples:
+            if samples[0] not in accuracy:
+                accuracy[samples[0]] = load_accuracy(samples[0], crosswalks[legend])
+            sample = accuracy[samples[0]]
         out[y] = YearPlan(year=y, legend=legend, crosswalk=crosswalks[legend], infos=[i for _, i in infos],
-                       class_of_code=np.zeros(0, dtype=np.int64))
+                          class_of_code=np.zeros(0, dtype=np.int64), accuracy=sample,
+                          accuracy_path=samples[0] if sample is not None else None)
     if not out:
         raise InputError(
             "the site lies outside every raster of the land-cover catalog", site_id=site.site_id

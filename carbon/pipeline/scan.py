@@ -313,10 +313,11 @@ def scan_rows(plan: ScanPlan, row0: int, row1: int, map_writer: Any = None, map_
                 if inside is None:
                     inside = np.ones((nrows, g.width), dtype=bool)
 
-                def on_year(y: int, ages: np.ndarray, lam: np.ndarray | None, spans: np.ndarray | None, *,
-                            _c: np.ndarray = classes, _r: int = row_off, _n: int = nrows,
+                def on_year(y: int, cls: np.ndarray, ages: np.ndarray, lam: np.ndarray | None,
+                            spans: np.ndarray | None, *, _r: int = row_off, _n: int = nrows,
                             _inside: np.ndarray = inside) -> None:
-                    density = dynamics.pixel_density(_c[plan.years.index(y)], ages, map_coef, lam, spans)
+                    # the classes as the history reads them (flicker filtered), with their ages
+                    density = dynamics.pixel_density(cls, ages, map_coef, lam, spans)
                     map_writer.write_year(y, _r, _n, _inside, density)
             assert part.agg is not None
             part.agg.add(classes, weight, plan.dyn, on_year=on_year,

@@ -34,12 +34,12 @@ from carbon.pipeline.scan import (
     scan_site,
     unknown_codes,
 )
-from carbon.rules import accounting, dynamics, policies, uncertainty
+from carbon.rules import accounting, accuracy, dynamics, policies, uncertainty
 from carbon.rules.coefficients import CatalogEntry, CoefficientSet
 from carbon.rules.grid import Grid, site_grid, to_crs
 from carbon.rules.results import SiteResult
 from carbon.rules.site import Site
-from carbon.rules.vocabulary import POOLS
+from carbon.rules.vocabulary import CLASS_AREA_COLUMNS, POOLS
 from schemas.outputs import validate_site_result
 
 #: A coefficient without an SD gets this (docs/methods.md §10).
@@ -124,6 +124,7 @@ def compute_site(
         sinks=sinks,
         transitions=trans,
         coefficients_used=_coefficients_used(site, densities, coefficients, sd_fill),
+        class_areas=_class_areas(site.site_id, year_meta),
         provenance=provenance,
         stock=stock,
         aggregates=agg,
@@ -207,6 +208,35 @@ def _area_by_code(site_id: str, year_meta: dict[int, YearPlan]) -> pd.DataFrame:
             )
     cols = ["site_id", "year", "legend", "code", "label", "carbon_class", "pixel_count", "area_ha"]
     return pd.DataFrame(rows, columns=cols)
+
+def _class_areas(site_id: str, year_meta: dict[int, YearPlan]) -> pd.DataFrame:
+    """Per year and carbon class, the mapped area (ha, land with data) and, where the year's
+    map has an accuracy-assessment sample, the error-adjusted area with its 95% interval from
+    the stratified estimator applied to the site's own mapped areas (docs/methods.md §8);
+    without a sample the adjusted columns repeat the mapped area."""
+    rows = []
+    for y in sorted(year_meta):
+        m = year_meta[y]
+        classes = np.asarray(m.crosswalk.classes)
+        if m.accuracy is not None:
+            est = accuracy.stratified_area(m.accuracy, m.area_ha)
+            adjusted_by_code, cov = est.area, est.covariance
+        for cls in dict.fromkeys(m.crosswalk.classes):
+            idx = np.flatnonzero(classes == cls)
+            mapped = float(m.area_ha[idx].sum())
+            if m.accuracy is None:
+                adj, half = mapped, 0.0
+            else:
+                adj = float(adjusted_by_code[idx].sum())
+                half = accuracy.Z95 * float(np.sqrt(max(cov[np.ix_(idx, idx)].sum(), 0.0)))
+            if mapped == 0 and adj == 0:
+                continue
+            rows.append({"site_id": site_id, "year": y, "carbon_class": str(cls), "area_ha": mapped,
+                         "area_adjusted_ha": adj, "area_adjusted_ha_lower95": max(adj - half, 0.0),
+                         "area_adjusted_ha_upper95": adj + half, "adjusted": m.accuracy is not None,
+                         "accuracy_sample": m.accuracy_path or ""})
+    return pd.DataFrame(rows, columns=CLASS_AREA_COLUMNS)
+
 
 def _coefficients_used(site: Site, densities: pd.DataFrame, coefficients: CoefficientSet,
                        sd_fill: uncertainty.SdFill) -> pd.DataFrame:

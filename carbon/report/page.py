@@ -25,7 +25,7 @@ from rasterio.enums import Resampling
 from carbon.errors import CarbonSinkError, InputError
 from carbon.io.config import Config
 from carbon.io.ledger import Ledger
-from carbon.io.outputs import inside
+from carbon.io.outputs import inside, run_maps
 from carbon.io.sites import load_per_version, load_sites
 from carbon.io.tables import load_catalog, load_coefficients
 from carbon.pipeline.plan import read_site_codes
@@ -64,13 +64,13 @@ def site_report(cfg: Config, site_id: str, out_dir: Path | None = None, maps_dir
 
     The report draws what was published and never computes a stock: the ledger's tables, the
     land-cover rasters, and the density maps that the run behind the current estimate wrote
-    (``<output_dir>/runs/<run_id>/maps/<site_id>``, or ``maps_dir``). A map that was not
-    written is said on the page."""
+    (``<output_dir>/runs/<run_id>/maps/<site_id>`` or ``report-maps/<site_id>``, or
+    ``maps_dir``). A map that was not written is said on the page."""
     out_dir = Path(out_dir) if out_dir is not None else inside(cfg.output_dir, "reports", site_id)
     data = _gather(cfg, site_id)
     out_dir.mkdir(parents=True, exist_ok=True)
     if maps_dir is None and not data.stocks.empty:
-        maps_dir = inside(cfg.output_dir, "runs", str(data.stocks["run_id"].iloc[0]), "maps", site_id)
+        maps_dir = run_maps(cfg.output_dir, str(data.stocks["run_id"].iloc[0]), site_id)
     figures: dict[str, Path] = {}
     figures.update(_maps(cfg, data, out_dir, Path(maps_dir) if maps_dir is not None else None))
     if not data.stocks.empty:
@@ -254,7 +254,7 @@ def _land_cover_figure(grid: Grid, geom: Any, codes: dict[int, tuple[np.ndarray,
 
 def _read_map(path: Path) -> np.ndarray:
     """A density map, decimated on read when it is larger than a panel shows."""
-    with rasterio.open(path) as src:  # nodata is NaN (carbon/maps.py)
+    with rasterio.open(path) as src:  # nodata is NaN (carbon/io/maps.py)
         k = int(np.ceil(max(src.height, src.width) / MAX_PANEL_PX))
         if k <= 1:
             return src.read(1)
@@ -263,7 +263,7 @@ def _read_map(path: Path) -> np.ndarray:
 
 
 def _density_maps(maps_dir: Path, site_id: str, years: list[int], start: int) -> dict[str, Path]:
-    """The maps the density figure shows, by panel title (file names of carbon/maps.py): the
+    """The maps the density figure shows, by panel title (file names of carbon/io/maps.py): the
     stock density of the first and the last year, and the change over the full period."""
     maps = {f"stock density {y} (t C/ha)": maps_dir / f"{site_id}_stock_density_{y}.tif"
             for y in sorted({years[0], years[-1]})}

@@ -195,5 +195,6 @@ class CatalogEntry:
     path: str  # absolute
     legend: str
     source: str
+    accuracy: str | None = None  # absolute path of the map's accuracy-assessment sample (CSV), if any
 
 

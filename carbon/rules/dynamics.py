@@ -136,27 +136,43 @@ def land_cover_history(classes: xr.DataArray) -> xr.Dataset:
     )
 
 
-def filter_flicker(classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Single-year flicker A -> B -> A (three maps with data; years without data between them
-    are skipped) is map noise, not two land-use changes: the middle year takes the class
+#: Flicker A -> B -> A is filtered only when the two A maps are at most this many years apart:
+#: between maps further apart, a B seen in one map may have lasted years (a clearing and a
+#: replanting), which the dating rule counts (docs/methods.md §9).
+MAX_FLICKER_SPAN_YEARS = 3
+
+
+def filter_flicker(classes: np.ndarray, years: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Short flicker A -> B -> A (three maps with data, years without data between them
+    skipped, the two A maps at most ``MAX_FLICKER_SPAN_YEARS`` apart; ``years`` default to
+    consecutive years) is map noise, not two land-use changes: the middle map takes the class
     around it. Returns the filtered stack and a mask of the changed cells (year, pixel).
     docs/methods.md §9."""
     n_years = classes.shape[0]
+    years = np.arange(n_years) if years is None else np.asarray(years)
     out = classes.copy()
     changed = np.zeros(classes.shape, dtype=bool)
     # the next year with data, per year and pixel (from the maps as read)
     following = np.full(classes.shape, INVALID, dtype=classes.dtype)
+    following_year = np.zeros(classes.shape, dtype=np.int64)
     ahead = np.full(classes.shape[1:], INVALID, dtype=classes.dtype)
+    ahead_year = np.zeros(classes.shape[1:], dtype=np.int64)
     for i in range(n_years - 1, -1, -1):
-        following[i] = ahead
-        ahead = np.where(classes[i] != INVALID, classes[i], ahead)
+        following[i], following_year[i] = ahead, ahead_year
+        seen = classes[i] != INVALID
+        ahead = np.where(seen, classes[i], ahead)
+        ahead_year = np.where(seen, years[i], ahead_year)
     before = np.full(classes.shape[1:], INVALID, dtype=classes.dtype)  # the previous year with data, filtered
+    before_year = np.zeros(classes.shape[1:], dtype=np.int64)
     for i in range(n_years):
         here, after = classes[i], following[i]
-        flick = (before != INVALID) & (after != INVALID) & (here != INVALID) & (before == after) & (here != before)
+        flick = ((before != INVALID) & (after != INVALID) & (here != INVALID) & (before == after) & (here != before)
+                 & (following_year[i] - before_year <= MAX_FLICKER_SPAN_YEARS))
         out[i][flick] = before[flick]
         changed[i] = flick
-        before = np.where(out[i] != INVALID, out[i], before)
+        seen = out[i] != INVALID
+        before = np.where(seen, out[i], before)
+        before_year = np.where(seen, years[i], before_year)
     return out, changed
 
 
@@ -212,12 +228,13 @@ class Aggregates:
         return out.reshape(k, N_AGE)
 
     def add(self, classes: np.ndarray, weight: np.ndarray, dynamics: Dynamics,
-            on_year: Callable[[int, np.ndarray, np.ndarray | None, np.ndarray | None], None] | None = None,
+            on_year: Callable[[int, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None], None] | None = None,
             year_area: np.ndarray | None = None) -> None:
         """Accumulate one block of pixels: ``classes`` (year, pixel) class indices with
-        ``INVALID`` for no data, ``weight`` (pixel) in ha. ``on_year(year, ages, soc_weights,
-        spans)`` is called for each year (ages in years, -1 mature, -2 no data, each spread over
-        its span of change years; for per-pixel maps).
+        ``INVALID`` for no data, ``weight`` (pixel) in ha. ``on_year(year, classes, ages,
+        soc_weights, spans)`` is called for each year with the classes as the history reads them
+        (flicker filtered), the ages (years, -1 mature, -2 no data, each spread over its span of
+        change years), for per-pixel maps.
         ``year_area`` (year, class) ha, when the caller has it, saves a pass over the pixels."""
         years = np.asarray(self.years)
         k = self.n_classes
@@ -225,7 +242,7 @@ class Aggregates:
             self._add_stock_difference(classes, weight, on_year, year_area)
             return
         if dynamics.method == "gain_loss":
-            classes, flicker = filter_flicker(classes)
+            classes, flicker = filter_flicker(classes, years)
             for i, y in enumerate(self.years):
                 self.flicker_ha[y] += float(weight[flicker[i]].sum())
         start, _, span = run_history(classes, years)
@@ -235,11 +252,8 @@ class Aggregates:
         since_first = years - years[0]
         ages = np.empty(classes.shape, dtype=np.int64)
         for i, y in enumerate(self.years):
-            if dynamics.method == "stock_difference":
-                age: np.ndarray | int = -1  # every stand counts at its class's stock (mature)
-            else:
-                init_age = dynamics.age_of_initial(since_first[i])
-                age = np.where(start[i] == -1, -1 if init_age is None else init_age, y - start[i])
+            init_age = dynamics.age_of_initial(since_first[i])
+            age = np.where(start[i] == -1, -1 if init_age is None else init_age, y - start[i])
             ages[i] = np.where(valid[i], age, -2)
         index = {y: i for i, y in enumerate(self.years)}
         for i, lam in enumerate(soc_weights(classes, years, k, dynamics.soc_years)):
@@ -255,7 +269,7 @@ class Aggregates:
                 acc = self.soc_start if y == p[0] else self.soc_end
                 acc[p] += _by_class(classes[i][both], None if lam is None else lam[both], weight[both], k)
             if on_year is not None:
-                on_year(y, ages[i], lam, span[i])
+                on_year(y, classes[i], ages[i], lam, span[i])
         for p in self.periods:
             i1, i2 = index[p[0]], index[p[1]]
             both = valid[i1] & valid[i2]
@@ -270,7 +284,7 @@ class Aggregates:
 
 
     def _add_stock_difference(self, classes: np.ndarray, weight: np.ndarray,
-                              on_year: Callable[[int, np.ndarray, np.ndarray | None, np.ndarray | None], None] | None,
+                              on_year: Callable[[int, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None], None] | None,
                               year_area: np.ndarray | None) -> None:
         """Stock difference needs only class areas and transitions: every stand is mature and
         soil follows the class, so land in the same class at both ends has no change and land
@@ -288,7 +302,7 @@ class Aggregates:
             else:
                 areas[i] = np.bincount(classes[i][v], weights=weight[v], minlength=k)
             if on_year is not None:
-                on_year(y, np.where(v, -1, -2), None, None)
+                on_year(y, classes[i], np.where(v, -1, -2), None, None)
         index = {y: i for i, y in enumerate(self.years)}
         trans = {}
         for p in self.periods:

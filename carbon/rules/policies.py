@@ -57,8 +57,11 @@ def site_dynamics(site: Site, coefficients: CoefficientSet, method: str | None =
     if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "mature")):
         return dynamics.Dynamics(chosen, None)
     try:
-        age = int(float(raw))
-    except (TypeError, ValueError):
+        value = float(raw)
+        if not value.is_integer():
+            raise ValueError(raw)
+        age = int(value)
+    except (TypeError, ValueError, OverflowError):
         raise InputError(f"initial_age must be a whole number of years or 'mature', not {raw!r}",
                          site_id=site.site_id) from None
     if age < 0:

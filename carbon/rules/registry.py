@@ -209,7 +209,7 @@ def export_rows(sinks: pd.DataFrame, site_props: dict[str, dict[str, Any]], base
 
 
 def ccer_table(rows: list[dict[str, Any]], props: dict[str, dict[str, Any]]) -> pd.DataFrame:
-    """Fields of the CCER public platform's reductions tabs (domain.md §3.4)."""
+    """Fields of the CCER public platform's reductions tabs (docs/registry.md)."""
     out = []
     for r in rows:
         p = props[r["site_id"]]
@@ -241,7 +241,7 @@ def ccer_table(rows: list[dict[str, Any]], props: dict[str, dict[str, Any]]) -> 
 
 
 def verra_table(rows: list[dict[str, Any]], props: dict[str, dict[str, Any]]) -> pd.DataFrame:
-    """VCS monitoring and issuance fields (domain.md §3.4)."""
+    """VCS monitoring and issuance fields (docs/registry.md)."""
     out = []
     for r in rows:
         p = props[r["site_id"]]

@@ -27,6 +27,7 @@ class SiteResult:
     stock: xr.DataArray | None = field(default=None, repr=False)  # (year, carbon_class, pool), t C
     aggregates: dynamics.Aggregates | None = field(default=None, repr=False)  # areas by class, age, transition
     coefficients: dynamics.Coefficients | None = field(default=None, repr=False)
+    class_areas: pd.DataFrame = field(default_factory=pd.DataFrame)  # mapped and map-error-adjusted areas
 
     def tables(self) -> dict[str, pd.DataFrame]:
         return {
@@ -36,5 +37,6 @@ class SiteResult:
             "sinks": self.sinks,
             "transitions": self.transitions,
             "coefficients_used": self.coefficients_used,
+            "class_areas": self.class_areas,
         }
 

@@ -1,7 +1,7 @@
 """Uncertainty of stocks and sinks: Monte Carlo (IPCC Approach 2) beside error propagation
 (Approach 1), and the conservative sink (docs/methods.md §10).
 
-Pure numpy over the contribution tables of carbon/dynamics.py: a stock is a sum over
+Pure numpy over the contribution tables of carbon/rules/dynamics.py: a stock is a sum over
 (class, pool) of contributions that scale with that class's coefficient for that pool, so a
 draw of the coefficient set costs no raster read.
 
@@ -29,7 +29,7 @@ DEFAULT_DRAWS = 10_000
 RULES = CONSERVATIVE_RULES
 Z95 = 1.959963984540054
 
-#: CDM AR-TOOL14 v04.2 Appendix 2 (domain.md §3.1): (upper bound of U90 in %, share of the
+#: CDM AR-TOOL14 v04.2 (EB85, 2015) Appendix 2: (upper bound of U90 in %, share of the
 #: 90% half-width deducted). U90 <= 10% -> 0; 10-15 -> 25%; 15-20 -> 50%; 20-30 -> 75%; > 30 -> 100%.
 AR_TOOL14_STEPS = ((10.0, 0.0), (15.0, 0.25), (20.0, 0.5), (30.0, 0.75), (np.inf, 1.0))
 
@@ -69,16 +69,18 @@ class SdFill:
     source: str | None
 
     def label(self) -> str:
-        """The words added to a table's ``uncertainty_method`` (read back by the exports)."""
-        parts = []
+        """The words added to a table's ``uncertainty_method`` (read back by the exports): the
+        policy always, then the coefficients defaulted and those left unknown."""
+        parts = [f"{POLICY_MARK} {self.source or 'none'}"]
         if self.defaulted:
-            parts.append(f"{UNKNOWN_DEFAULTED} {', '.join(f'{c}/{p}' for c, p in self.defaulted)} ({self.source})")
+            parts.append(f"{UNKNOWN_DEFAULTED} {', '.join(f'{c}/{p}' for c, p in self.defaulted)}")
         if self.unknown:
             parts.append(f"{UNKNOWN_MARK} {', '.join(f'{c}/{p}' for c, p in self.unknown)}")
         return "; ".join(parts)
 
 
 #: The words that mark coefficients without an SD in ``uncertainty_method`` (exports read them).
+POLICY_MARK = "SD of coefficients without one:"
 UNKNOWN_MARK = "uncertainty unknown (no SD, no default) for"
 UNKNOWN_DEFAULTED = "default SD for"
 

@@ -100,3 +100,7 @@ SINK_COLUMNS: list[str] = [
     "stock_start_tc", "stock_end_tc", "stock_change_tc", *pool_change_columns(), *gain_loss_columns(),
     "sink_tco2e", "annual_sink_tco2e",
 ]
+#: Columns of the class areas table: mapped and map-error-adjusted areas (docs/methods.md §8).
+CLASS_AREA_COLUMNS: list[str] = ["site_id", "year", "carbon_class", "area_ha", "area_adjusted_ha",
+                                 "area_adjusted_ha_lower95", "area_adjusted_ha_upper95", "adjusted",
+                                 "accuracy_sample"]

@@ -51,16 +51,16 @@ def test_metering_run_publishes_then_skips_unchanged_sites(tmp_path: Path) -> No
     # one report per published site, linked from the run's markdown artifact
     assert set(summary["reports"]) == SITES
     assert all(Path(p).is_file() and p.endswith("index.html") for p in summary["reports"].values())
-    # drawn from the density maps the metering kept with the run (no scratch folder): a report
-    # drawn again later reads the same maps and is the same page
+    # drawn from the density maps the metering wrote for the reports, kept with the run until a
+    # later run publishes the site again: a report drawn again later reads the same maps
     from carbon.io.config import load_config
     from carbon.report.page import site_report
 
-    assert not (run_dir / "report-maps").exists()
+    assert not (run_dir / "maps").exists()  # no maps asked for: only those for the reports
     stocks = ledger.current("stocks")
     full = sinks[sinks["is_full_period"]].set_index("site_id")
     for site_id in SITES:  # every map year's density and the full period's change
-        kept = {p.name for p in (run_dir / "maps" / site_id).glob("*.tif")}
+        kept = {p.name for p in (run_dir / "report-maps" / site_id).glob("*.tif")}
         start, end = int(full.loc[site_id, "period_start"]), int(full.loc[site_id, "period_end"])
         assert kept == {f"{site_id}_stock_density_{y}.tif" for y in stocks.loc[stocks["site_id"] == site_id, "year"]} | {
             f"{site_id}_stock_change_{start}_{end}.tif"}, kept
@@ -74,6 +74,9 @@ def test_metering_run_publishes_then_skips_unchanged_sites(tmp_path: Path) -> No
     assert again["n_skipped"] == 4
     forced = metering_run(config=str(cfg), force=True, return_state=True).result()
     assert forced["n_skipped"] == 0
+    # the first run's report maps are pruned: only the latest published run's are kept
+    assert not (run_dir / "report-maps").exists()
+    assert len(list((tmp_path / "out" / "runs" / forced["run_id"] / "report-maps").iterdir())) == 4
     hist = ledger.history("daye-mine-wc")
     assert hist["status"].tolist() == ["succeeded", "skipped", "succeeded"]
 

@@ -88,7 +88,7 @@ def test_pixel_area_matches_geod_in_awkward_crs(crs: str, transform: Affine) -> 
 
 def test_web_mercator_map_units_overstate_area_by_a_third() -> None:
     a = pixel_area_m2(CRS.from_epsg(3857), Affine(30, 0, 12_724_000, 0, -30, 3_568_000), 0, 1, 1)[0, 0]
-    assert 900 / a == pytest.approx(1.347, abs=0.005)  # 1/cos^2(30.5 N), domain.md §6
+    assert 900 / a == pytest.approx(1.347, abs=0.005)  # 1/cos^2(30.5 N): Web Mercator's areal scale (Snyder 1987)
 
 
 def test_geographic_grid_in_grads() -> None:

@@ -121,3 +121,35 @@ def test_one_history_observed_every_year_and_every_five_years_gives_the_same_sin
         sa = every_year.stocks.set_index("year").loc[y, "stock_tc"]
         sb = every_five.stocks.set_index("year").loc[y, "stock_tc"]
         assert abs(sb - sa) <= 0.15 * sa, (y, sa, sb)
+
+
+def test_a_clearing_seen_in_one_map_between_sparse_maps_is_not_flicker(tmp_path: Path) -> None:
+    """Forest 2000, cropland 2005, forest 2010: the cropland lasted years, not map noise (only
+    A -> B -> A within 3 years is filtered). Both changes are dated: the clearing over
+    2001..2005 (soil from 2003), the planting over 2006..2010 (ages 4..0, soil from 2008)."""
+    r = run(tmp_path, {2000: FOREST, 2005: CROP, 2010: FOREST})
+    assert r.provenance["flicker_filtered_ha"] == {"2000": 0.0, "2005": 0.0, "2010": 0.0}
+    assert per_ha(r, 2010, "stock_agb_tc") == pytest.approx(8)  # 4 x mean age 2
+    assert per_ha(r, 2010, "stock_bgb_tc") == pytest.approx(2)
+    # soil: 60 until 2003, towards cropland's 40 for 5 years -> 55 in 2008, towards 60 -> 55.5 in 2010
+    assert per_ha(r, 2010, "stock_soc_tc") == pytest.approx(55.5)
+    assert sink(r, 2000, 2010)["stock_change_tc"] / 0.36 == pytest.approx(65.5 - 185)
+
+
+def test_density_maps_show_the_classes_as_the_history_reads_them(tmp_path: Path) -> None:
+    """Forest, cropland for one year, forest (annual maps): the cropland year is flicker; the
+    2019 density map shows the forest the stocks count (185 t C/ha), not cropland's biomass."""
+    import rasterio
+
+    from carbon.io.tables import load_catalog as _load
+    from tests.rasters import uniform_history
+
+    catalog = _load(uniform_history(tmp_path, {2018: FOREST, 2019: CROP, 2020: FOREST}))
+    (tmp_path / "coef.csv").write_text(COEF)
+    site = Site("s", "S", "reclaimed_mine", "*", shapely.box(X0, Y0 - 60, X0 + 60, Y0), CRS.from_proj4(CLCD_ALBERS))
+    r = compute_site(site, catalog, load_coefficients(tmp_path / "coef.csv"), method="gain_loss",
+                     maps_dir=tmp_path / "maps")
+    assert per_ha(r, 2019) == pytest.approx(185)
+    with rasterio.open(tmp_path / "maps" / "s_stock_density_2019.tif") as src:
+        density = src.read(1)
+    assert np.nanmax(density) == pytest.approx(185) and np.nanmin(density) == pytest.approx(185)

@@ -170,8 +170,8 @@ def test_real_multi_year_site_matches_an_independent_pixel_simulation(shared: Pa
     expected = {y: 0.0 for y in years}
     for px in codes.reshape(len(years), -1).T:
         classes = [SWISS_LEGEND[int(c)] for c in px]
-        for i in range(1, len(classes) - 1):  # single-epoch flicker A -> B -> A is map noise
-            if classes[i - 1] == classes[i + 1] != classes[i]:
+        for i in range(1, len(classes) - 1):  # short flicker A -> B -> A is map noise (maps <= 3 years apart)
+            if classes[i - 1] == classes[i + 1] != classes[i] and years[i + 1] - years[i - 1] <= 3:
                 classes[i] = classes[i - 1]
         # a change first seen in year y, the previous map being of year p, happened in one of the
         # years p+1 .. y, each with weight 1/(y - p) (methods §9); the soil transition starts at
