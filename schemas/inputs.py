@@ -72,15 +72,23 @@ class CrosswalkTable(pa.DataFrameModel):
         strict = False
 
 
+#: Bounds of a coefficient: far above any ecosystem carbon density or growth rate measured (the
+#: densest forests hold of the order of 1,000-2,000 t C/ha above ground, peat soils a few
+#: thousand to depth), so that only an impossible value (inf, 1e300, a unit slip) is refused.
+MAX_TC_PER_HA = 10_000.0
+MAX_GROWTH_TC_PER_HA_YR = 100.0
+
+
 class CoefficientTable(pa.DataFrameModel):
     """Carbon-stock coefficients, long form: one row per class, ecozone and pool."""
 
     carbon_class: Series[str] = pa.Field(isin=list(CARBON_CLASSES))
     ecozone: Series[str] = pa.Field(str_length={"min_value": 1})
     pool: Series[str] = pa.Field(isin=list(POOLS))
-    stock_tc_per_ha: Series[float] = pa.Field(ge=0, coerce=True)
-    sd_tc_per_ha: Series[float] = pa.Field(ge=0, nullable=True, coerce=True)
-    growth_tc_per_ha_yr: Series[float] | None = pa.Field(ge=0, nullable=True, coerce=True)
+    # finite and below a physical bound (docs/data-contracts.md): inf, 1e300 or a unit slip
+    stock_tc_per_ha: Series[float] = pa.Field(ge=0, le=MAX_TC_PER_HA, coerce=True)
+    sd_tc_per_ha: Series[float] = pa.Field(ge=0, le=MAX_TC_PER_HA, nullable=True, coerce=True)
+    growth_tc_per_ha_yr: Series[float] | None = pa.Field(ge=0, le=MAX_GROWTH_TC_PER_HA_YR, nullable=True, coerce=True)
     source: Series[str] = pa.Field(str_length={"min_value": 1})
     # Age curves (docs/methods.md §9), all optional; a row with neither curve nor age_curve is linear.
     curve: Series[str] | None = pa.Field(isin=list(CURVES), nullable=True)
@@ -182,10 +190,10 @@ class InvestPoolsTable(pa.DataFrameModel):
     """InVEST Carbon pools table (t C/ha), accepted as InVEST writes it."""
 
     lucode: Series[int] = pa.Field(unique=True, coerce=True)
-    c_above: Series[float] = pa.Field(ge=0, coerce=True)
-    c_below: Series[float] = pa.Field(ge=0, coerce=True)
-    c_soil: Series[float] = pa.Field(ge=0, coerce=True)
-    c_dead: Series[float] = pa.Field(ge=0, coerce=True)
+    c_above: Series[float] = pa.Field(ge=0, le=MAX_TC_PER_HA, coerce=True)
+    c_below: Series[float] = pa.Field(ge=0, le=MAX_TC_PER_HA, coerce=True)
+    c_soil: Series[float] = pa.Field(ge=0, le=MAX_TC_PER_HA, coerce=True)
+    c_dead: Series[float] = pa.Field(ge=0, le=MAX_TC_PER_HA, coerce=True)
 
     class Config:
         strict = False

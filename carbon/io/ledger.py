@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -323,14 +323,29 @@ class Ledger:
 
     def exported(self, registry: str, site_ids: list[str]) -> pd.DataFrame:
         """Vintages already exported for a registry (to refuse issuing a year twice)."""
+        with self.engine.connect() as c:
+            return self._exported(c, registry, site_ids)
+
+    @staticmethod
+    def _exported(c: sa.Connection, registry: str, site_ids: list[str]) -> pd.DataFrame:
         q = sa.select(exported_vintages).where(exported_vintages.c.registry == registry,
                                                exported_vintages.c.site_id.in_(site_ids))
-        with self.engine.connect() as c:
-            return pd.read_sql(q, c)
+        return pd.read_sql(q, c)
 
-    def record_export(self, registry: str, rows: list[dict[str, Any]]) -> None:
-        """Remember exported vintages; exporting the same records again adds nothing."""
+    def record_export(self, registry: str, rows: list[dict[str, Any]],
+                      check: Callable[[pd.DataFrame], None] | None = None,
+                      publish: Callable[[], None] | None = None) -> None:
+        """Remember exported vintages, all in one transaction that first takes the ledger's write
+        lock (so two exports cannot both pass ``check``): ``check(vintages exported before)``
+        may refuse; then the rows are recorded (the same records again add nothing) and
+        ``publish()`` puts the export's files in place. If anything fails, nothing is recorded."""
         with self._tx() as c:
+            if c.dialect.name == "postgresql":
+                c.execute(sa.text("LOCK TABLE exported_vintages IN SHARE ROW EXCLUSIVE MODE"))
+            else:  # SQLite: a write takes the database's write lock until the commit
+                c.execute(meta.update().where(meta.c.key == "schema_version").values(value=meta.c.value))
+            if check is not None:
+                check(self._exported(c, registry, sorted({r["site_id"] for r in rows})))
             for r in rows:
                 key = {"registry": registry, "site_id": r["site_id"], "vintage_start": r["vintage_start"],
                        "vintage_end": r["vintage_end"], "site_run_id": r["ledger_site_run_id"],
@@ -339,6 +354,8 @@ class Ledger:
                     *[exported_vintages.c[k] == v for k, v in key.items()])).scalar_one()
                 if not found:
                     c.execute(exported_vintages.insert().values(**key, issuable_tco2e=int(r["issuable_tco2e"])))
+            if publish is not None:
+                publish()
 
     def site_run_inputs(self, site_run_id: int) -> str | None:
         """The input hashes (JSON) a site run was computed from."""

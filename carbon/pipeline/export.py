@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 import tempfile
@@ -66,10 +67,10 @@ def _baselines(cfg: Config, sinks: pd.DataFrame) -> tuple[dict[tuple[str, int, i
     return out, f"baseline land-cover scenario {cfg.baseline_landcover}"
 
 
-def _refuse_reissue(ledger: Ledger, kind: str, rows: list[dict[str, Any]]) -> None:
-    """A vintage exported before for this registry from another result (another ledger run or
-    period) would be issued twice: refuse, naming each. The same records again are fine."""
-    done = ledger.exported(kind, sorted({r["site_id"] for r in rows}))
+def _refuse_reissue(done: pd.DataFrame, kind: str, rows: list[dict[str, Any]]) -> None:
+    """A vintage exported before (``done``) for this registry from another result (another
+    ledger run or period) would be issued twice: refuse, naming each. The same records again
+    are fine."""
     if done.empty:
         return
     problems = []
@@ -121,7 +122,14 @@ def build(cfg: Config, kind: str, site_ids: list[str] | None = None,
         raise InputError("cannot compute the deductions", problems=problems)
     baselines, baseline_rule = _baselines(cfg, sinks)
     rows = registry.export_rows(sinks, props, baselines, deductions)
-    _refuse_reissue(ledger, kind, rows)
+    today = dt.date.today().isoformat()
+    future = [f"site {r['site_id']}: vintage {r['vintage_start']}..{r['vintage_end']} (period "
+              f"{r['period_start_year']}-{r['period_end_year']}) ends after today ({today})" for r in rows
+              if r["vintage_end"] > today]
+    if future:
+        raise InputError("cannot issue credits for a vintage that has not ended: export the periods that have",
+                         problems=future)
+    _refuse_reissue(ledger.exported(kind, sorted({r["site_id"] for r in rows})), kind, rows)  # early word
     common = pd.DataFrame(rows)
     _, msgs = failure_messages(MODELS["json"], common, where="export (common record)", row_offset=0)
     table: pd.DataFrame | list[dict[str, Any]] = rows
@@ -159,12 +167,34 @@ def build(cfg: Config, kind: str, site_ids: list[str] | None = None,
     return table, manifest
 
 
+def _export_folder(out_dir: Path, kind: str) -> Path:
+    """The folder an export may be written to: resolved first (``a/../../x`` leaves no stray
+    ``a``), not a file, not the file system's root, and not holding another registry's export
+    (its manifest would be overwritten)."""
+    folder = out_dir.resolve()
+    if folder.exists() and not folder.is_dir():
+        raise InputError("the export folder is a file, not a folder", path=out_dir)
+    if folder == Path(folder.anchor):
+        raise InputError("refusing to write an export into the file system's root: name a folder", path=out_dir)
+    if folder.is_dir():
+        manifest = folder / "manifest.json"
+        if manifest.is_file():
+            try:
+                other = json.loads(manifest.read_text(encoding="utf-8")).get("registry")
+            except (ValueError, OSError):
+                other = None
+            if other != kind:
+                raise InputError(f"the folder holds {'a ' + str(other) if other else 'another'} export "
+                                 f"(manifest.json): write the {kind} export to its own folder", path=out_dir)
+    return folder
+
+
 def export(cfg: Config, kind: str, out_dir: Path, site_ids: list[str] | None = None,
            period: tuple[int, int] | None = None) -> list[Path]:
     """Validate, then write the export file and ``manifest.json`` into ``out_dir`` (all or none)."""
+    out_dir = _export_folder(Path(out_dir), kind)
     table, manifest = build(cfg, kind, site_ids, period)
     rows = manifest.pop("_rows")
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
     try:
@@ -175,11 +205,25 @@ def export(cfg: Config, kind: str, out_dir: Path, site_ids: list[str] | None = N
             writers.write_csv(table, tmp / name)
         manifest["files"] = {name: writers.sha256_bytes(tmp / name)}
         writers.write_json(manifest, tmp / "manifest.json")
-        paths = []
-        for f in (name, "manifest.json"):
-            (tmp / f).replace(out_dir / f)
-            paths.append(out_dir / f)
-        Ledger(cfg.ledger_url).record_export(kind, rows)
+        files = (name, "manifest.json")
+        moved: list[Path] = []
+
+        def publish() -> None:  # inside the ledger's transaction, after the vintages are recorded
+            for f in files:
+                if (out_dir / f).exists():  # an earlier export's file: kept aside until the commit
+                    (out_dir / f).replace(tmp / f"{f}.before")
+                (tmp / f).replace(out_dir / f)
+                moved.append(out_dir / f)
+
+        try:
+            Ledger(cfg.ledger_url).record_export(kind, rows, check=lambda done: _refuse_reissue(done, kind, rows),
+                                                 publish=publish)
+        except BaseException:  # nothing recorded: no file of this export stays, earlier ones come back
+            for path in moved:
+                path.unlink(missing_ok=True)
+                if (tmp / f"{path.name}.before").exists():
+                    (tmp / f"{path.name}.before").replace(path)
+            raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return paths
+    return [out_dir / f for f in files]

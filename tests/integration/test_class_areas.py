@@ -112,3 +112,4 @@ def test_results_classes_lists_mapped_and_adjusted_areas(tmp_path: Path) -> None
     for r in rows:  # the demo's catalog has no accuracy sample
         assert r["area_adjusted_ha"] == r["area_ha"] and r["adjusted"] is False
     assert "no accuracy sample" in result.stderr
+

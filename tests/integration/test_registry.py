@@ -245,3 +245,119 @@ def test_with_the_default_uncertainty_a_sink_smaller_than_its_deduction_issues_n
     export(cfg, "verra", tmp_path / "out")
     df = pd.read_csv(tmp_path / "out" / "verra_vcus.csv")
     assert (df["total_vintage_quantity"] == 0).all()
+
+
+def test_a_vintage_that_has_not_ended_is_refused(tmp_path: Path) -> None:
+    """A map of the current year ends a period whose last vintage runs to 31 December: no
+    credit is issued for it before it has ended (nor for a scenario map of a future year)."""
+    year = dt.date.today().year
+    rows = (DEMO / "landcover" / "catalog.csv").read_text().splitlines()
+    extra = [r.replace("2024,", f"{year},", 1) for r in rows if r.startswith("2024,")]
+    catalog = tmp_path / "catalog.csv"
+    catalog.write_text("\n".join([rows[0], *[r for r in rows[1:] if r.startswith(("2020,", "2024,"))], *extra]) + "\n")
+    for r in rows[1:]:  # the rasters beside the catalog
+        name = r.split(",")[1]
+        if not (tmp_path / name).exists():
+            (tmp_path / name).symlink_to(DEMO / "landcover" / name)
+    cfg_path = write_config(tmp_path / "c.toml", landcover=catalog)
+    cfg_path.write_text(cfg_path.read_text() + "buffer_pct = 10\nuncertainty_default_pct = 20\n")
+    publish(cfg_path, ["daye-mine-wc"])
+    with pytest.raises(InputError, match="has not ended") as err:
+        export(load_config(cfg_path), "verra", tmp_path / "out")
+    assert f"vintage {year}-01-01..{year}-12-31" in str(err.value) and "site daye-mine-wc" in str(err.value)
+    assert not (tmp_path / "out" / "verra_vcus.csv").exists()
+
+
+def _two_estimates(tmp_path: Path) -> Path:
+    cfg_path = write_config(tmp_path / "c.toml")
+    cfg_path.write_text(cfg_path.read_text() + "buffer_pct = 10\nuncertainty_default_pct = 20\n")
+    publish(cfg_path, ["daye-mine-wc"])
+    return cfg_path
+
+
+def test_an_export_that_fails_after_placing_its_files_records_nothing_and_leaves_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The files are placed inside the ledger's transaction: if anything fails before the commit
+    (here a disk error right after the files are in place), the vintages are not recorded, no
+    file of the export stays, and an earlier export's file is put back."""
+    cfg = load_config(_two_estimates(tmp_path))
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "verra_vcus.csv").write_text("an earlier export\n")
+    real = Ledger.record_export
+
+    def fails_before_commit(self, registry, rows, check=None, publish=None):  # noqa: ANN001, ANN202
+        def place_then_fail() -> None:
+            publish()
+            assert (out / "manifest.json").exists()  # the files were in place
+            raise OSError(28, "No space left on device")
+        return real(self, registry, rows, check=check, publish=place_then_fail)
+
+    monkeypatch.setattr(Ledger, "record_export", fails_before_commit)
+    with pytest.raises(OSError, match="No space left"):
+        export(cfg, "verra", out)
+    assert (out / "verra_vcus.csv").read_text() == "an earlier export\n"
+    assert not (out / "manifest.json").exists()
+    assert Ledger(cfg.ledger_url).exported("verra", ["daye-mine-wc"]).empty
+    monkeypatch.setattr(Ledger, "record_export", real)
+    export(cfg, "verra", out)  # nothing was recorded: the same export now goes through
+    assert len(Ledger(cfg.ledger_url).exported("verra", ["daye-mine-wc"])) == 4
+
+
+def test_a_locked_ledger_leaves_no_export_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process holds the ledger's write lock: the export waits, gives up, and leaves no
+    file in --out (before, the files were moved into place first, then recording failed)."""
+    import sqlite3
+
+    from carbon.io import ledger as ledger_module
+    from carbon.io.ledger import LedgerError
+
+    def short_wait(dbapi_conn, _record) -> None:  # noqa: ANN001
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=300")
+        cur.close()
+
+    monkeypatch.setattr(ledger_module, "_sqlite_pragmas", short_wait)
+    cfg = load_config(_two_estimates(tmp_path))
+    holder = sqlite3.connect(cfg.ledger_url.removeprefix("sqlite:///"))
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(LedgerError, match="cannot be written"):
+            export(cfg, "verra", tmp_path / "export")
+    finally:
+        holder.rollback()
+        holder.close()
+    assert not any((tmp_path / "export").glob("*.csv")) and not (tmp_path / "export" / "manifest.json").exists()
+    assert Ledger(cfg.ledger_url).exported("verra", ["daye-mine-wc"]).empty
+
+
+def test_two_exports_racing_cannot_both_issue_overlapping_vintages(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two exports that both passed the early check (as when they run at once): the check that
+    counts is made again inside the ledger's write lock, so the second is refused."""
+    cfg = load_config(_two_estimates(tmp_path))
+    export(cfg, "verra", tmp_path / "first", period=(2020, 2024))
+    monkeypatch.setattr(Ledger, "exported", lambda self, registry, site_ids: pd.DataFrame())  # the early look
+    with pytest.raises(InputError, match="exported before"):
+        export(cfg, "verra", tmp_path / "second", period=(2023, 2024))
+    assert not (tmp_path / "second" / "verra_vcus.csv").exists()
+
+
+def test_export_folders_that_would_lose_or_scatter_files_are_refused(tmp_path: Path) -> None:
+    """--out naming a file, the root, or a folder holding another registry's export is refused
+    in one line; a path through '..' leaves no stray folder."""
+    cfg = load_config(_two_estimates(tmp_path))
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(InputError, match="is a file, not a folder"):
+        export(cfg, "verra", tmp_path / "a-file")
+    with pytest.raises(InputError, match="root"):
+        export(cfg, "verra", Path("/"))
+    export(cfg, "ccer", tmp_path / "shared")
+    with pytest.raises(InputError, match="holds a ccer export"):
+        export(cfg, "verra", tmp_path / "shared")
+    assert json.loads((tmp_path / "shared" / "manifest.json").read_text())["registry"] == "ccer"
+    (tmp_path / "base").mkdir()
+    export(cfg, "verra", tmp_path / "base" / "stray" / ".." / "verra")
+    assert (tmp_path / "base" / "verra" / "verra_vcus.csv").is_file()
+    assert not (tmp_path / "base" / "stray").exists()

@@ -78,3 +78,18 @@ def test_a_bad_policy_is_refused_naming_the_key(tmp_path: Path, line: str, words
     with pytest.raises(InputError, match="configuration is invalid") as err:
         load_config(_config(tmp_path / "x", line))
     assert words in str(err.value) and "uncertainty_default_pct" in str(err.value)
+
+
+@pytest.mark.parametrize("value", ["inf", "1e300", "nan"])
+def test_an_impossible_coefficient_is_refused_naming_the_row(tmp_path: Path, value: str) -> None:
+    """inf, 1e300 (and an empty-looking nan) passed the old ``>= 0`` check, and every site then
+    failed on an internal contract; now the table is refused, naming its row and column."""
+    from carbon.io.tables import load_coefficients
+
+    path = tmp_path / "coef.csv"
+    path.write_text("carbon_class,ecozone,pool,stock_tc_per_ha,sd_tc_per_ha,source\n"
+                    "forest,*,agb,100,,a\n"
+                    f"forest,*,soc,{value},,b\n")
+    with pytest.raises(InputError, match="coefficient table is invalid") as err:
+        load_coefficients(path)
+    assert "row 3" in str(err.value) and "stock_tc_per_ha" in str(err.value)
