@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pandera.pandas as pa
 
 from carbon.errors import InputError
 from carbon.io.resources import BUILTIN_LEGENDS
@@ -33,6 +34,16 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _validated(path: Path, what: str, model: type[pa.DataFrameModel]) -> pd.DataFrame:
+    """A CSV input read and validated against its contract; one InputError listing every
+    problem (file, row, column) otherwise."""
+    table, problems = failure_messages(model, read_csv(path, what), where=str(path))
+    if problems:
+        raise InputError(f"{what} is invalid", path=path, problems=problems)
+    assert table is not None
+    return table
 
 
 def read_csv(path: str | Path, what: str) -> pd.DataFrame:
@@ -67,11 +78,7 @@ def load_crosswalk(legend: str, legends_dir: str | Path | None = None) -> Crossw
         raise InputError(
             f"no crosswalk for legend {legend!r}: expected {legend}.csv in {searched}"
         )
-    df = read_csv(path, "legend crosswalk")
-    table, problems = failure_messages(CrosswalkTable, df, where=str(path))
-    if problems:
-        raise InputError("legend crosswalk is invalid", path=path, problems=problems)
-    assert table is not None
+    table = _validated(path, "legend crosswalk", CrosswalkTable)
     if table.empty:
         raise InputError("legend crosswalk has no rows", path=path)
     table = table.sort_values("code")
@@ -112,11 +119,7 @@ def load_coefficients(path: str | Path) -> CoefficientSet:
 def load_catalog(path: str | Path) -> list[CatalogEntry]:
     """Read the land-cover catalog; paths are relative to the catalog's folder."""
     path = Path(path)
-    df = read_csv(path, "land-cover catalog")
-    table, problems = failure_messages(CatalogTable, df, where=str(path))
-    if problems:
-        raise InputError("land-cover catalog is invalid", path=path, problems=problems)
-    assert table is not None
+    table = _validated(path, "land-cover catalog", CatalogTable)
     if table.empty:
         raise InputError("land-cover catalog lists no raster", path=path)
     base = path.resolve().parent
