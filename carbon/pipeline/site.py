@@ -101,7 +101,7 @@ def compute_site(
     seed = policies.monte_carlo_seed(site.site_id, coefficients.sha256, dyn, period_list,
                                      [year_meta[y].digest.hexdigest() for y in year_list])
     uncertainty.add_intervals(stocks, sinks, agg, coef, draws=draws, rule=conservative_rule, seed=seed,
-                              note=sd_fill.label())
+                              note=sd_fill.label(), shared=sd_fill.shared_mask(class_names))
     for df in (stocks, sinks):
         df["method"] = dyn.method
         df["coefficient_set"] = coefficients.name

@@ -68,6 +68,16 @@ class SdFill:
     unknown: list[tuple[str, str]]
     source: str | None
 
+    def shared_mask(self, classes: list[str]) -> np.ndarray:
+        """(class, pool) True where the SD was defaulted: those are drawn fully correlated
+        within their pool (docs/methods.md §10)."""
+        mask = np.zeros((len(classes), len(POOLS)), dtype=bool)
+        index = {c: i for i, c in enumerate(classes)}
+        for c, p in self.defaulted:
+            if c in index:
+                mask[index[c], POOLS.index(p)] = True
+        return mask
+
     def label(self) -> str:
         """The words added to a table's ``uncertainty_method`` (read back by the exports): the
         policy always, then the coefficients defaulted and those left unknown."""
@@ -118,13 +128,20 @@ def seed_for(*parts: str) -> int:
     return int(hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16], 16)
 
 
-def draw_factors(cv: np.ndarray, n: int, seed: int) -> np.ndarray:
+def draw_factors(cv: np.ndarray, n: int, seed: int, shared: np.ndarray | None = None) -> np.ndarray:
     """(n, class, pool) multiplicative factors, lognormal with mean 1 and the given CV
-    (factors are exactly 1 where cv is 0)."""
+    (factors are exactly 1 where cv is 0). Where ``shared`` (class, pool) is True, the classes
+    of a pool share one normal deviate: their coefficients are drawn fully correlated (the
+    defaulted SDs, docs/methods.md §10)."""
     cv = np.nan_to_num(np.asarray(cv, dtype=np.float64), nan=0.0)
     sigma = np.sqrt(np.log1p(cv * cv))
     rng = np.random.default_rng(seed)
     z = rng.standard_normal((n, *cv.shape))
+    if shared is not None:
+        for p in range(cv.shape[1]):
+            rows = np.flatnonzero(shared[:, p])
+            if len(rows) > 1:
+                z[:, rows, p] = z[:, rows[:1], p]
     return np.exp(sigma * z - 0.5 * sigma * sigma)
 
 
@@ -188,14 +205,16 @@ def conservative_sink(sink: float, lower90: float, upper90: float, u90_pct: floa
 
 
 def add_intervals(stocks: pd.DataFrame, sinks: pd.DataFrame, agg: dynamics.Aggregates,
-                  coef: dynamics.Coefficients, *, draws: int, rule: str, seed: int, note: str = "") -> None:
+                  coef: dynamics.Coefficients, *, draws: int, rule: str, seed: int, note: str = "",
+                  shared: np.ndarray | None = None) -> None:
     """Monte Carlo intervals on every stock and sink row, Approach 1 beside them, and the
     conservative sink (docs/methods.md §10); ``note`` (which SDs were defaulted or are
-    unknown, ``SdFill.label``) is added to the ``uncertainty_method`` label."""
+    unknown, ``SdFill.label``) is added to the ``uncertainty_method`` label; ``shared``: the
+    (class, pool) coefficients drawn fully correlated within their pool (``draw_factors``)."""
     if rule not in RULES:
         raise InputError(f"unknown conservative rule {rule!r}: use one of {', '.join(RULES)}")
     cv = coef.cv
-    factors = draw_factors(cv, draws, seed)
+    factors = draw_factors(cv, draws, seed, shared)
     label = f"IPCC Approach 2: Monte Carlo, {draws} lognormal draws, coefficients correlated across pixels and years"
     if note:
         label = f"{label}; {note}"

@@ -232,19 +232,21 @@ def test_credits_whose_uncertainty_is_unknown_are_refused_naming_the_coefficient
     assert any(p.name == "verra_vcus.csv" for p in paths)
 
 
-def test_with_the_default_uncertainty_a_sink_smaller_than_its_deduction_issues_nothing(tmp_path: Path) -> None:
-    """The demo quarry with IPCC's nominal ±90% on its coefficients without an SD: its 90%
-    interval is so wide that AR-TOOL14 deducts more than the sink; no vintage issues a tonne."""
+def test_with_the_default_uncertainty_the_quarry_keeps_its_credits(tmp_path: Path) -> None:
+    """The demo quarry under IPCC's nominal ±90% for its coefficients without an SD. The
+    defaulted coefficients of a pool are drawn together (methods §10), so land that moves
+    between classes of equal soil carbon adds no soil uncertainty: the interval stays about
+    as wide as its forest biomass SDs make it, and credits are issued."""
     cfg_path = write_config(tmp_path / "c.toml")
     cfg_path.write_text(cfg_path.read_text() + "buffer_pct = 10.0\n")
     publish(cfg_path, ["wuhan-quarry-reclaim"])
     cfg = load_config(cfg_path)
     sink = Ledger(cfg.ledger_url).current("sinks", "wuhan-quarry-reclaim").query("is_full_period").iloc[0]
-    assert sink["sink_tco2e"] > 0 and sink["conservative_sink_tco2e"] < 0
-    assert sink["sink_tco2e_u90_pct"] > 30  # AR-TOOL14: the whole half-width is deducted
+    assert sink["sink_tco2e"] > sink["conservative_sink_tco2e"] > 0
+    assert "default SD for" in sink["uncertainty_method"]
     export(cfg, "verra", tmp_path / "out")
     df = pd.read_csv(tmp_path / "out" / "verra_vcus.csv")
-    assert (df["total_vintage_quantity"] == 0).all()
+    assert df["total_vintage_quantity"].sum() > 0
 
 
 def test_a_vintage_that_has_not_ended_is_refused(tmp_path: Path) -> None:

@@ -93,3 +93,28 @@ def test_an_impossible_coefficient_is_refused_naming_the_row(tmp_path: Path, val
     with pytest.raises(InputError, match="coefficient table is invalid") as err:
         load_coefficients(path)
     assert "row 3" in str(err.value) and "stock_tc_per_ha" in str(err.value)
+
+
+def test_defaulted_coefficients_of_a_pool_are_drawn_together(tmp_path: Path) -> None:
+    """Cropland and forest with the same soil carbon (60 t C/ha) and no SD: land moving from one
+    to the other changes no stock, so its change has no uncertainty. Drawn independently, the
+    two defaulted SDs (±90%) would give the change an interval of about ±1.2 x 60 t C/ha."""
+    import shapely
+    from pyproj import CRS
+
+    from carbon.io.tables import load_catalog, load_coefficients
+    from carbon.pipeline.site import compute_site
+    from carbon.rules.site import Site
+    from tests.rasters import CLCD_ALBERS, X0, Y0, uniform_history
+
+    (tmp_path / "coef.csv").write_text(
+        "carbon_class,ecozone,pool,stock_tc_per_ha,sd_tc_per_ha,source\n"
+        + "".join(f"{c},*,{p},{60 if p == 'soc' else 0},,hand\n" for c in ("cropland", "forest") for p in POOLS))
+    catalog = load_catalog(uniform_history(tmp_path, {2018: 1, 2024: 2}))
+    site = Site("s", "S", "other", "*", shapely.box(X0, Y0 - 60, X0 + 60, Y0), CRS.from_proj4(CLCD_ALBERS))
+    r = compute_site(site, catalog, load_coefficients(tmp_path / "coef.csv"), method="stock_difference", draws=2000)
+    s = r.sinks.iloc[0]
+    assert s["sink_tco2e"] == pytest.approx(0, abs=1e-9)
+    assert s["sink_tco2e_lower95"] == pytest.approx(0, abs=1e-9) and s["sink_tco2e_upper95"] == pytest.approx(0, abs=1e-9)
+    st = r.stocks.set_index("year")  # each year's stock keeps its ±90%
+    assert st.loc[2018, "stock_tc_u95_pct"] == pytest.approx(90, rel=0.1)
