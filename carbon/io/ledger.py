@@ -326,6 +326,12 @@ class Ledger:
         with self.engine.connect() as c:
             return self._exported(c, registry, site_ids)
 
+    def exported_sites(self, registry: str) -> list[str]:
+        """The sites with vintages exported to a registry."""
+        q = sa.select(exported_vintages.c.site_id).where(exported_vintages.c.registry == registry).distinct()
+        with self.engine.connect() as c:
+            return [str(r[0]) for r in c.execute(q)]
+
     @staticmethod
     def _exported(c: sa.Connection, registry: str, site_ids: list[str]) -> pd.DataFrame:
         q = sa.select(exported_vintages).where(exported_vintages.c.registry == registry,

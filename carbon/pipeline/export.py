@@ -20,6 +20,7 @@ from carbon.io.sites import load_sites
 from carbon.io.tables import load_catalog, load_coefficients, sha256_file
 from carbon.pipeline.site import compute_site
 from carbon.rules import dating, registry, uncertainty
+from carbon.rules.site import Site, overlaps
 from schemas._validate import failure_messages
 from schemas.registry import MODELS
 
@@ -67,6 +68,25 @@ def _baselines(cfg: Config, sinks: pd.DataFrame) -> tuple[dict[tuple[str, int, i
     return out, f"baseline land-cover scenario {cfg.baseline_landcover}"
 
 
+#: Sites of one registry whose polygons overlap by more than this (geodesic ha) would credit the
+#: same land twice (docs/registry.md); below it, shared edges and slivers of digitising.
+OVERLAP_TOLERANCE_HA = 0.01
+
+
+def _refuse_overlaps(ledger: Ledger, kind: str, sites: tuple[Site, ...], exporting: list[str]) -> None:
+    """Refuse to export a site whose polygon overlaps another site of this export, or a site
+    already exported to this registry, by more than ``OVERLAP_TOLERANCE_HA``: the same land
+    would be credited twice. Metering may still report nested sites (a park and its sub-site)."""
+    exported = set(ledger.exported_sites(kind))
+    relevant = [s for s in sites if s.site_id in set(exporting) | exported]
+    problems = [f"sites {a!r} and {b!r} overlap by {ha:,.2f} ha" for a, b, ha in overlaps(relevant, OVERLAP_TOLERANCE_HA)
+                if a in exporting or b in exporting]
+    if problems:
+        raise InputError(f"the same land would be credited twice: export to {kind} only sites that do not overlap "
+                         "each other or a site exported before (nested sites may be metered, not both credited)",
+                         problems=problems)
+
+
 def _refuse_reissue(done: pd.DataFrame, kind: str, rows: list[dict[str, Any]]) -> None:
     """A vintage exported before (``done``) for this registry from another result (another
     ledger run or period) would be issued twice: refuse, naming each. The same records again
@@ -95,10 +115,12 @@ def build(cfg: Config, kind: str, site_ids: list[str] | None = None,
         raise InputError(f"unknown registry {kind!r}: use one of {', '.join(registry.REGISTRIES)}")
     ledger = Ledger(cfg.ledger_url)
     sinks = _select(ledger, site_ids, period)
-    props = {s.site_id: {"name": s.name, "site_type": s.site_type, **s.properties} for s in load_sites(cfg.sites)}
+    all_sites = load_sites(cfg.sites)
+    props = {s.site_id: {"name": s.name, "site_type": s.site_type, **s.properties} for s in all_sites}
     unknown = sorted(set(sinks["site_id"]) - set(props))
     if unknown:
         raise InputError(f"site(s) {', '.join(unknown)} are in the ledger but not in the sites file", path=cfg.sites)
+    _refuse_overlaps(ledger, kind, all_sites, sorted(set(sinks["site_id"])))
     unknown_sd = [f"site {row.site_id}, period {row.period_start}-{row.period_end}: coefficient(s) {', '.join(u)} have "
                   "no SD, and no default uncertainty applied to them (uncertainty_default_pct)"
                   for row in sinks.itertuples()

@@ -363,3 +363,30 @@ def test_export_folders_that_would_lose_or_scatter_files_are_refused(tmp_path: P
     export(cfg, "verra", tmp_path / "base" / "stray" / ".." / "verra")
     assert (tmp_path / "base" / "verra" / "verra_vcus.csv").is_file()
     assert not (tmp_path / "base" / "stray").exists()
+
+
+def test_overlapping_sites_are_never_both_credited(tmp_path: Path) -> None:
+    """Two sites sharing land (validate warns) were both published and both exported; now the
+    export refuses, naming both and the overlap, and a site overlapping one exported before is
+    refused too. Each site alone may be metered."""
+    import geopandas as gpd
+    import shapely
+
+    sites = gpd.read_file(DEMO / "sites.geojson")
+    copy = sites[sites["site_id"] == "daye-mine-wc"].copy()
+    copy["site_id"] = "daye-mine-wc-copy"
+    copy.geometry = [shapely.affinity.translate(g, xoff=0.0005) for g in copy.geometry]  # ~50 m east
+    both = gpd.GeoDataFrame(gpd.pd.concat([sites, copy], ignore_index=True), crs=sites.crs)
+    path = tmp_path / "sites.geojson"
+    both.to_file(path, driver="GeoJSON")
+    cfg_path = write_config(tmp_path / "c.toml", sites=path)
+    cfg_path.write_text(cfg_path.read_text() + "buffer_pct = 10\nuncertainty_default_pct = 20\n")
+    publish(cfg_path, ["daye-mine-wc", "daye-mine-wc-copy"])
+    cfg = load_config(cfg_path)
+    with pytest.raises(InputError, match="credited twice") as err:
+        export(cfg, "verra", tmp_path / "both", site_ids=["daye-mine-wc", "daye-mine-wc-copy"])
+    assert "sites 'daye-mine-wc' and 'daye-mine-wc-copy' overlap by" in str(err.value)
+    assert not (tmp_path / "both" / "verra_vcus.csv").exists()
+    export(cfg, "verra", tmp_path / "one", site_ids=["daye-mine-wc"])
+    with pytest.raises(InputError, match="credited twice"):
+        export(cfg, "verra", tmp_path / "other", site_ids=["daye-mine-wc-copy"])
