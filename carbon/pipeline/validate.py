@@ -4,17 +4,23 @@ in full with few draws to reach its pixel codes and coefficients)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
 
 from carbon.errors import InputError
 from carbon.io.config import Config
+from carbon.io.rasters import inspect_raster
 from carbon.io.sites import load_sites
-from carbon.io.tables import load_catalog, load_coefficients
+from carbon.io.tables import load_catalog, load_coefficients, load_crosswalk
 from carbon.pipeline.loop import for_each_site
 from carbon.pipeline.plan import plan_site
 from carbon.pipeline.site import compute_site
-from carbon.rules.coefficients import CatalogEntry, CoefficientSet
+from carbon.rules.coefficients import CatalogEntry, CoefficientSet, Crosswalk, invest_crosswalk
 from carbon.rules.site import Site, overlaps
+from carbon.rules.vocabulary import INVEST_LEGEND
 
 #: Monte Carlo draws of a full check (the intervals are not the point; the inputs are).
 CHECK_DRAWS = 100
@@ -28,6 +34,47 @@ class Validation:
     n_sites: int = 0
     n_rasters: int = 0
     coefficient_set: str | None = None
+
+
+def _output_problems(cfg: Config) -> list[str]:
+    """Whether results can be written: the output folder (or the nearest folder that exists
+    above it) writable, and a SQLite ledger's folder likewise; nothing is created here."""
+    problems = []
+    targets = [("output folder", cfg.output_dir)]
+    if cfg.ledger_url.startswith("sqlite:///"):
+        targets.append(("ledger folder", Path(cfg.ledger_url.removeprefix("sqlite:///")).parent))
+    for what, folder in targets:
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        if existing is None or not existing.is_dir():
+            problems.append(f"{what} {folder} cannot be created: {existing} is not a folder")
+        elif not os.access(existing, os.W_OK | os.X_OK):
+            problems.append(f"{what} {folder} is not writable ({existing} is read-only)")
+    return problems
+
+
+def _nodata_problems(cfg: Config, catalog: list[CatalogEntry], coefficients: CoefficientSet) -> list[str]:
+    """A raster whose nodata value is also a code of its legend: that class would silently read
+    as no data."""
+    problems: list[str] = []
+    crosswalks: dict[str, Crosswalk] = {}
+    for entry in catalog:
+        try:
+            info = inspect_raster(entry.path)
+            if entry.legend not in crosswalks:
+                crosswalks[entry.legend] = (invest_crosswalk(coefficients) if entry.legend == INVEST_LEGEND
+                                            else load_crosswalk(entry.legend, cfg.legends))
+        except InputError:
+            continue  # said by the site checks, naming the file
+        if info.nodata is None or not float(info.nodata).is_integer():
+            continue
+        cw = crosswalks[entry.legend]
+        hit = np.flatnonzero(cw.codes == int(info.nodata))
+        if len(hit):
+            label = cw.labels[hit[0]] if cw.labels else ""
+            problems.append(f"{entry.path}: its nodata value {int(info.nodata)} is also code {int(info.nodata)} "
+                            f"({label or cw.classes[hit[0]]}) of legend {entry.legend!r}: that class would read as no "
+                            "data; rewrite the raster with another nodata value")
+    return problems
 
 
 def validate_inputs(cfg: Config, *, quick: bool = False) -> Validation:
@@ -54,6 +101,9 @@ def validate_inputs(cfg: Config, *, quick: bool = False) -> Validation:
     if sites is not None:
         found.problems += [f"sites {a!r} and {b!r} overlap by {ha:,.2f} ha: that land would be counted twice"
                            for a, b, ha in overlaps(sites)]
+    found.problems += _output_problems(cfg)
+    if catalog is not None and coefficients is not None:
+        found.problems += _nodata_problems(cfg, catalog, coefficients)
     if sites is None or catalog is None or coefficients is None:
         return found
     by_id = {s.site_id: s for s in sites}

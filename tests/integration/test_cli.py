@@ -160,3 +160,21 @@ def test_messages_with_brackets_and_regexes_print_as_text(tmp_path: Path) -> Non
     assert "forest[/x]" in text
     assert "Bad [bold]ID" in text
     assert "^[a-z0-9_-]{1,64}$" in text
+
+
+def test_validate_names_a_nodata_value_that_is_a_legend_code_and_an_unusable_output_folder(tmp_path: Path) -> None:
+    """A CLCD raster whose nodata is 1 (cropland) would read its cropland as no data; an output
+    folder under a file cannot be made: validate says both, each in one line, before any run."""
+    import numpy as np
+
+    from tests.rasters import write_tif
+
+    write_tif(tmp_path / "lc.tif", np.full((3, 3), 2, dtype=np.uint8), nodata=1)
+    (tmp_path / "catalog.csv").write_text("year,path,legend\n2020,lc.tif,clcd\n")
+    (tmp_path / "a-file").write_text("x")
+    cfg = write_config(tmp_path / "c.toml", landcover=tmp_path / "catalog.csv", output_dir=tmp_path / "a-file" / "out")
+    result = runner.invoke(app, ["validate", "--quick", "--config", str(cfg)])
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert "its nodata value 1 is also code 1" in text and "lc.tif" in text
+    assert "output folder" in text and "is not a folder" in text
