@@ -21,6 +21,7 @@ from carbon.io.tables import load_catalog, load_coefficients, sha256_file
 from carbon.pipeline.site import compute_site
 from carbon.rules import dating, registry, uncertainty
 from carbon.rules.site import Site, overlaps
+from carbon.rules.vocabulary import REGISTRIES
 from schemas._validate import failure_messages
 from schemas.registry import MODELS
 
@@ -111,8 +112,8 @@ def _refuse_reissue(done: pd.DataFrame, kind: str, rows: list[dict[str, Any]]) -
 def build(cfg: Config, kind: str, site_ids: list[str] | None = None,
           period: tuple[int, int] | None = None) -> tuple[pd.DataFrame | list[dict[str, Any]], dict[str, Any]]:
     """The export table (or JSON records) and the manifest (without file hashes)."""
-    if kind not in registry.REGISTRIES:
-        raise InputError(f"unknown registry {kind!r}: use one of {', '.join(registry.REGISTRIES)}")
+    if kind not in REGISTRIES:
+        raise InputError(f"unknown registry {kind!r}: use one of {', '.join(REGISTRIES)}")
     ledger = Ledger(cfg.ledger_url)
     sinks = _select(ledger, site_ids, period)
     all_sites = load_sites(cfg.sites)

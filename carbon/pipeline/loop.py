@@ -322,13 +322,6 @@ def meter_site(ctx: RunContext, site_id: str, params: SiteParams, *, report_maps
                                                 "input_key": key["key"], "inputs": key["inputs"]})
 
 
-def meter_sites(ctx: RunContext, params: SiteParams, *, report_maps: bool = False,
-                on_status: Callable[[str, str], None] | None = None) -> list[Outcome]:
-    """Every site of the run, one after another (the flows run the same ``meter_site`` on a
-    task runner)."""
-    return for_each_site(ctx.site_ids, lambda s: meter_site(ctx, s, params, report_maps=report_maps), on_status)
-
-
 def outcome_record(o: Outcome) -> dict[str, Any]:
     """An outcome as the run manifest and the flows' results show it."""
     rec: dict[str, Any] = {"site_id": o.site_id, "status": o.status}

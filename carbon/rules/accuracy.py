@@ -45,12 +45,11 @@ import numpy as np
 import pandas as pd
 
 from carbon.errors import InputError
+from carbon.rules.uncertainty import Z95  # the standard normal quantile of a two-sided 95% interval
 
 #: A class label: a raster code (int) or a class name (str).
 Label: TypeAlias = int | str
 
-#: The standard normal quantile of a two-sided 95% interval.
-Z95 = 1.959963984540054
 
 #: The columns of the long table :meth:`AccuracySample.from_long` reads.
 LONG_COLUMNS: tuple[str, ...] = ("map_code", "reference_code", "count")

@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from carbon.rules.vocabulary import METHODS, POOLS  # noqa: F401 (METHODS: the methods this module implements)
+from carbon.rules.vocabulary import POOLS
 
 #: Years for SOC to reach the new class's stock after a change (IPCC 2006 Vol.4 Eq. 2.25, D = 20).
 SOC_TRANSITION_YEARS = 20

@@ -10,6 +10,7 @@ from carbon.rules import dynamics, uncertainty
 from carbon.rules.coefficients import CoefficientSet
 from carbon.rules.grid import RasterInfo, nominal_pixel_area_m2, to_crs
 from carbon.rules.site import Site
+from carbon.rules.vocabulary import METHODS
 
 
 def reference_grid(site: Site, rasters: dict[int, list[RasterInfo]]) -> tuple[int, RasterInfo]:
@@ -51,8 +52,8 @@ def site_dynamics(site: Site, coefficients: CoefficientSet, method: str | None =
     """The site's method (run override, else its ``method`` property, else the default) and
     its ``initial_age`` property (years; empty or ``mature``: mature)."""
     chosen = method or site.properties.get("method") or default_method(coefficients)
-    if chosen not in dynamics.METHODS:
-        raise InputError(f"unknown method {chosen!r}: use one of {', '.join(dynamics.METHODS)}", site_id=site.site_id)
+    if chosen not in METHODS:
+        raise InputError(f"unknown method {chosen!r}: use one of {', '.join(METHODS)}", site_id=site.site_id)
     raw = site.properties.get("initial_age")
     if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "mature")):
         return dynamics.Dynamics(chosen, None)

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from carbon.errors import InputError
-from carbon.rules.vocabulary import BUFFER_BASES, REGISTRIES  # noqa: F401 (REGISTRIES: the formats written here)
+from carbon.rules.vocabulary import BUFFER_BASES
 
 DEFAULT_METHODOLOGY = {"ccer": "CCER-14-001-V01", "verra": "VM0047"}
 METHODOLOGY_NAMES = {

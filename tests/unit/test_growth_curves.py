@@ -20,20 +20,13 @@ from carbon.pipeline.site import compute_site
 from carbon.rules.dynamics import MATURE_BIN, Coefficients, biomass_table, coefficient_arrays
 from carbon.rules.site import Site
 from tests.rasters import CLCD_ALBERS, X0, Y0, uniform_history
+from tests.unit.test_dynamics import COEF
 
 # CLCD codes: 1 cropland, 2 forest. The forest agb row is the one each test varies; bgb grows
 # linearly 1 t C/ha/yr to 25 (as in test_dynamics.py), so it is the same in every test.
-HEADER = "carbon_class,ecozone,pool,stock_tc_per_ha,sd_tc_per_ha,growth_tc_per_ha_yr,source"
-REST = """forest,*,bgb,25,,1,hand
-forest,*,deadwood,0,,,hand
-forest,*,litter,0,,,hand
-forest,*,soc,60,,,hand
-cropland,*,agb,5,,,hand
-cropland,*,bgb,0,,,hand
-cropland,*,deadwood,0,,,hand
-cropland,*,litter,0,,,hand
-cropland,*,soc,40,,,hand
-"""
+# the coefficients of tests/unit/test_dynamics.py without its forest agb row
+HEADER, *_ROWS = COEF.strip().splitlines()
+REST = "".join(f"{r}\n" for r in _ROWS if not r.startswith("forest,*,agb,"))
 LINEAR_AGB = "forest,*,agb,100,,4,hand"  # the linear default: min(100, 4 a)
 HA = 4 * 0.09  # the site covers 2 x 2 whole 30 m pixels
 SITE = shapely.box(X0, Y0 - 60, X0 + 60, Y0)
