@@ -6,7 +6,8 @@ optional), ``coefficients`` (coefficient CSV or InVEST pools table), ``output_di
 (default 10,000), ``conservative_rule`` (``ar_tool14`` or ``lower90``) and
 ``uncertainty_default_pct`` (the 95% half-width, in % of the mean, given to a coefficient
 without an SD: a number for every pool, a table by pool, or ``false`` for none; default 90;
-docs/methods.md §10).
+docs/methods.md §10), ``min_site_area_ha`` (smallest site, geodesic ha; default 0.01) and
+``max_site_pixels`` (largest window of a site on a raster's grid, in pixels; default 2e9).
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ from pathlib import Path
 
 from carbon.errors import InputError
 from carbon.io.resources import DEMO_CONFIG, PACKAGED, demo_output_dir
+from carbon.rules.site import SiteLimits
 from carbon.rules.uncertainty import SdDefaults
 from carbon.rules.vocabulary import BUFFER_BASES, CONSERVATIVE_RULES, POOLS
 
 KEYS = {"sites", "landcover", "legends", "coefficients", "output_dir", "ledger", "monte_carlo_draws",
         "conservative_rule", "buffer_pct", "leakage_pct", "buffer_base", "baseline_landcover",
-        "uncertainty_default_pct"}
-NUMBER_KEYS = {"monte_carlo_draws", "buffer_pct", "leakage_pct", "uncertainty_default_pct"}
+        "uncertainty_default_pct", "min_site_area_ha", "max_site_pixels"}
+NUMBER_KEYS = {"monte_carlo_draws", "buffer_pct", "leakage_pct", "uncertainty_default_pct", "min_site_area_ha",
+               "max_site_pixels"}
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class Config:
     buffer_base: str = "net_stock_change"
     baseline_landcover: Path | None = None
     sd_defaults: SdDefaults | None = field(default_factory=SdDefaults.ipcc_nominal)
+    site_limits: SiteLimits = field(default_factory=SiteLimits)
 
 
 def load_config(path: str | Path | None = None, output_dir: str | Path | None = None) -> Config:
@@ -73,6 +77,7 @@ def load_config(path: str | Path | None = None, output_dir: str | Path | None = 
     if rule not in CONSERVATIVE_RULES:
         problems.append(f"conservative_rule must be {' or '.join(map(repr, CONSERVATIVE_RULES))}, not {rule!r}")
     sd_defaults = _sd_defaults(raw.get("uncertainty_default_pct", DEFAULT_U95), problems)
+    limits = _site_limits(raw, problems)
     if problems:
         raise InputError("configuration is invalid", path=path, problems=problems)
     base = path.resolve().parent
@@ -104,7 +109,23 @@ def load_config(path: str | Path | None = None, output_dir: str | Path | None = 
         buffer_base=raw.get("buffer_base", "net_stock_change"),
         baseline_landcover=rel("baseline_landcover") if raw.get("baseline_landcover") else None,
         sd_defaults=sd_defaults,
+        site_limits=limits,
     )
+
+
+def _site_limits(raw: dict[str, object], problems: list[str]) -> SiteLimits:
+    """``min_site_area_ha`` (a number >= 0; 0 accepts any area above zero) and
+    ``max_site_pixels`` (a number >= 1, e.g. ``5e9``)."""
+    default = SiteLimits()
+    area = raw.get("min_site_area_ha", default.min_area_ha)
+    if isinstance(area, bool) or not isinstance(area, int | float) or not 0 <= area < float("inf"):
+        problems.append(f"min_site_area_ha must be a number of hectares >= 0, not {area!r}")
+        area = default.min_area_ha
+    pixels = raw.get("max_site_pixels", default.max_pixels)
+    if isinstance(pixels, bool) or not isinstance(pixels, int | float) or not 1 <= pixels < float("inf"):
+        problems.append(f"max_site_pixels must be a number of pixels >= 1 (e.g. 5e9), not {pixels!r}")
+        pixels = default.max_pixels
+    return SiteLimits(min_area_ha=float(area), max_pixels=float(pixels))
 
 
 DEFAULT_U95 = SdDefaults.ipcc_nominal().u95_pct[POOLS[0]]

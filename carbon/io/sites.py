@@ -23,7 +23,7 @@ import shapely
 from pyproj import CRS
 
 from carbon.errors import InputError
-from carbon.rules.site import FrozenProperties, Site
+from carbon.rules.site import FrozenProperties, Site, lonlat_geometry
 from schemas._validate import failure_messages
 from schemas.inputs import SitesTable
 
@@ -131,14 +131,24 @@ def sites_from_frame(gdf: gpd.GeoDataFrame, path: str | Path = "<GeoDataFrame>")
     table, problems = failure_messages(SitesTable, attrs, where=str(path), row_offset=1)
     problems = [p.replace(", row ", ", feature ") for p in problems]
 
+    crs = CRS.from_user_input(gdf.crs)
     ids = attrs["site_id"] if "site_id" in attrs.columns else pd.Series([None] * len(attrs))
-    for i, geom in enumerate(gdf.geometry):
+    geoms = list(gdf.geometry)
+    for i, geom in enumerate(geoms):
         label = f"{path}, feature {i + 1} (site_id {ids.iloc[i]!r})"
         if geom is None or geom.is_empty:
             problems.append(f"{label}: geometry is missing or empty")
-        elif geom.geom_type not in ("Polygon", "MultiPolygon"):
+            continue
+        if geom.geom_type not in ("Polygon", "MultiPolygon"):
             problems.append(f"{label}: geometry is a {geom.geom_type}, not a polygon")
-        elif not geom.is_valid:
+            continue
+        if crs.is_geographic:  # coordinates in range; split where it crosses the antimeridian
+            try:
+                geoms[i] = geom = lonlat_geometry(geom, crs)
+            except ValueError as exc:
+                problems.append(f"{label}: {exc}")
+                continue
+        if not geom.is_valid:
             problems.append(f"{label}: geometry is invalid ({shapely.is_valid_reason(geom)})")
         elif geom.area == 0:
             problems.append(f"{label}: polygon has zero area")
@@ -146,7 +156,6 @@ def sites_from_frame(gdf: gpd.GeoDataFrame, path: str | Path = "<GeoDataFrame>")
         raise InputError("sites are invalid", path=path, problems=problems)
     assert table is not None
 
-    crs = CRS.from_user_input(gdf.crs)
     sites = []
     extra_cols = [c for c in attrs.columns if c not in (*REQUIRED, "baseline_year")]
     for i, row in enumerate(table.to_dict("records")):
@@ -158,7 +167,7 @@ def sites_from_frame(gdf: gpd.GeoDataFrame, path: str | Path = "<GeoDataFrame>")
                 name=str(row["name"]),
                 site_type=str(row["site_type"]),
                 ecozone=str(row["ecozone"]),
-                geometry=gdf.geometry.iloc[i],
+                geometry=geoms[i],
                 crs=crs,
                 baseline_year=None if by is None or pd.isna(by) else int(by),
                 properties=FrozenProperties(props),

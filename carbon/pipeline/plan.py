@@ -1,5 +1,6 @@
 """Planning a site: which rasters of which map years cover it, with their crosswalks, and
-its carbon classes. Reads raster headers only (docs/methods.md §2, §5)."""
+its carbon classes; a sliver or a site too large to scan is refused here. Reads raster
+headers only (docs/methods.md §2, §5; docs/data-contracts.md, Sites)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ from carbon.rules.coefficients import (
     Crosswalk,
     invest_crosswalk,
 )
-from carbon.rules.grid import Grid, RasterInfo, intersects, site_grid, to_crs
-from carbon.rules.site import Site
+from carbon.rules.grid import Grid, RasterInfo, shifts_meeting, site_grid, to_crs
+from carbon.rules.site import Site, SiteLimits, check_site_area
 from carbon.rules.vocabulary import CARBON_CLASSES, INVEST_LEGEND
 
 
@@ -52,12 +53,19 @@ def plan_site(
     coefficients: CoefficientSet,
     legends_dir: str | Path | None = None,
     years: list[int] | None = None,
+    limits: SiteLimits | None = None,
 ) -> dict[int, YearPlan]:
     """The map years of a site: for each, the rasters that cover it and its crosswalk.
 
-    Reads raster headers only; raises InputError for a site outside every raster, a
-    requested year absent from the catalog, or legends that do not fit the coefficients.
+    Reads raster headers only; raises InputError for a sliver (geodesic area below
+    ``limits.min_area_ha``), a site outside every raster, a site whose window on a covering
+    raster's grid exceeds ``limits.max_pixels`` (:func:`check_site_pixels`), a requested year
+    absent from the catalog, or legends that do not fit the coefficients. A geographic raster
+    across the antimeridian from the site is matched to it a turn (360 degrees) east or west
+    (``RasterInfo.shifted``), so a site across the antimeridian is read from both sides.
     """
+    limits = limits or SiteLimits()
+    check_site_area(site, limits)
     by_year: dict[int, list[CatalogEntry]] = defaultdict(list)
     for e in catalog:
         by_year[e.year].append(e)
@@ -80,8 +88,7 @@ def plan_site(
             key = info.crs.to_wkt()
             if key not in geoms:
                 geoms[key] = to_crs(site.geometry, site.crs, info.crs)
-            if intersects(info, geoms[key]):
-                infos.append((e, info))
+            infos += [(e, meeting) for meeting in shifts_meeting(info, geoms[key])]
         if not infos:
             if years:
                 raise InputError(f"no raster of year {y} covers the site", site_id=site.site_id)
@@ -92,6 +99,7 @@ def plan_site(
                 f"the rasters of year {y} covering the site use different legends {legends}",
                 site_id=site.site_id,
             )
+        check_site_pixels(site, [(i, geoms[i.crs.to_wkt()]) for _, i in infos], limits)
         legend = legends[0]
         if coefficients.is_invest != (legend == INVEST_LEGEND):
             raise InputError(
@@ -121,6 +129,23 @@ def plan_site(
             "the site lies outside every raster of the land-cover catalog", site_id=site.site_id
         )
     return out
+
+def check_site_pixels(site: Site, rasters: list[tuple[RasterInfo, Any]], limits: SiteLimits) -> int:
+    """The site's size before any pixel is read: the largest window of its bounding box on the
+    grid of a raster covering it (``(info, polygon in the raster's CRS)`` pairs), in pixels; the
+    reference grid is one of these windows. InputError naming the estimate and the limit when it
+    is above ``limits.max_pixels``."""
+    largest, where = 0, ""
+    for info, geom in rasters:
+        g = site_grid(info, geom)
+        if g.width * g.height > largest:
+            largest, where = g.width * g.height, f"{g.width:,} x {g.height:,} pixels of {info.path}"
+    if largest > limits.max_pixels:
+        raise InputError(f"the site is too large to scan: its bounding box covers about {largest:,} pixels "
+                         f"({where}), above the limit of {limits.max_pixels:,.0f}; check its polygon and CRS, or "
+                         "raise max_site_pixels in the configuration", site_id=site.site_id)
+    return largest
+
 
 def class_names_of(coefficients: CoefficientSet, year_meta: dict[int, YearPlan]) -> list[str]:
     if coefficients.is_invest:

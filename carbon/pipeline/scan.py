@@ -22,6 +22,7 @@ import numpy as np
 import shapely
 import xarray as xr
 
+from carbon.errors import InputError
 from carbon.io.rasters import YearReader
 from carbon.pipeline.plan import YearPlan
 from carbon.rules import dynamics, kernels
@@ -31,7 +32,7 @@ from carbon.rules.coefficients import (
     code_table,
 )
 from carbon.rules.coverage import coverage_fraction, rows_inside
-from carbon.rules.grid import Grid, RasterInfo
+from carbon.rules.grid import Grid, RasterInfo, aligned_offset
 
 #: Cells per strip: bounds the memory of one site, whatever the raster size.
 DEFAULT_MAX_CELLS = 262_144
@@ -102,6 +103,13 @@ class ScanPlan:
     def build(cls, year_meta: dict[int, YearPlan], years: list[int], periods: list[tuple[int, int]],
               class_names: list[str], dyn: dynamics.Dynamics, grid: Grid, geom: Any, max_cells: int,
               ref: RasterInfo) -> ScanPlan:
+        for y in years:  # a raster matched across the antimeridian is read by pixel offsets only
+            for info in year_meta[y].infos:
+                if info.lon_shift and aligned_offset(info, grid) is None:
+                    raise InputError(
+                        f"the site crosses the antimeridian and this raster of year {y}, on its other side, is "
+                        f"not on the site's reference grid ({ref.path}): resample it onto that grid's pixels",
+                        path=info.path)
         dtypes = [np.dtype(i.dtype) for y in years for i in year_meta[y].infos]
         dtype = np.result_type(*dtypes)
         n_codes = np.array([len(year_meta[y].crosswalk.codes) for y in years], dtype=np.int64)

@@ -1,6 +1,7 @@
 """Checking every input of a configuration at once, before anything is published: the shared
-tables, overlaps between sites, and each site (planned from raster headers, or computed
-in full with few draws to reach its pixel codes and coefficients)."""
+tables, overlaps between sites, and each site (planned from raster headers, with the
+configuration's limits of a site's area and pixels, then, unless quick, computed in full with
+few draws to reach its pixel codes and coefficients)."""
 
 from __future__ import annotations
 
@@ -109,9 +110,9 @@ def validate_inputs(cfg: Config, *, quick: bool = False) -> Validation:
     by_id = {s.site_id: s for s in sites}
 
     def check(site_id: str) -> None:
-        if quick:
-            plan_site(by_id[site_id], catalog, coefficients, cfg.legends)
-        else:
+        # planned first, with the configuration's limits (a sliver, a site too large to scan)
+        plan_site(by_id[site_id], catalog, coefficients, cfg.legends, limits=cfg.site_limits)
+        if not quick:
             compute_site(by_id[site_id], catalog, coefficients, legends_dir=cfg.legends, draws=CHECK_DRAWS,
                          sd_defaults=cfg.sd_defaults)
 

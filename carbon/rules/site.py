@@ -1,6 +1,7 @@
 """A site: its polygon (in its own CRS), its identity and its properties; selecting sites
-and finding the land two sites would both count. Pure: loading a sites file is
-carbon/io/sites.py.
+and finding the land two sites would both count; the geometry rules of a site in a
+geographic CRS (coordinates in range, split at the antimeridian), its geodesic area and the
+limits of its size. Pure: loading a sites file is carbon/io/sites.py.
 """
 
 from __future__ import annotations
@@ -13,8 +14,27 @@ import numpy as np
 import shapely
 from pyproj import CRS, Geod, Transformer
 from shapely.geometry.base import BaseGeometry
+from shapely.geometry.polygon import orient
 
 from carbon.errors import InputError
+from carbon.rules.grid import half_turn, split_lonlat, unwrap_lonlat
+
+#: Smallest site accepted (geodesic ha; ``min_site_area_ha`` of the configuration): 0.01 ha is
+#: 100 m^2, about one 10 m pixel; below it a polygon is a digitising sliver, not a site.
+DEFAULT_MIN_SITE_AREA_HA = 0.01
+#: Largest window a site may have on the grid of a raster covering it, in pixels
+#: (``max_site_pixels`` of the configuration): 2e9 pixels is a 180,000 km^2 box of 30 m pixels
+#: or 20,000 km^2 of 10 m pixels, hours of scanning; a site above it is usually a mistake (a
+#: polygon in the wrong CRS, a band round the globe).
+DEFAULT_MAX_SITE_PIXELS = 2_000_000_000
+
+
+@dataclass(frozen=True)
+class SiteLimits:
+    """The size limits of a site, checked when it is planned (before any pixel is read)."""
+
+    min_area_ha: float = DEFAULT_MIN_SITE_AREA_HA
+    max_pixels: float = DEFAULT_MAX_SITE_PIXELS
 
 
 class FrozenProperties(dict):
@@ -92,3 +112,52 @@ def overlaps(sites: Sequence[Site], min_ha: float = 0.01) -> list[tuple[str, str
         if ha > min_ha:
             out.append((sites[i].site_id, sites[j].site_id, ha))
     return out
+
+
+def lonlat_geometry(geom: BaseGeometry, crs: CRS) -> BaseGeometry:
+    """A polygon of a geographic CRS as a site keeps it: every coordinate in range (latitude
+    within +-90 degrees, longitude within -180..180 or the 0..360 convention), edges the shorter
+    way round (a jump of more than 180 degrees between consecutive vertices crosses the
+    antimeridian), and split at the antimeridian into parts within -180..180 (a
+    MultiPolygon). The same object when nothing changes; ValueError naming the problem."""
+    half = half_turn(crs)
+    xy = shapely.get_coordinates(geom)
+    if len(xy):
+        bad_lat = xy[np.abs(xy[:, 1]) > half / 2]
+        if len(bad_lat):
+            raise ValueError(f"latitude {bad_lat[0, 1]:g} is out of range (-{half / 2:g} to {half / 2:g}): "
+                             "are the coordinates in this CRS, longitude first?")
+        bad_lon = xy[(xy[:, 0] < -half) | (xy[:, 0] > 2 * half)]
+        if len(bad_lon):
+            raise ValueError(f"longitude {bad_lon[0, 0]:g} is out of range (-{half:g} to {half:g}, or 0 to "
+                             f"{2 * half:g}): are the coordinates in this CRS?")
+    unwrapped = unwrap_lonlat(geom, half)
+    if not unwrapped.is_valid:
+        how = " once its edges across the antimeridian are taken the short way" if unwrapped is not geom else ""
+        raise ValueError(f"geometry is invalid{how} ({shapely.is_valid_reason(unwrapped)})")
+    return split_lonlat(unwrapped, half)
+
+
+def geodesic_area_ha(geom: BaseGeometry, crs: CRS) -> float:
+    """The polygon's area (ha) on the WGS 84 ellipsoid, each part's geodesic area (holes
+    subtracted, any ring orientation), its vertices taken to longitude/latitude."""
+    crs = CRS.from_user_input(crs)
+    wgs84 = CRS.from_epsg(4326)
+    if crs != wgs84:
+        tr = Transformer.from_crs(crs, wgs84, always_xy=True)
+        geom = shapely.transform(geom, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+    geod = Geod(ellps="WGS84")
+    total = 0.0
+    for poly in shapely.get_parts(geom):
+        if poly.geom_type == "Polygon" and not poly.is_empty:
+            total += geod.geometry_area_perimeter(orient(poly, 1.0))[0]
+    return total / 1e4
+
+
+def check_site_area(site: Site, limits: SiteLimits) -> float:
+    """The site's geodesic area (ha); InputError for a sliver below ``limits.min_area_ha``."""
+    ha = geodesic_area_ha(site.geometry, site.crs)
+    if ha < limits.min_area_ha:
+        raise InputError(f"the site polygon is a sliver: its geodesic area {ha:.6g} ha is below the minimum of "
+                         f"{limits.min_area_ha:g} ha (min_site_area_ha of the configuration)", site_id=site.site_id)
+    return ha
