@@ -310,6 +310,69 @@ def serve(config: ConfigOpt = None,
     metering_run.serve(name=name, cron=cron, parameters={"config": str(cfg.path)})
 
 
+ledger_app = typer.Typer(no_args_is_help=True, help="The ledger database: its schema revision.")
+app.add_typer(ledger_app, name="ledger")
+
+
+@ledger_app.command("upgrade")
+def ledger_upgrade(config: ConfigOpt = None) -> None:
+    """Upgrade the ledger (SQLite or PostgreSQL) in place to this carbon-sink's schema revision."""
+    from carbon.io.ledger import LedgerError, upgrade  # noqa: PLC0415
+
+    cfg = _load(config)
+    try:
+        before, after = upgrade(cfg.ledger_url)
+    except LedgerError as exc:
+        _fail(exc)
+    url = _ledger_name(cfg)
+    if before == after:
+        console.print(f"ledger {url} is at revision {after} already: nothing to do", markup=False, highlight=False,
+                      soft_wrap=True)
+    else:
+        console.print(f"ledger {url} upgraded from revision {before or '(empty)'} to {after}", markup=False,
+                      highlight=False, soft_wrap=True)
+
+
+def _ledger_name(cfg: Config) -> str:
+    from sqlalchemy.engine import make_url  # noqa: PLC0415
+
+    return make_url(cfg.ledger_url).render_as_string(hide_password=True)
+
+
+@app.command()
+def verify(
+    config: ConfigOpt = None,
+    run_id: Annotated[str | None, typer.Option("--run", help="Recompute this run's sites (default: the run that "
+                                               "finished last).")] = None,
+    chain_only: Annotated[bool, typer.Option("--chain-only", help="Check the hash chain only; recompute "
+                                             "nothing.")] = False,
+) -> None:
+    """Check the ledger's hash chain against its tables, then recompute a run's sites from their
+    inputs and compare; print every difference; exit 1 if any."""
+    from carbon.pipeline.verify import verify_chain, verify_run  # noqa: PLC0415
+
+    cfg = _load(config)
+    _ledger(cfg)
+    try:
+        chain = verify_chain(cfg.ledger_url)
+        recomputed = None if chain_only else verify_run(cfg, run_id)
+    except CarbonSinkError as exc:
+        _fail(exc)
+    for line in chain.lines():
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+    if recomputed is not None:
+        for line in recomputed.lines():
+            out.print(line, markup=False, highlight=False, soft_wrap=True)
+    n = len(chain.problems) + (len(recomputed.differences) if recomputed is not None else 0)
+    if n:
+        console.print(f"{n} difference(s) found in ledger {_ledger_name(cfg)}", markup=False, highlight=False,
+                      soft_wrap=True)
+        raise typer.Exit(1)
+    console.print(f"ok: ledger {_ledger_name(cfg)}: the chain is intact"
+                  + ("" if recomputed is None else " and the run recomputes to what it published"),
+                  markup=False, highlight=False, soft_wrap=True)
+
+
 def _print_table(df, title: str) -> None:  # noqa: ANN001
     table = Table(title=title)
     for c in df.columns:

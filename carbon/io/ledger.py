@@ -8,12 +8,22 @@ SQLAlchemy Core; the URL picks the database (``sqlite:///path`` by default,
 * One site's rows (its ``site_runs`` row and every table row) are written in one
   transaction, so a half-written site is never visible.
 * The current estimate of a site and period is the row of its latest successful site run.
+* Tamper evidence: every published record (a site run with a digest of each row it wrote, a
+  run's closing, an export's vintages) is appended to ``ledger_chain`` in the transaction that
+  writes it, with ``record_hash = sha256(previous record_hash + canonical JSON of the record)``;
+  appends are serialised by the ledger's write lock. ``carbon.pipeline.verify`` checks it.
+* The schema is versioned by Alembic revisions (``carbon/io/migrations``): a new ledger is
+  created at the head revision; an older one is refused until ``carbon-sink ledger upgrade``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+import math
+import os
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +31,8 @@ from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from carbon.errors import CarbonSinkError
@@ -41,6 +53,10 @@ runs = sa.Table(
     sa.Column("n_sites", sa.Integer, nullable=True),
     sa.Column("n_failed", sa.Integer, nullable=True),
     sa.Column("n_skipped", sa.Integer, nullable=True),
+    # where the run's process lives and its last sign of life (revision 0002; stale runs)
+    sa.Column("host", sa.String(255), nullable=True),
+    sa.Column("pid", sa.Integer, nullable=True),
+    sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=True),
 )
 
 site_runs = sa.Table(
@@ -154,6 +170,23 @@ class_areas = sa.Table(
     sa.Column("accuracy_sample", sa.Text, nullable=False),
 )
 
+#: The hash chain (revision 0002): one record per published site run, run closing and export,
+#: each hashed with the record before it. Appended to, never updated.
+ledger_chain = sa.Table(
+    "ledger_chain",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # site_run | run | export
+    sa.Column("ref", sa.String(64), nullable=False),  # site_run_id, run_id or registry
+    sa.Column("run_id", sa.String(36), nullable=True),
+    sa.Column("site_id", sa.String(64), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("content", sa.Text, nullable=False),  # canonical JSON of what was published
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("record_hash", sa.String(64), nullable=False, unique=True),
+    sa.Index("ix_ledger_chain_kind_ref", "kind", "ref"),
+)
+
 #: The tables of a site run. ``class_areas`` came after schema version 4: a version-4 ledger gets
 #: the table when opened (a new table, no change to the others), and its older runs have none.
 TABLES = {"stocks": stocks, "sinks": sinks, "transitions": transitions, "class_areas": class_areas}
@@ -168,8 +201,17 @@ class LedgerError(CarbonSinkError):
         self.transient = transient
 
 
-#: Version of the ledger's tables; a ledger written by another version is refused, not mixed.
-SCHEMA_VERSION = 4
+#: The ledger's schema revision (``carbon/io/migrations/versions``): a new ledger is created at
+#: ``HEAD``; one behind it is refused until upgraded (``carbon-sink ledger upgrade``).
+HEAD = "0002"
+REVISIONS = ("0001", "0002")
+#: A ledger without Alembic's version table, written before the revisions, holds this schema
+#: version in ``ledger_meta``: it is revision 0001. The head writes 5 there, so that a
+#: carbon-sink from before the revisions refuses an upgraded ledger instead of writing to it
+#: around the hash chain.
+LEGACY_SCHEMA_VERSION = "4"
+SCHEMA_VERSION = 5
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 meta = sa.Table(
     "ledger_meta",
@@ -207,19 +249,12 @@ class Ledger:
         _ENGINES[url] = self.engine
 
     def _check_schema(self) -> None:
-        inspector = sa.inspect(self.engine)
-        existing = set(inspector.get_table_names())
-        if existing & {t for t in metadata.tables if t != "ledger_meta"} and "ledger_meta" not in existing:
-            raise LedgerError(f"ledger {self.safe_url} was written by an older carbon-sink (no schema version): "
-                              "keep it for its history and point `ledger` at a new database")
-        metadata.create_all(self.engine)
-        with self.engine.begin() as c:
-            found = c.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).scalar_one_or_none()
-            if found is None:
-                c.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
-            elif int(found) != SCHEMA_VERSION:
-                raise LedgerError(f"ledger {self.safe_url} has schema version {found}; this carbon-sink writes "
-                                  f"version {SCHEMA_VERSION}: point `ledger` at a new database")
+        with self.engine.connect() as c:
+            found = revision(c, self.safe_url)
+        if found is None:  # a new ledger: created at the head (another process may be doing the same)
+            found = _migrate(self.url, self.safe_url, create_only=True)[1]
+        if found != HEAD:
+            raise LedgerError(behind_message(self.safe_url, found))
 
     @property
     def safe_url(self) -> str:
@@ -236,14 +271,42 @@ class Ledger:
     # --- runs ---------------------------------------------------------------------------
 
     def start_run(self, run_id: str, *, config_path: str, code_version: str, flow_run_id: str | None) -> None:
+        """Record a running run, with the host and process that run it (to tell a dead run later)."""
         with self._tx() as c:
-            c.execute(runs.insert().values(run_id=run_id, flow_run_id=flow_run_id, started_at=now(), status="running",
-                                           config_path=config_path, code_version=code_version))
+            started = now()
+            c.execute(runs.insert().values(run_id=run_id, flow_run_id=flow_run_id, started_at=started, status="running",
+                                           config_path=config_path, code_version=code_version,
+                                           host=socket.gethostname(), pid=os.getpid(), heartbeat_at=started))
 
     def finish_run(self, run_id: str, *, status: str, n_sites: int, n_failed: int, n_skipped: int) -> None:
         with self._tx() as c:
+            _lock(c)
             c.execute(runs.update().where(runs.c.run_id == run_id).values(
                 status=status, finished_at=now(), n_sites=n_sites, n_failed=n_failed, n_skipped=n_skipped))
+            _chain_run(c, run_id)
+
+    def mark_stale_runs(self, max_age: dt.timedelta | None = None) -> list[dict[str, Any]]:
+        """Mark ``stale`` every run still ``running`` whose process is provably gone: recorded on
+        this host with a process id that is no longer alive (or now belongs to a process started
+        after the run), or without a sign of life (start, site publication) for longer than
+        ``max_age`` (default ``stale_after()``). Start times are kept; each marking is chained.
+        Returns the runs marked, each with ``reason``. Runs of live processes are left alone:
+        several runs may write to one ledger at once."""
+        limit = stale_after() if max_age is None else max_age
+        host, moment = socket.gethostname(), now()
+        marked = []
+        with self._tx() as c:
+            _lock(c)
+            for r in c.execute(sa.select(runs).where(runs.c.status == "running").order_by(runs.c.started_at)).mappings():
+                reason = _stale_reason(r, host, moment, limit)
+                if reason is None:
+                    continue
+                c.execute(runs.update().where(runs.c.run_id == r["run_id"], runs.c.status == "running")
+                          .values(status="stale"))
+                _chain_run(c, r["run_id"])
+                marked.append({"run_id": r["run_id"], "started_at": _utc(r["started_at"]), "host": r["host"],
+                               "pid": r["pid"], "reason": reason})
+        return marked
 
     # --- sites --------------------------------------------------------------------------
 
@@ -255,6 +318,7 @@ class Ledger:
         Idempotent within a run: publishing the same site and inputs again for the same run
         (a task re-run after a worker died past the commit) returns the row already written."""
         with self._tx() as c:
+            _lock(c)
             done = c.execute(sa.select(site_runs.c.site_run_id).where(
                 site_runs.c.run_id == run_id, site_runs.c.site_id == site_id, site_runs.c.status == "succeeded",
                 site_runs.c.input_key == input_key)).scalar_one_or_none()
@@ -274,15 +338,20 @@ class Ledger:
                 for rec in records:
                     rec["site_run_id"] = site_run_id
                 c.execute(table.insert(), [_plain(r) for r in records])
+            _heartbeat(c, run_id)
+            _chain_site_run(c, int(site_run_id))
         return int(site_run_id)
 
     def record_site(self, *, run_id: str, flow_run_id: str | None, site_id: str, status: str, code_version: str,
                     error: str | None = None, input_key: str | None = None) -> None:
         """A failed or skipped site: one row, no results."""
         with self._tx() as c:
-            c.execute(site_runs.insert().values(run_id=run_id, flow_run_id=flow_run_id, site_id=site_id, status=status,
-                                                created_at=now(), code_version=code_version, error=error,
-                                                input_key=input_key))
+            _lock(c)
+            site_run_id = c.execute(site_runs.insert().values(
+                run_id=run_id, flow_run_id=flow_run_id, site_id=site_id, status=status, created_at=now(),
+                code_version=code_version, error=error, input_key=input_key)).inserted_primary_key[0]  # type: ignore[index]
+            _heartbeat(c, run_id)
+            _chain_site_run(c, int(site_run_id))
 
     def last_success_key(self, site_id: str) -> str | None:
         q = (sa.select(site_runs.c.input_key).where(site_runs.c.site_id == site_id, site_runs.c.status == "succeeded")
@@ -345,11 +414,11 @@ class Ledger:
         lock (so two exports cannot both pass ``check``): ``check(vintages exported before)``
         may refuse; then the rows are recorded (the same records again add nothing) and
         ``publish()`` puts the export's files in place. If anything fails, nothing is recorded."""
+        added: list[dict[str, Any]] = []
         with self._tx() as c:
             if c.dialect.name == "postgresql":
                 c.execute(sa.text("LOCK TABLE exported_vintages IN SHARE ROW EXCLUSIVE MODE"))
-            else:  # SQLite: a write takes the database's write lock until the commit
-                c.execute(meta.update().where(meta.c.key == "schema_version").values(value=meta.c.value))
+            _lock(c)
             if check is not None:
                 check(self._exported(c, registry, sorted({r["site_id"] for r in rows})))
             for r in rows:
@@ -360,6 +429,9 @@ class Ledger:
                     *[exported_vintages.c[k] == v for k, v in key.items()])).scalar_one()
                 if not found:
                     c.execute(exported_vintages.insert().values(**key, issuable_tco2e=int(r["issuable_tco2e"])))
+                    added.append({**key, "issuable_tco2e": int(r["issuable_tco2e"])})
+            if added:
+                _append(c, export_content(registry, added), run_id=None, site_id=None)
             if publish is not None:
                 publish()
 
@@ -373,6 +445,38 @@ class Ledger:
         with self.engine.connect() as c:
             row = c.execute(sa.select(runs).where(runs.c.run_id == run_id)).mappings().first()
         return dict(row) if row else None
+
+    def latest_finished_run(self) -> dict[str, Any] | None:
+        """The run that finished last (completed, partial or failed)."""
+        q = (sa.select(runs).where(runs.c.finished_at.is_not(None), runs.c.status != "stale")
+             .order_by(runs.c.finished_at.desc()).limit(1))
+        with self.engine.connect() as c:
+            row = c.execute(q).mappings().first()
+        return dict(row) if row else None
+
+    def run_site_runs(self, run_id: str) -> list[dict[str, Any]]:
+        """The site runs of a run, in order."""
+        q = sa.select(site_runs).where(site_runs.c.run_id == run_id).order_by(site_runs.c.site_run_id)
+        with self.engine.connect() as c:
+            return [dict(r) for r in c.execute(q).mappings()]
+
+    def site_run_tables(self, site_run_id: int) -> dict[str, pd.DataFrame]:
+        """The rows a site run published, by table, as the ledger holds them now."""
+        with self.engine.connect() as c:
+            return {name: pd.read_sql(sa.select(t).where(t.c.site_run_id == site_run_id), c)
+                    for name, t in TABLES.items()}
+
+    # --- the hash chain, as verify reads it -----------------------------------------------
+
+    def audit(self) -> Audit:
+        """The chain and, in the same form as its records, what the tables hold now: read in
+        one transaction (on PostgreSQL a repeatable-read snapshot)."""
+        with self.engine.connect() as c:
+            if c.dialect.name == "postgresql":
+                c.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+            chain = [dict(r) for r in c.execute(sa.select(ledger_chain).order_by(ledger_chain.c.seq)).mappings()]
+            return Audit(chain=chain, site_runs=site_contents(c), runs={r: run_content(c, r) for r in _run_ids(c)},
+                         exported=[_exported_key(r) for r in c.execute(sa.select(exported_vintages)).mappings()])
 
     # --- file hash cache ----------------------------------------------------------------
 
@@ -388,6 +492,322 @@ class Ledger:
                 c.execute(file_hashes.insert().values(path=path, size=size, mtime_ns=mtime_ns, sha256=sha256))
         except sa.exc.IntegrityError:
             pass  # another run stored the same hash first
+
+
+# --- schema revisions -----------------------------------------------------------------------
+
+_REVISION_1_TABLES = {"runs", "site_runs", "stocks", "sinks", "transitions", "file_hashes", "exported_vintages",
+                      "class_areas"}
+
+
+def revision(c: sa.Connection, safe_url: str) -> str | None:
+    """The ledger's schema revision: Alembic's version table, else ``0001`` for a ledger written
+    before the revisions (schema version 4 in ``ledger_meta``); None for an empty database.
+    A ledger from before schema version 4 is refused (it cannot be upgraded)."""
+    names = set(sa.inspect(c).get_table_names())
+    if "alembic_version" in names:
+        found = c.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all()
+        if found:
+            return str(found[0])
+    if not names & (_REVISION_1_TABLES | {"ledger_meta"}):
+        return None
+    if "ledger_meta" not in names:
+        raise LedgerError(f"ledger {safe_url} was written by an older carbon-sink (no schema version): "
+                          "keep it for its history and point `ledger` at a new database")
+    version = c.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).scalar_one_or_none()
+    if version == LEGACY_SCHEMA_VERSION:
+        return REVISIONS[0]
+    raise LedgerError(f"ledger {safe_url} has schema version {version}, which this carbon-sink cannot read or "
+                      "upgrade: point `ledger` at a new database")
+
+
+def behind_message(safe_url: str, found: str | None) -> str:
+    if found in REVISIONS:
+        return (f"ledger {safe_url} is at schema revision {found}; this carbon-sink writes revision {HEAD}: "
+                "run `carbon-sink ledger upgrade` (with the same --config) to upgrade it in place")
+    return (f"ledger {safe_url} is at schema revision {found}, which this carbon-sink does not know (written by a "
+            "newer carbon-sink?): use that version, or point `ledger` at a new database")
+
+
+def _migration_engine(url: str) -> sa.Engine:
+    """An engine whose transactions hold DDL: on SQLite ``BEGIN IMMEDIATE`` takes the write
+    lock first (another process creating or upgrading the same ledger waits)."""
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    if engine.dialect.name == "sqlite":
+        def on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # the driver opens no transaction of its own
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        def on_begin(conn: sa.Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        sa.event.listen(engine, "connect", on_connect)
+        sa.event.listen(engine, "begin", on_begin)
+    return engine
+
+
+def _migrate(url: str, safe_url: str, *, create_only: bool = False) -> tuple[str | None, str | None]:
+    """Run the migrations to the head in one transaction that holds the ledger's migration lock;
+    returns the revisions before and after. ``create_only``: only if the database is empty."""
+    engine = _migration_engine(url)
+    try:
+        with engine.begin() as c:
+            if c.dialect.name == "postgresql":  # one migrator at a time
+                c.execute(sa.text("SELECT pg_advisory_xact_lock(4247110001)"))
+            before = revision(c, safe_url)
+            if before == HEAD or (create_only and before is not None):
+                return before, before
+            if before is not None and before not in REVISIONS:
+                raise LedgerError(behind_message(safe_url, before))
+            cfg = AlembicConfig()
+            cfg.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
+            cfg.attributes["connection"] = c
+            command.upgrade(cfg, HEAD)
+            return before, HEAD
+    except OperationalError as exc:
+        raise LedgerError(f"cannot upgrade ledger {safe_url}: {exc.orig}", transient=True) from None
+    except SQLAlchemyError as exc:
+        raise LedgerError(f"cannot upgrade ledger {safe_url}: {exc}") from None
+    finally:
+        engine.dispose()
+
+
+def upgrade(url: str) -> tuple[str | None, str]:
+    """Upgrade a ledger in place to the head revision (all in one transaction: on failure it is
+    left as it was); returns (revision before, revision after). An empty database is created."""
+    safe = sa.engine.make_url(url).render_as_string(hide_password=True)
+    if url.startswith("sqlite:///"):
+        db = Path(url.removeprefix("sqlite:///"))
+        if not db.is_file():
+            raise LedgerError(f"no ledger at {db}: nothing to upgrade (a run creates a new ledger at the head revision)")
+    before, _ = _migrate(url, safe)
+    _ENGINES.pop(url, None)
+    return before, HEAD
+
+
+# --- the hash chain ------------------------------------------------------------------------
+
+GENESIS = "0" * 64
+
+#: The fields of a run that its chained closing covers (not its host, process or heartbeat).
+RUN_FIELDS = ("run_id", "flow_run_id", "started_at", "finished_at", "status", "config_path", "code_version",
+              "n_sites", "n_failed", "n_skipped")
+#: How a row of a site run's table is named in its record (unique within a site run).
+ROW_KEYS = {"stocks": ("year",), "sinks": ("period_start", "period_end"),
+            "transitions": ("period_start", "period_end", "from_class", "to_class"),
+            "class_areas": ("year", "carbon_class")}
+EXPORT_FIELDS = ("registry", "site_id", "vintage_start", "vintage_end", "site_run_id", "period_start", "period_end",
+                 "issuable_tco2e")
+
+
+class Audit:
+    """What ``Ledger.audit`` reads: the chain's records and the tables' content in their form."""
+
+    def __init__(self, chain: list[dict[str, Any]], site_runs: dict[int, dict[str, Any]],
+                 runs: dict[str, dict[str, Any] | None], exported: list[dict[str, Any]]) -> None:
+        self.chain = chain
+        self.site_runs = site_runs
+        self.runs = runs
+        self.exported = exported
+
+
+def _norm(v: Any) -> Any:
+    """A value as the chain hashes it: datetimes in UTC, floats exactly (-0.0 as 0.0, NaN named)."""
+    if v is None or isinstance(v, bool | str):
+        return v
+    if isinstance(v, dict):
+        return {str(k): _norm(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_norm(x) for x in v]
+    if isinstance(v, int):
+        return int(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "NaN"
+        if math.isinf(v):
+            return "Infinity" if v > 0 else "-Infinity"
+        return float(v) + 0.0
+    if isinstance(v, dt.datetime):
+        return _utc(v).isoformat(timespec="microseconds")
+    if hasattr(v, "item"):  # numpy scalars
+        return _norm(v.item())
+    return str(v)
+
+
+def canonical(obj: Any) -> str:
+    """Canonical JSON: keys sorted, no spaces, values normalised (``_norm``)."""
+    return json.dumps(_norm(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def chain_hash(prev_hash: str, content: str) -> str:
+    """A record's hash: sha256 over the previous record's hash and the record's canonical JSON."""
+    return sha256_text(prev_hash + content)
+
+
+def row_key(name: str, row: Any) -> str:
+    return " ".join(f"{k}={_norm(row[k])}" for k in ROW_KEYS[name])
+
+
+def _site_record(row: Any, tables: dict[str, list[list[str]]]) -> dict[str, Any]:
+    rec = {k: row[k] for k in row.keys() if k != "inputs_json"}
+    inputs = row["inputs_json"]
+    rec["inputs_sha256"] = None if inputs is None else sha256_text(inputs)
+    return {"kind": "site_run", "ref": str(row["site_run_id"]), "site_run": rec,
+            "rows": {name: sorted(rows) for name, rows in sorted(tables.items())}}
+
+
+def site_contents(c: sa.Connection, site_run_id: int | None = None) -> dict[int, dict[str, Any]]:
+    """Each site run's record as the tables hold it now (all, or one): its ``site_runs`` row
+    (inputs by their SHA-256) and, per table, each row's key and the SHA-256 of the row."""
+    where = [] if site_run_id is None else [site_runs.c.site_run_id == site_run_id]
+    heads = {int(r["site_run_id"]): r for r in c.execute(sa.select(site_runs).where(*where)).mappings()}
+    rows: dict[int, dict[str, list[list[str]]]] = {k: {} for k in heads}
+    for name, table in TABLES.items():
+        tw = [] if site_run_id is None else [table.c.site_run_id == site_run_id]
+        for r in c.execute(sa.select(table).where(*tw)).mappings():
+            owner = rows.setdefault(int(r["site_run_id"]), {})
+            owner.setdefault(name, []).append([row_key(name, r), sha256_text(canonical(dict(r)))])
+    out = {k: _site_record(heads[k], rows[k]) for k in heads}
+    for orphan in set(rows) - set(heads):  # rows whose site run is gone
+        out[orphan] = {"kind": "site_run", "ref": str(orphan), "site_run": None,
+                       "rows": {name: sorted(v) for name, v in sorted(rows[orphan].items())}}
+    return out
+
+
+def run_content(c: sa.Connection, run_id: str) -> dict[str, Any] | None:
+    row = c.execute(sa.select(*[runs.c[f] for f in RUN_FIELDS]).where(runs.c.run_id == run_id)).mappings().first()
+    return None if row is None else {"kind": "run", "ref": run_id, "run": dict(row)}
+
+
+def _run_ids(c: sa.Connection) -> list[str]:
+    return [str(r) for r in c.execute(sa.select(runs.c.run_id)).scalars()]
+
+
+def _exported_key(row: Any) -> dict[str, Any]:
+    return {k: row[k] for k in EXPORT_FIELDS}
+
+
+def export_content(registry: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    vintages = sorted((_norm(_exported_key(r)) for r in rows), key=canonical)
+    return {"kind": "export", "ref": registry, "vintages": vintages}
+
+
+def _lock(c: sa.Connection) -> None:
+    """The ledger's write lock, until the commit: chained records are appended one at a time."""
+    if c.dialect.name == "postgresql":
+        c.execute(sa.text("LOCK TABLE ledger_chain IN SHARE ROW EXCLUSIVE MODE"))
+    else:  # SQLite: a write takes the database's write lock until the commit
+        c.execute(meta.update().where(meta.c.key == "schema_version").values(value=meta.c.value))
+
+
+def _append(c: sa.Connection, content: dict[str, Any], *, run_id: str | None, site_id: str | None) -> str:
+    """Append one record to the chain (the caller holds ``_lock``); returns its hash."""
+    prev = c.execute(sa.select(ledger_chain.c.record_hash).order_by(ledger_chain.c.seq.desc()).limit(1)
+                     ).scalar_one_or_none() or GENESIS
+    text = canonical(content)
+    record_hash = chain_hash(prev, text)
+    c.execute(ledger_chain.insert().values(kind=content["kind"], ref=content["ref"], run_id=run_id, site_id=site_id,
+                                           created_at=now(), content=text, prev_hash=prev, record_hash=record_hash))
+    return record_hash
+
+
+def _chain_site_run(c: sa.Connection, site_run_id: int) -> None:
+    content = site_contents(c, site_run_id)[site_run_id]
+    _append(c, content, run_id=content["site_run"]["run_id"], site_id=content["site_run"]["site_id"])
+
+
+def _chain_run(c: sa.Connection, run_id: str) -> None:
+    content = run_content(c, run_id)
+    if content is not None:
+        _append(c, content, run_id=run_id, site_id=None)
+
+
+def rebuild_chain(c: sa.Connection) -> int:
+    """Chain the records of a ledger that had none (the upgrade to revision 0002): every site
+    run in order, every closed run, then each registry's exported vintages; returns the count."""
+    n = 0
+    for site_run_id in c.execute(sa.select(site_runs.c.site_run_id).order_by(site_runs.c.site_run_id)).scalars():
+        _chain_site_run(c, int(site_run_id))
+        n += 1
+    closed = sa.select(runs.c.run_id).where(runs.c.status != "running").order_by(runs.c.finished_at, runs.c.run_id)
+    for run_id in c.execute(closed).scalars():
+        _chain_run(c, str(run_id))
+        n += 1
+    by_registry: dict[str, list[dict[str, Any]]] = {}
+    for r in c.execute(sa.select(exported_vintages)).mappings():
+        by_registry.setdefault(str(r["registry"]), []).append(dict(r))
+    for registry, rows in sorted(by_registry.items()):
+        _append(c, export_content(registry, rows), run_id=None, site_id=None)
+        n += 1
+    return n
+
+
+def _heartbeat(c: sa.Connection, run_id: str) -> None:
+    c.execute(runs.update().where(runs.c.run_id == run_id, runs.c.status == "running").values(heartbeat_at=now()))
+
+
+# --- stale runs ------------------------------------------------------------------------------
+
+#: A running run without a sign of life for this long is stale (``CARBON_SINK_STALE_HOURS``).
+STALE_HOURS = 24.0
+
+
+def stale_after() -> dt.timedelta:
+    """How long a running run may go without a sign of life: ``CARBON_SINK_STALE_HOURS``
+    (default 24)."""
+    raw = os.environ.get("CARBON_SINK_STALE_HOURS", "")
+    if not raw.strip():
+        return dt.timedelta(hours=STALE_HOURS)
+    try:
+        hours = float(raw)
+        if not math.isfinite(hours) or hours <= 0:
+            raise ValueError(raw)
+    except ValueError:
+        raise LedgerError(f"CARBON_SINK_STALE_HOURS must be a number of hours above 0, not {raw!r}") from None
+    return dt.timedelta(hours=hours)
+
+
+def _utc(when: dt.datetime) -> dt.datetime:
+    return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
+
+
+def _stale_reason(r: Any, host: str, moment: dt.datetime, limit: dt.timedelta) -> str | None:
+    if r["host"] == host and r["pid"] is not None and not _alive(int(r["pid"]), _utc(r["started_at"])):
+        return f"its process {r['pid']} on {host} has ended"
+    last = _utc(r["heartbeat_at"] or r["started_at"])
+    if moment - last > limit:
+        return (f"no sign of life since {last:%Y-%m-%d %H:%M:%S} UTC (more than {limit.total_seconds() / 3600:g} h; "
+                "CARBON_SINK_STALE_HOURS)")
+    return None
+
+
+def _alive(pid: int, started_at: dt.datetime) -> bool:
+    """Whether the process that started a run still runs: the pid exists, is no zombie and (on
+    Linux) was not started after the run (a reused pid)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists, another user's: alive
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[0] in ("Z", "X"):
+            return False
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        began = dt.datetime.fromtimestamp(boot + int(fields[19]) / os.sysconf("SC_CLK_TCK"), dt.UTC)
+    except (OSError, ValueError, IndexError, StopIteration):
+        return True  # no /proc: the pid is taken as the run's
+    return began <= started_at + dt.timedelta(seconds=2)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
