@@ -670,11 +670,53 @@ def write_raster(path: Path, data: np.ndarray, grid: Grid, legend: str, year: in
 
 
 def write_catalog(path: Path, rows: list[tuple[int, str, str]]) -> None:
+    """The catalog; CLCD rows name the synthetic accuracy sample (``ACCURACY_FILE``)."""
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(["year", "path", "legend", "source"])
+        writer.writerow(["year", "path", "legend", "source", "accuracy"])
         for year, rel_path, legend in sorted(rows):
-            writer.writerow([year, rel_path, legend, SOURCE])
+            writer.writerow([year, rel_path, legend, SOURCE, ACCURACY_FILE if legend == "clcd" else ""])
+
+
+# --------------------------------------------------------------------------
+# Accuracy-assessment sample (SYNTHETIC)
+# --------------------------------------------------------------------------
+ACCURACY_FILE = "clcd_accuracy.csv"
+ACCURACY_SEED = SEED + 1
+#: Sample units per map class (the strata of a stratified random sample).
+ACCURACY_UNITS = {CROP: 60, FOREST: 80, SHRUB: 40, GRASS: 50, WATER: 50, SNOW: 20, BARREN: 40,
+                  IMPERVIOUS: 50, WETLAND: 40}
+#: Per map class, the probability of each reference class of a sample unit. The diagonal (the
+#: user's accuracies) is set so that the overall accuracy is near the 79.31% published for CLCD
+#: (Yang and Huang 2021, Earth Syst. Sci. Data 13: 3907-3925); the confusions are the usual
+#: neighbours (shrub with forest and grass, wetland with water and grass, barren with grass and
+#: built-up). Invented for the demo: it describes no real assessment.
+ACCURACY_RATES = {
+    CROP: {CROP: 0.86, GRASS: 0.06, IMPERVIOUS: 0.04, FOREST: 0.04},
+    FOREST: {FOREST: 0.88, SHRUB: 0.06, GRASS: 0.03, CROP: 0.03},
+    SHRUB: {SHRUB: 0.55, FOREST: 0.25, GRASS: 0.20},
+    GRASS: {GRASS: 0.62, CROP: 0.14, SHRUB: 0.10, BARREN: 0.08, FOREST: 0.06},
+    WATER: {WATER: 0.92, WETLAND: 0.08},
+    SNOW: {SNOW: 0.80, BARREN: 0.20},
+    BARREN: {BARREN: 0.75, GRASS: 0.15, IMPERVIOUS: 0.10},
+    IMPERVIOUS: {IMPERVIOUS: 0.86, CROP: 0.08, BARREN: 0.06},
+    WETLAND: {WETLAND: 0.58, WATER: 0.22, GRASS: 0.12, CROP: 0.08},
+}
+
+
+def write_accuracy_sample(path: Path) -> None:
+    """A synthetic CLCD accuracy-assessment sample ``map_code,reference_code,count``: each
+    stratum's units drawn (multinomial) from ``ACCURACY_RATES`` with ``ACCURACY_SEED``."""
+    rng = np.random.default_rng(ACCURACY_SEED)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["map_code", "reference_code", "count"])
+        for code, rates in ACCURACY_RATES.items():
+            refs = list(rates)
+            counts = rng.multinomial(ACCURACY_UNITS[code], [rates[r] for r in refs])
+            for ref, n in sorted(zip(refs, counts, strict=True)):
+                if n:
+                    writer.writerow([code, ref, int(n)])
 
 
 # --------------------------------------------------------------------------
@@ -883,6 +925,7 @@ def build() -> None:
             write_raster(LANDCOVER_DIR / name, data, grid, legend, year)
             catalog_rows.append((year, name, legend))
     write_catalog(LANDCOVER_DIR / "catalog.csv", catalog_rows)
+    write_accuracy_sample(LANDCOVER_DIR / ACCURACY_FILE)
 
 
 def main() -> None:

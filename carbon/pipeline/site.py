@@ -34,12 +34,12 @@ from carbon.pipeline.scan import (
     scan_site,
     unknown_codes,
 )
-from carbon.rules import accounting, accuracy, dynamics, policies, uncertainty
+from carbon.rules import accounting, accuracy, adjustment, dynamics, policies, uncertainty
 from carbon.rules.coefficients import CatalogEntry, CoefficientSet
 from carbon.rules.grid import Grid, site_grid, to_crs
 from carbon.rules.results import SiteResult
 from carbon.rules.site import Site
-from carbon.rules.vocabulary import CLASS_AREA_COLUMNS, POOLS
+from carbon.rules.vocabulary import CLASS_AREA_COLUMNS, CO2_PER_C, POOLS
 from schemas.outputs import validate_site_result
 
 #: A coefficient without an SD gets this (docs/methods.md §10).
@@ -87,21 +87,32 @@ def compute_site(
         part = _scan(plan, site, coefficients, class_names, start, maps, maps_dir)
         agg, site_area_ha = _settle(plan, part, site)
         area = dynamics.class_area(agg, class_names)
-        densities = _densities_at_site(site, coefficients, class_names, area)
+        seed = policies.monte_carlo_seed(site.site_id, coefficients.sha256, dyn, period_list,
+                                         [year_meta[y].digest.hexdigest() for y in year_list]
+                                         + _sample_digests(year_meta))
+        shift = _area_shift(site, year_meta, year_list, len(class_names), draws, seed)
+        densities = _densities_at_site(site, coefficients, class_names, area, shift)
 
     densities, sd_fill = uncertainty.fill_missing_sd(densities, sd_defaults)
     coef = dynamics.coefficient_arrays(densities.reindex(class_names))
     stock = dynamics.year_stocks(agg, coef)
+    flows = dynamics.period_flows(agg, coef)
+    parts, mapped_totals = None, None
+    if shift.any:  # stocks and sinks on the map-error-adjusted areas (docs/methods.md §8)
+        parts = adjustment.density_parts(agg, coef)
+        mapped_totals = _mapped_totals(stock, flows, period_list)
+        stock = stock.copy(data=adjustment.stock_by_class(stock.values, shift, parts))
+        area = area.copy(data=shift.adjusted)
+        flows = adjustment.period_flows(flows, period_list, shift, parts)
     nodata = xr.DataArray([year_meta[y].nodata_ha for y in year_list], dims="year", coords={"year": year_list})
     stocks, by_class = accounting.stock_tables(site.site_id, stock, area, nodata)
     full = (start, year_list[-1]) if start < year_list[-1] else None
-    sinks = accounting.sink_table(site.site_id, period_list, dynamics.period_flows(agg, coef), site_area_ha, full)
+    sinks = accounting.sink_table(site.site_id, period_list, flows, site_area_ha, full)
     trans = accounting.transition_table(site.site_id, period_list, agg.transitions, class_names)
 
-    seed = policies.monte_carlo_seed(site.site_id, coefficients.sha256, dyn, period_list,
-                                     [year_meta[y].digest.hexdigest() for y in year_list])
     uncertainty.add_intervals(stocks, sinks, agg, coef, draws=draws, rule=conservative_rule, seed=seed,
-                              note=sd_fill.label(), shared=sd_fill.shared_mask(class_names))
+                              note=sd_fill.label(), shared=sd_fill.shared_mask(class_names), shift=shift,
+                              parts=parts)
     for df in (stocks, sinks):
         df["method"] = dyn.method
         df["coefficient_set"] = coefficients.name
@@ -112,6 +123,7 @@ def compute_site(
     provenance["method"] = dyn.method
     provenance["initial_age"] = dyn.initial_age
     provenance["flicker_filtered_ha"] = {str(y): a for y, a in agg.flicker_ha.items()}
+    provenance["map_accuracy"] = _accuracy_provenance(year_meta, shift, mapped_totals)
     provenance["monte_carlo"] = {"draws": draws, "seed": seed, "conservative_rule": conservative_rule,
                                  "sd_default_policy": None if sd_defaults is None else sd_defaults.key(),
                                  "sd_defaulted": [f"{c}/{p}" for c, p in sd_fill.defaulted],
@@ -181,12 +193,62 @@ def _settle(plan: ScanPlan, part: Partial, site: Site) -> tuple[dynamics.Aggrega
 
 
 def _densities_at_site(site: Site, coefficients: CoefficientSet, class_names: list[str],
-                       area: xr.DataArray) -> pd.DataFrame:
-    """The coefficients of the classes present at the site in any year (a class, pool or
-    ecozone the table lacks is an error naming it)."""
+                       area: xr.DataArray, shift: adjustment.AreaShift) -> pd.DataFrame:
+    """The coefficients of the classes present at the site in any year, mapped or after the
+    map-error adjustment (a class, pool or ecozone the table lacks is an error naming it)."""
     ecozone = None if coefficients.is_invest else site.ecozone
-    present = [c for c, a in zip(class_names, area.sum("year").values, strict=True) if a > 0]
+    there = area.sum("year").values + shift.adjusted.sum(axis=0)
+    present = [c for c, a in zip(class_names, there, strict=True) if a > 0]
     return coefficients.densities(ecozone, present, site_id=site.site_id)
+
+
+def _sample_digest(sample: accuracy.AccuracySample) -> str:
+    return hashlib.sha256(repr(sample.classes).encode() + sample.counts.tobytes()).hexdigest()
+
+
+def _sample_digests(year_meta: dict[int, YearPlan]) -> list[str]:
+    """What the draws of the adjusted areas depend on beyond the codes read: each year's
+    accuracy sample (nothing for years without one, so their seeds are unchanged)."""
+    return [f"{y}:{_sample_digest(m.accuracy)}" for y, m in sorted(year_meta.items()) if m.accuracy is not None]
+
+
+def _area_shift(site: Site, year_meta: dict[int, YearPlan], years: list[int], n_classes: int, draws: int,
+                seed: int) -> adjustment.AreaShift:
+    """Mapped and error-adjusted area of each carbon class per year, with ``draws`` joint draws
+    of the adjusted (docs/methods.md §8); a sample that cannot support the site's estimate is
+    an error naming the site and the sample."""
+    maps = [adjustment.YearMap(year_meta[y].accuracy, year_meta[y].accuracy_path, year_meta[y].area_ha,
+                               year_meta[y].class_of_code) for y in years]
+    rng = np.random.default_rng(uncertainty.seed_for(str(seed), "map accuracy"))
+    try:
+        return adjustment.area_shift(years, maps, n_classes, draws, rng)
+    except InputError as e:
+        paths = sorted({m.accuracy_path for m in year_meta.values() if m.accuracy_path})
+        raise InputError(f"{', '.join(paths)}: {e}", site_id=site.site_id) from e
+
+
+def _mapped_totals(stock: xr.DataArray, flows: xr.Dataset, periods: list[tuple[int, int]]) -> dict[str, Any]:
+    """The site's stocks and sinks on the mapped (unadjusted) areas, kept in the provenance."""
+    years = stock.sum(("carbon_class", "pool"))
+    change = (flows["stock_end_tc"] - flows["stock_start_tc"]).sum("pool").values
+    return {"stock_tc": {str(int(y)): float(v) for y, v in zip(years["year"].values, years.values, strict=True)},
+            "sink_tco2e": {f"{a}-{b}": float(c * CO2_PER_C) for (a, b), c in zip(periods, change, strict=True)}}
+
+
+def _accuracy_provenance(year_meta: dict[int, YearPlan], shift: adjustment.AreaShift,
+                         mapped: dict[str, Any] | None) -> dict[str, Any]:
+    """Which map years have an accuracy sample (path and digest), whether the stocks and sinks
+    are on adjusted areas, and, if so, the figures on the mapped areas beside them."""
+    years = {}
+    for y in sorted(year_meta):
+        m = year_meta[y]
+        years[str(y)] = None if m.accuracy is None else {
+            "sample": m.accuracy_path,
+            "sample_counts_sha256": _sample_digest(m.accuracy),
+            "sample_units": int(m.accuracy.counts.sum()),
+        }
+    return {"areas": "adjusted" if shift.any else "mapped (no accuracy sample)", "years": years,
+            "on_mapped_areas": mapped}
 
 
 def _area_by_code(site_id: str, year_meta: dict[int, YearPlan]) -> pd.DataFrame:

@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from carbon.errors import InputError
-from carbon.rules.uncertainty import Z95  # the standard normal quantile of a two-sided 95% interval
+from carbon.rules.vocabulary import Z95  # the standard normal quantile of a two-sided 95% interval
 
 #: A class label: a raster code (int) or a class name (str).
 Label: TypeAlias = int | str
@@ -354,31 +354,34 @@ def stratified_area(sample: AccuracySample,
     )
 
 
-def draw_areas(estimate: AreaEstimate, n: int, rng: np.random.Generator) -> np.ndarray:
-    """``(n, classes)`` joint draws of the adjusted areas, for a Monte Carlo.
+def draw_proportions(sample: AccuracySample, strata: np.ndarray, n: int, rng: np.random.Generator
+                     ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """``n`` joint draws of the rows of proportions ``q_i = n_i. / n_i.`` of the strata marked
+    in ``strata``: stratum ``i`` -> (the reference classes it has units of, ``(n, len(cols))``
+    draws of its row, each summing to 1).
 
-    Each stratum (map class with mapped area) is drawn independently, as it was sampled: its
-    row of proportions ``q_i`` is drawn from a Dirichlet distribution with parameters
-    ``n_ij (n_i. - 2) / n_i.`` over the reference classes it has units of, and the draw of the
-    areas is ``sum_i A_i q_i``. With total concentration ``n_i. - 2`` the Dirichlet has mean
-    exactly ``n_ij / n_i.`` and covariance exactly ``(q_ij [j == k] - q_ij q_ik) / (n_i. - 1)``,
-    the within-stratum terms of the estimator's variance (Olofsson et al. 2013, eq. 10-12), so the
-    draws have the estimate as mean and :func:`covariance` as covariance. For ``n_i. = 2`` the
-    limit is used: the row is one reference class, drawn with probabilities ``q_i``. Every
-    draw is non-negative and sums to ``A_tot``; a class with no sample unit in any mapped
-    stratum is 0 in every draw, and a stratum whose units all agree does not vary.
+    Each stratum is drawn independently, as it was sampled: its row is drawn from a Dirichlet
+    distribution with parameters ``n_ij (n_i. - 2) / n_i.``. With total concentration
+    ``n_i. - 2`` the Dirichlet has mean exactly ``n_ij / n_i.`` and covariance exactly
+    ``(q_ij [j == k] - q_ij q_ik) / (n_i. - 1)``, the within-stratum terms of the estimator's
+    variance (Olofsson et al. 2013, eq. 10-12). For ``n_i. = 2`` the limit is used: the row is
+    one reference class, drawn with probabilities ``q_i``. A stratum whose units all agree does
+    not vary. Maps that share one sample share these draws (the error rates are one unknown,
+    estimated once), whatever their mapped areas.
     """
     if n < 0:
         raise InputError(f"the number of draws must be >= 0, got {n}")
-    k = len(estimate.classes)
-    out = np.zeros((n, k), dtype=np.float64)
-    for i in np.flatnonzero(estimate.mapped_area > 0):
-        q = estimate.stratum_proportions[i]
+    counts = sample.counts.astype(np.float64)
+    out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for i in np.flatnonzero(np.asarray(strata, dtype=bool)):
+        n_i = float(counts[i].sum())
+        if n_i < 2:
+            raise InputError(f"map class {sample.classes[i]!r} has {int(n_i)} sample unit(s): at least 2 are needed "
+                             "for a variance")
+        q = counts[i] / n_i
         cols = np.flatnonzero(q > 0)
-        a_i = float(estimate.mapped_area[i])
-        n_i = int(estimate.stratum_sizes[i])
         if cols.size == 1:
-            out[:, cols[0]] += a_i
+            out[int(i)] = (cols, np.ones((n, 1)))
             continue
         concentration = n_i - 2.0
         if concentration > 0:
@@ -386,7 +389,34 @@ def draw_areas(estimate: AreaEstimate, n: int, rng: np.random.Generator) -> np.n
         else:
             rows = np.zeros((n, cols.size))
             rows[np.arange(n), rng.choice(cols.size, size=n, p=q[cols])] = 1.0
-        out[:, cols] += a_i * rows
+        out[int(i)] = (cols, rows)
+    return out
+
+
+def areas_from_proportions(mapped_area: np.ndarray, rows: dict[int, tuple[np.ndarray, np.ndarray]], n: int
+                           ) -> np.ndarray:
+    """``(n, classes)`` draws of the adjusted areas ``sum_i A_i q_i`` from drawn rows of
+    proportions (:func:`draw_proportions`); ``mapped_area`` is aligned with the sample's classes
+    and every stratum with mapped area must have drawn rows."""
+    area = np.asarray(mapped_area, dtype=np.float64)
+    out = np.zeros((n, len(area)), dtype=np.float64)
+    for i in np.flatnonzero(area > 0):
+        cols, drawn = rows[int(i)]
+        out[:, cols] += float(area[i]) * drawn
+    return out
+
+
+def draw_areas(estimate: AreaEstimate, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``(n, classes)`` joint draws of the adjusted areas, for a Monte Carlo: each stratum's row
+    of proportions drawn as :func:`draw_proportions` says, and the draw of the areas is
+    ``sum_i A_i q_i``. The draws have the estimate as mean and :func:`covariance` as
+    covariance; every draw is non-negative and sums to ``A_tot``; a class with no sample unit in
+    any mapped stratum is 0 in every draw.
+    """
+    sample = AccuracySample(estimate.classes, np.round(estimate.stratum_proportions
+                                                       * estimate.stratum_sizes[:, None]).astype(np.int64))
+    rows = draw_proportions(sample, estimate.mapped_area > 0, n, rng)
+    out = areas_from_proportions(estimate.mapped_area, rows, n)
     if n:
         sums = out.sum(axis=1, keepdims=True)
         out *= estimate.total_area / sums

@@ -16,18 +16,18 @@ draw of the coefficient set costs no raster read.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from carbon.errors import InputError
-from carbon.rules import dynamics
-from carbon.rules.vocabulary import CO2_PER_C, CONSERVATIVE_RULES, POOLS, UNCERTAINTY_FIELDS
+from carbon.rules import adjustment, dynamics
+from carbon.rules.vocabulary import CO2_PER_C, CONSERVATIVE_RULES, POOLS, UNCERTAINTY_FIELDS, Z95
 
 DEFAULT_DRAWS = 10_000
 RULES = CONSERVATIVE_RULES
-Z95 = 1.959963984540054
 
 #: CDM AR-TOOL14 v04.2 (EB85, 2015) Appendix 2: (upper bound of U90 in %, share of the
 #: 90% half-width deducted). U90 <= 10% -> 0; 10-15 -> 25%; 15-20 -> 50%; 20-30 -> 75%; > 30 -> 100%.
@@ -93,6 +93,9 @@ class SdFill:
 POLICY_MARK = "SD of coefficients without one:"
 UNKNOWN_MARK = "uncertainty unknown (no SD, no default) for"
 UNKNOWN_DEFAULTED = "default SD for"
+#: The words that say stocks and sinks are on map-error-adjusted areas, drawn with the coefficients.
+MAP_ERROR_MARK = ("map error: areas adjusted with the maps' accuracy samples (stratified estimator, "
+                  "Olofsson et al. 2013) and drawn jointly with the coefficients")
 
 
 def fill_missing_sd(densities: pd.DataFrame, policy: SdDefaults | None) -> tuple[pd.DataFrame, SdFill]:
@@ -158,14 +161,24 @@ class Summary:
     u95_pct_approach1: np.ndarray
 
 
-def summarize(contrib: np.ndarray, factors: np.ndarray, cv: np.ndarray, scale: float = 1.0) -> Summary:
+def summarize(contrib: np.ndarray, factors: np.ndarray, cv: np.ndarray, scale: float = 1.0,
+              area_terms: Callable[[int], np.ndarray] | None = None) -> Summary:
     """Distribution of ``scale`` x Σ_{class,pool} contrib x factor for each row of
-    ``contrib`` (row, class, pool)."""
-    draws = np.einsum("rkp,nkp->rn", contrib, factors) * scale
+    ``contrib`` (row, class, pool). ``area_terms(row)``, when given, is the (draw, class, pool)
+    t C each draw of the map-error-adjusted areas adds to that row (carbon/rules/adjustment.py),
+    scaled by the same coefficient factors: areas and coefficients drawn jointly."""
+    draws = np.einsum("rkp,nkp->rn", contrib, factors)
+    area_var = np.zeros(len(contrib))
+    if area_terms is not None:
+        for r in range(len(contrib)):
+            terms = area_terms(r)
+            draws[r] += np.einsum("nkp,nkp->n", terms, factors)
+            area_var[r] = terms.sum(axis=(1, 2)).var() if len(terms) else 0.0
+    draws *= scale
     q = np.quantile(draws, [0.025, 0.05, 0.5, 0.95, 0.975], axis=1)
     mean = draws.mean(axis=1)
     cv = np.nan_to_num(cv, nan=0.0)
-    sd_a1 = np.sqrt(np.einsum("rkp,kp->r", (contrib * cv) ** 2, np.ones_like(cv))) * abs(scale)
+    sd_a1 = np.sqrt(np.einsum("rkp,kp->r", (contrib * cv) ** 2, np.ones_like(cv)) + area_var) * abs(scale)
     point = contrib.sum(axis=(1, 2)) * scale
     return Summary(
         mean=mean, median=q[2], lower90=q[1], upper90=q[3], lower95=q[0], upper95=q[4],
@@ -206,19 +219,36 @@ def conservative_sink(sink: float, lower90: float, upper90: float, u90_pct: floa
 
 def add_intervals(stocks: pd.DataFrame, sinks: pd.DataFrame, agg: dynamics.Aggregates,
                   coef: dynamics.Coefficients, *, draws: int, rule: str, seed: int, note: str = "",
-                  shared: np.ndarray | None = None) -> None:
+                  shared: np.ndarray | None = None, shift: adjustment.AreaShift | None = None,
+                  parts: np.ndarray | None = None) -> None:
     """Monte Carlo intervals on every stock and sink row, Approach 1 beside them, and the
     conservative sink (docs/methods.md §10); ``note`` (which SDs were defaulted or are
     unknown, ``SdFill.label``) is added to the ``uncertainty_method`` label; ``shared``: the
-    (class, pool) coefficients drawn fully correlated within their pool (``draw_factors``)."""
+    (class, pool) coefficients drawn fully correlated within their pool (``draw_factors``).
+    With ``shift`` (map-error-adjusted areas and their draws) and its density ``parts``
+    (carbon/rules/adjustment.py), stocks and sinks are on the adjusted areas and each draw of
+    the coefficients goes with a draw of the areas (docs/methods.md §8)."""
     if rule not in RULES:
         raise InputError(f"unknown conservative rule {rule!r}: use one of {', '.join(RULES)}")
     cv = coef.cv
     factors = draw_factors(cv, draws, seed, shared)
     label = f"IPCC Approach 2: Monte Carlo, {draws} lognormal draws, coefficients correlated across pixels and years"
+    adjusted = shift is not None and parts is not None and shift.any and shift.draws is not None
+    if adjusted:
+        label = f"{label}; {MAP_ERROR_MARK}"
     if note:
         label = f"{label}; {note}"
-    by_year = summarize(dynamics.year_contributions(agg, coef), factors, cv)
+    contrib = dynamics.year_contributions(agg, coef)
+    year_terms = None
+    if adjusted:
+        assert shift is not None and parts is not None
+        contrib = adjustment.year_contributions(contrib, shift, parts)
+        years = agg.years
+
+        def year_terms(r: int) -> np.ndarray:
+            return adjustment.area_draw_terms(shift, parts, years[r])
+
+    by_year = summarize(contrib, factors, cv, area_terms=year_terms)
     order = {y: i for i, y in enumerate(agg.years)}
     _put(stocks, "stock_tc", by_year, [order[y] for y in stocks["year"]])
     stocks["uncertainty_method"] = label
@@ -230,7 +260,17 @@ def add_intervals(stocks: pd.DataFrame, sinks: pd.DataFrame, agg: dynamics.Aggre
         sinks["uncertainty_method"] = pd.Series(dtype=str)
         return
     start, end = dynamics.period_contributions(agg, coef)
-    by_period = summarize(end - start, factors, cv, scale=CO2_PER_C)
+    period_terms = None
+    if adjusted:
+        assert shift is not None and parts is not None
+        start, end = adjustment.period_contributions(start, end, agg.periods, shift, parts)
+        periods = agg.periods
+
+        def period_terms(r: int) -> np.ndarray:
+            t1, t2 = periods[r]
+            return adjustment.area_draw_terms(shift, parts, t2) - adjustment.area_draw_terms(shift, parts, t1)
+
+    by_period = summarize(end - start, factors, cv, scale=CO2_PER_C, area_terms=period_terms)
     index = {p: i for i, p in enumerate(agg.periods)}
     _put(sinks, "sink_tco2e", by_period, [index[(a, b)] for a, b in zip(sinks["period_start"], sinks["period_end"],
                                                                           strict=True)])
@@ -241,6 +281,7 @@ def add_intervals(stocks: pd.DataFrame, sinks: pd.DataFrame, agg: dynamics.Aggre
     ]
     sinks["conservative_rule"] = rule
     sinks["uncertainty_method"] = label
+
 
 def _put(df: pd.DataFrame, name: str, summary: Summary, rows: list[int]) -> None:
     for field_name in UNCERTAINTY_FIELDS:

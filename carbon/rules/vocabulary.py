@@ -104,3 +104,6 @@ SINK_COLUMNS: list[str] = [
 CLASS_AREA_COLUMNS: list[str] = ["site_id", "year", "carbon_class", "area_ha", "area_adjusted_ha",
                                  "area_adjusted_ha_lower95", "area_adjusted_ha_upper95", "adjusted",
                                  "accuracy_sample"]
+
+#: The standard normal quantile of a two-sided 95% interval.
+Z95 = 1.959963984540054

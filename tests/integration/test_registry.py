@@ -257,10 +257,10 @@ def test_a_vintage_that_has_not_ended_is_refused(tmp_path: Path) -> None:
     extra = [r.replace("2024,", f"{year},", 1) for r in rows if r.startswith("2024,")]
     catalog = tmp_path / "catalog.csv"
     catalog.write_text("\n".join([rows[0], *[r for r in rows[1:] if r.startswith(("2020,", "2024,"))], *extra]) + "\n")
-    for r in rows[1:]:  # the rasters beside the catalog
-        name = r.split(",")[1]
-        if not (tmp_path / name).exists():
-            (tmp_path / name).symlink_to(DEMO / "landcover" / name)
+    for r in rows[1:]:  # the rasters and accuracy samples beside the catalog
+        for name in (r.split(",")[1], r.rsplit(",", 1)[1]):
+            if name and not (tmp_path / name).exists():
+                (tmp_path / name).symlink_to(DEMO / "landcover" / name)
     cfg_path = write_config(tmp_path / "c.toml", landcover=catalog)
     cfg_path.write_text(cfg_path.read_text() + "buffer_pct = 10\nuncertainty_default_pct = 20\n")
     publish(cfg_path, ["daye-mine-wc"])

@@ -12,8 +12,8 @@ import pytest
 
 from carbon.errors import InputError
 from carbon.io.config import load_config
-from carbon.rules.uncertainty import Z95, SdDefaults, fill_missing_sd, unknown_coefficients
-from carbon.rules.vocabulary import POOLS
+from carbon.rules.uncertainty import SdDefaults, fill_missing_sd, unknown_coefficients
+from carbon.rules.vocabulary import POOLS, Z95
 from tests.conftest import write_config
 
 
