@@ -138,11 +138,11 @@ def density_parts(agg: dynamics.Aggregates, coef: dynamics.Coefficients) -> np.n
         out[i, :, :, soc_i] = agg.soc[y] / safe[:, None] * coef.soc[None, :]
     for c in range(k):
         shown = np.flatnonzero(has[:, c])
-        for i in np.flatnonzero(~has[:, c]):
-            out[i, c] = 0.0
+        for gap in np.flatnonzero(~has[:, c]):
+            out[gap, c] = 0.0
             if shown.size:
-                near = shown[np.argmin(np.abs(shown - i) * 2 - (shown > i))]  # nearest; the later on a tie
-                out[i, c] = out[near, c]
+                near = shown[np.argmin(np.abs(shown - gap) * 2 - (shown > gap))]  # nearest; the later on a tie
+                out[gap, c] = out[near, c]
             else:
                 out[i, c, c, :] = coef.stock[c]
     return out
