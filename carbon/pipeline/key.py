@@ -1,5 +1,5 @@
 """The input key of a site: a content digest of everything its result depends on (geometry
-and properties, the bytes of every raster covering it, the crosswalks, the coefficient set,
+and properties, the bytes of every raster covering it and of its maps' accuracy samples, the crosswalks, the coefficient set,
 the parameters, the code), so that a run skips a site whose key is unchanged."""
 
 from __future__ import annotations
@@ -15,15 +15,16 @@ from carbon.io.tables import sha256_file
 from carbon.pipeline.plan import plan_site
 from carbon.rules.coefficients import CatalogEntry, CoefficientSet
 from carbon.rules.policies import site_dynamics
-from carbon.rules.site import Site
+from carbon.rules.site import Site, SiteLimits
 
 
 def site_input_key(site: Site, catalog: list[CatalogEntry], coefficients: CoefficientSet,
                    legends_dir: Path | None, *, years: list[int] | None, start_year: int | None,
-                   method: str | None = None, uncertainty: dict[str, Any] | None = None, hash_file: Callable[[str], str] = sha256_file, code: str | None = None) -> tuple[str, dict[str, Any]]:
+                   method: str | None = None, uncertainty: dict[str, Any] | None = None, hash_file: Callable[[str], str] = sha256_file, code: str | None = None,
+                   limits: SiteLimits | None = None) -> tuple[str, dict[str, Any]]:
     """Content key of everything a site's result depends on: geometry and properties, the
     bytes of every raster covering it, the crosswalks, the coefficient set, the code."""
-    plan = plan_site(site, catalog, coefficients, legends_dir, years)
+    plan = plan_site(site, catalog, coefficients, legends_dir, years, limits=limits)
     dyn = site_dynamics(site, coefficients, method)
     inputs = {
         "site": {
@@ -39,6 +40,7 @@ def site_input_key(site: Site, catalog: list[CatalogEntry], coefficients: Coeffi
                 "legend": m.legend,
                 "crosswalk_sha256": m.crosswalk.sha256,
                 "rasters": {i.path: hash_file(i.path) for i in m.infos},
+                **({"accuracy_sample": {m.accuracy_path: hash_file(m.accuracy_path)}} if m.accuracy_path else {}),
             }
             for y, m in sorted(plan.items())
         },

@@ -162,6 +162,7 @@ def compute_config(config: Config | str | Path | None, site_ids: list[str] | Non
             sites[site_id], catalog, coefficients, legends_dir=cfg.legends, method=method,
             draws=cfg.monte_carlo_draws, conservative_rule=cfg.conservative_rule, sd_defaults=cfg.sd_defaults,
             maps_dir=cfg.output_dir / "maps" / site_id if maps else None, max_cells=max_cells,
+            limits=cfg.site_limits,
         )
 
     outcomes = for_each_site(list(sites), step)
@@ -258,7 +259,7 @@ def site_key(ctx: RunContext, site_id: str, params: SiteParams) -> dict[str, Any
                                  method=params.method, hash_file=cached_sha256,
                                  uncertainty={"draws": cfg.monte_carlo_draws, "rule": cfg.conservative_rule,
                                               "sd_defaults": None if cfg.sd_defaults is None else cfg.sd_defaults.key()},
-                                 code=ctx.code_version)
+                                 code=ctx.code_version, limits=cfg.site_limits)
     return {"key": key, "inputs": inputs, "last_key": ledger.last_success_key(site_id)}
 
 
@@ -273,7 +274,8 @@ def compute_site_tables(ctx: RunContext, site_id: str, params: SiteParams, maps:
                           years=list(params.years) if params.years else None, start_year=params.start_year,
                           method=params.method, draws=cfg.monte_carlo_draws,
                           conservative_rule=cfg.conservative_rule, sd_defaults=cfg.sd_defaults,
-                          maps_dir=maps_dir(ctx, site_id, kept=params.maps) if maps else None)
+                          maps_dir=maps_dir(ctx, site_id, kept=params.maps) if maps else None,
+                          limits=cfg.site_limits)
     write_site_tables(result, site_dir)
     return site_dir
 

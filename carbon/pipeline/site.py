@@ -38,7 +38,7 @@ from carbon.rules import accounting, accuracy, adjustment, dynamics, policies, u
 from carbon.rules.coefficients import CatalogEntry, CoefficientSet
 from carbon.rules.grid import Grid, site_grid, to_crs
 from carbon.rules.results import SiteResult
-from carbon.rules.site import Site
+from carbon.rules.site import Site, SiteLimits
 from carbon.rules.vocabulary import CLASS_AREA_COLUMNS, CO2_PER_C, POOLS
 from schemas.outputs import validate_site_result
 
@@ -60,6 +60,7 @@ def compute_site(
     draws: int = uncertainty.DEFAULT_DRAWS,
     conservative_rule: str = "ar_tool14",
     sd_defaults: uncertainty.SdDefaults | None = DEFAULT_SD_POLICY,
+    limits: SiteLimits | None = None,
 ) -> SiteResult:
     """Stocks, sinks and transitions of one site from every catalog year that covers it.
 
@@ -71,8 +72,9 @@ def compute_site(
     give every stock and sink its interval; ``conservative_rule`` (``ar_tool14`` or
     ``lower90``) makes the conservative sink (docs/methods.md §10). A coefficient without an SD
     gets the default of ``sd_defaults`` (None: none; its uncertainty is then marked unknown, §10).
+    ``limits``: the smallest site area and largest pixel window accepted (the configuration's).
     """
-    year_meta = plan_site(site, catalog, coefficients, legends_dir, years)
+    year_meta = plan_site(site, catalog, coefficients, legends_dir, years, limits=limits)
     year_list = sorted(year_meta)
     start = policies.period_start(site, year_list, start_year)
     period_list = accounting.periods(year_list, start)

@@ -143,6 +143,12 @@ def geodesic_area_ha(geom: BaseGeometry, crs: CRS) -> float:
     subtracted, any ring orientation), its vertices taken to longitude/latitude."""
     crs = CRS.from_user_input(crs)
     wgs84 = CRS.from_epsg(4326)
+    # edges are straight in the site's CRS, geodesics on the ellipsoid: edges longer than 1/1000
+    # of the polygon's extent (and than 100 m, or 0.001 degree) are cut so that both follow the
+    # same line (a polygon of a few long edges spanning thousands of km would otherwise be wrong)
+    x0, y0, x1, y1 = geom.bounds
+    shortest = 0.001 if crs.is_geographic else 100.0
+    geom = shapely.segmentize(geom, max(max(x1 - x0, y1 - y0) / 1000, shortest))
     if crs != wgs84:
         tr = Transformer.from_crs(crs, wgs84, always_xy=True)
         geom = shapely.transform(geom, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
@@ -151,13 +157,13 @@ def geodesic_area_ha(geom: BaseGeometry, crs: CRS) -> float:
     for poly in shapely.get_parts(geom):
         if poly.geom_type == "Polygon" and not poly.is_empty:
             total += geod.geometry_area_perimeter(orient(poly, 1.0))[0]
-    return total / 1e4
+    return abs(total) / 1e4
 
 
 def check_site_area(site: Site, limits: SiteLimits) -> float:
     """The site's geodesic area (ha); InputError for a sliver below ``limits.min_area_ha``."""
     ha = geodesic_area_ha(site.geometry, site.crs)
     if ha < limits.min_area_ha:
-        raise InputError(f"the site polygon is a sliver: its geodesic area {ha:.6g} ha is below the minimum of "
+        raise InputError(f"the site polygon is a sliver: its geodesic area {ha:.4g} ha is below the minimum of "
                          f"{limits.min_area_ha:g} ha (min_site_area_ha of the configuration)", site_id=site.site_id)
     return ha

@@ -213,3 +213,18 @@ def test_config_reads_the_site_limits(tmp_path: Path) -> None:
         load_config(path)
     assert "min_site_area_ha must be a number of hectares >= 0, not -1" in str(e.value)
     assert "max_site_pixels must be a number of pixels >= 1 (e.g. 5e9), not 'lots'" in str(e.value)
+
+
+def test_the_configured_limits_reach_the_run_and_the_input_key(tmp_path: Path) -> None:
+    """max_site_pixels and min_site_area_ha of the configuration apply to a run, not only to validate."""
+    from carbon.pipeline.loop import compute_config
+    from tests.conftest import write_config
+
+    cfg = write_config(tmp_path / "c.toml", output_dir=tmp_path / "out")
+    cfg.write_text(cfg.read_text() + "max_site_pixels = 100\n")
+    run = compute_config(cfg, ["daye-mine-wc"])
+    assert run.results == {}
+    assert "above the limit of 100" in run.errors["daye-mine-wc"]
+    cfg.write_text(cfg.read_text().replace("max_site_pixels = 100\n", "min_site_area_ha = 1000\n"))
+    run = compute_config(cfg, ["daye-mine-wc"])
+    assert "sliver" in run.errors["daye-mine-wc"] and "1000 ha" in run.errors["daye-mine-wc"]
