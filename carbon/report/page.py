@@ -57,6 +57,7 @@ class ReportData:
     history: pd.DataFrame
     inputs: dict[str, Any]
     problems: list[str] = field(default_factory=list)
+    class_areas: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def site_report(cfg: Config, site_id: str, out_dir: Path | None = None, maps_dir: str | Path | None = None) -> Path:
@@ -95,6 +96,7 @@ def _gather(cfg: Config, site_id: str) -> ReportData:
     stocks = ledger.current("stocks", site_id)
     sinks = ledger.current("sinks", site_id)
     transitions = ledger.current("transitions", site_id)
+    class_areas = ledger.current("class_areas", site_id)
     inputs: dict[str, Any] = {}
     problems: list[str] = []
     if not stocks.empty:
@@ -110,7 +112,7 @@ def _gather(cfg: Config, site_id: str) -> ReportData:
         problems += dating.gap_warnings(sinks[sinks["is_full_period"]], stocks)
         for part in str(sinks["uncertainty_method"].iloc[0]).split("; ")[1:]:
             problems.append(f"Uncertainty: {part}.")
-    return ReportData(site, stocks, sinks, transitions, history, inputs, problems)
+    return ReportData(site, stocks, sinks, transitions, history, inputs, problems, class_areas)
 
 
 def _read_years(site: Site, catalog: list[CatalogEntry], coefficients: CoefficientSet, legends: Path | None,
@@ -374,6 +376,35 @@ def _stock_table(stocks: pd.DataFrame) -> str:
     return f'<table id="stocks">{head}{"".join(rows)}</table>'
 
 
+def _class_area_table(areas: pd.DataFrame) -> str:
+    """Mapped and error-adjusted area of each carbon class per year (docs/methods.md §8), with
+    a sentence saying whether the stocks rest on adjusted or mapped areas."""
+    if areas.empty:
+        return "<p>No class areas in the ledger for this site.</p>"
+    adjusted = areas[areas["adjusted"].astype(bool)]
+    if adjusted.empty:
+        note = ("<p class=\"note\" id=\"areas-basis\">Areas are <b>unadjusted</b>: no map year of this site has an "
+                "accuracy-assessment sample, so the areas, stocks and sinks are the mapped ones and carry no map "
+                "error (docs/methods.md §8).</p>")
+    else:
+        years = sorted(int(y) for y in adjusted["year"].unique())
+        samples = sorted({str(p) for p in adjusted["accuracy_sample"] if str(p)})
+        note = ("<p class=\"note\" id=\"areas-basis\">Areas <b>adjusted for map error</b> in "
+                f"{', '.join(map(str, years))} with the accuracy sample(s) {html.escape(', '.join(samples))} "
+                "(stratified estimator, Olofsson et al. 2013): the stocks and sinks above rest on the adjusted "
+                "areas, and their intervals include the area uncertainty (docs/methods.md §8).</p>")
+    head = ("<tr><th>year</th><th>carbon class</th><th>mapped (ha)</th><th>adjusted (ha)</th>"
+            "<th>95% interval (ha)</th></tr>")
+    rows = []
+    for r in areas.sort_values(["year", "carbon_class"]).itertuples():
+        interval = (f"<td>{r.area_adjusted_ha_lower95:,.2f} to {r.area_adjusted_ha_upper95:,.2f}</td>"
+                    if r.adjusted else "<td>unadjusted</td>")
+        rows.append(f'<tr data-year="{r.year}" data-class="{html.escape(str(r.carbon_class))}"><td>{r.year}</td>'
+                    f"<td>{html.escape(str(r.carbon_class))}</td>{_num(r.area_ha, col='area_ha')}"
+                    f"{_num(r.area_adjusted_ha, col='area_adjusted_ha')}{interval}</tr>")
+    return f'{note}<table id="class-areas">{head}{"".join(rows)}</table>'
+
+
 def _transition_table(transitions: pd.DataFrame, sinks: pd.DataFrame) -> str:
     full = sinks[sinks["is_full_period"]] if not sinks.empty else sinks
     if full.empty or transitions.empty:
@@ -406,7 +437,10 @@ def _provenance(data: ReportData) -> str:
         for path, digest in rasters_of_year.items():
             rasters.append(f"<tr><td>{year}</td><td>{html.escape(y.get('legend', ''))}</td>"
                            f"<td>{html.escape(path)}</td><td><code>{digest}</code></td></tr>")
-    raster_table = ("<table><tr><th>year</th><th>legend</th><th>raster</th><th>SHA-256</th></tr>"
+        for path, digest in y.get("accuracy_sample", {}).items():
+            rasters.append(f"<tr><td>{year}</td><td>accuracy sample</td>"
+                           f"<td>{html.escape(path)}</td><td><code>{digest}</code></td></tr>")
+    raster_table = ("<table><tr><th>year</th><th>legend</th><th>input file</th><th>SHA-256</th></tr>"
                     + "".join(rasters) + "</table>") if rasters else ""
     runs = "".join(f"<tr><td>{r.site_run_id}</td><td>{r.run_id}</td><td>{r.status}</td><td>{r.created_at}</td></tr>"
                    for r in data.history.itertuples())
@@ -447,6 +481,7 @@ sink = stock change x 44/12. Sign: <b>removals are positive</b>, emissions negat
 hectares, boundary pixels counted by the share inside the site. Methods: docs/methods.md.</p>
 <h2>Sinks</h2>{_sink_table(data.sinks)}
 <h2>Stocks</h2>{_stock_table(data.stocks)}
+<h2>Areas by carbon class</h2>{_class_area_table(data.class_areas)}
 <h2>Maps and charts</h2>{figs or "<p>No figure could be drawn (see above).</p>"}
 <h2>Land-cover transitions</h2>{_transition_table(data.transitions, data.sinks)}
 <h2>Provenance</h2>{_provenance(data)}

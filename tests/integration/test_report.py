@@ -51,6 +51,8 @@ class Cells(HTMLParser):
         a = dict(attrs)
         if tag == "tr":
             self.row = a.get("data-period") or a.get("data-year")
+            if a.get("data-class") and self.row:
+                self.row = f"{self.row}/{a['data-class']}"
         if tag == "td" and a.get("data-col") and self.row:
             self.values[(self.row, a["data-col"])] = float(a["data-value"] or "nan")
 
@@ -93,6 +95,19 @@ def test_report_renders_with_figures_and_the_ledger_numbers(demo_cfg: Path, site
     stocks = ledger.current("stocks", site_id)
     for r in stocks.itertuples():
         assert cells.values[(str(r.year), "stock_tc")] == r.stock_tc
+    areas = ledger.current("class_areas", site_id)
+    assert not areas.empty
+    for r in areas.itertuples():
+        assert cells.values[(f"{r.year}/{r.carbon_class}", "area_ha")] == r.area_ha
+        assert cells.values[(f"{r.year}/{r.carbon_class}", "area_adjusted_ha")] == r.area_adjusted_ha
+    # the CLCD maps of the demo have an accuracy sample, the WorldCover ones none
+    basis = re.search(r'id="areas-basis">(.*?)</p>', dom, re.S)
+    assert basis is not None
+    if site_id == "daye-mine-wc":
+        assert "<b>unadjusted</b>" in basis.group(1) and not areas["adjusted"].any()
+    else:
+        assert "adjusted for map error" in basis.group(1) and "clcd_accuracy.csv" in basis.group(1)
+        assert areas["adjusted"].all()
     assert "removals are positive" in dom and "t CO2e" in dom
     assert stocks["run_id"].iloc[0] in dom  # provenance names the ledger run
     for png in ("land_cover.png", "stock_density.png", "stock_by_pool.png"):
