@@ -369,7 +369,8 @@ def verify(
                       soft_wrap=True)
         raise typer.Exit(1)
     console.print(f"ok: ledger {_ledger_name(cfg)}: the chain is intact"
-                  + ("" if recomputed is None else " and the run recomputes to what it published"),
+                  + (f" and run {recomputed.run_id} recomputes to what it published" if recomputed and recomputed.run_id
+                     else ""),
                   markup=False, highlight=False, soft_wrap=True)
 
 

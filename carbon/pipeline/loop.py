@@ -39,6 +39,7 @@ from carbon.io.outputs import (
     write_site_tables,
 )
 from carbon.io.sites import load_per_version, load_sites
+from carbon.io.staging import remove_staging
 from carbon.io.tables import load_catalog, load_coefficients, sha256_file
 from carbon.pipeline.key import site_input_key
 from carbon.pipeline.scan import DEFAULT_MAX_CELLS
@@ -220,8 +221,12 @@ def start_run(config: Config | str | Path | None, site_ids: list[str] | None = N
     ensure_output_dir(cfg.output_dir)
     ctx = RunContext(run_id=str(uuid.uuid4()), config=cfg, site_ids=tuple(s.site_id for s in sites),
                      code_version=code_version(), flow_run_id=flow_run_id)
-    Ledger(cfg.ledger_url).start_run(ctx.run_id, config_path=str(cfg.path), code_version=ctx.code_version,
-                                     flow_run_id=flow_run_id)
+    ledger = Ledger(cfg.ledger_url)
+    for stale in ledger.mark_stale_runs():  # runs killed mid-way: marked, their temporary folders removed
+        removed = remove_staging(cfg.output_dir, stale["run_id"])
+        log.warning("run %s (started %s) marked stale: %s; %d temporary folder(s) removed", stale["run_id"],
+                    f"{stale['started_at']:%Y-%m-%d %H:%M:%S} UTC", stale["reason"], len(removed))
+    ledger.start_run(ctx.run_id, config_path=str(cfg.path), code_version=ctx.code_version, flow_run_id=flow_run_id)
     return ctx
 
 

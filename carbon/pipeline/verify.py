@@ -195,6 +195,8 @@ class RunCheck:
     differences: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
+        if not self.run_id:
+            return [f"note: {n}" for n in self.notes]
         out = [f"run {self.run_id} ({self.status}): {self.n_sites} published site(s) recomputed"]
         out += [f"note: {n}" for n in self.notes]
         out += [f"difference: {d}" for d in self.differences]
@@ -297,9 +299,10 @@ def verify_run(cfg: Config, run_id: str | None = None) -> RunCheck:
     folder and compare inputs, code version and tables with what the ledger holds."""
     ledger = Ledger(cfg.ledger_url)
     run = ledger.run(run_id) if run_id else ledger.latest_finished_run()
+    if run is None and run_id:
+        raise InputError(f"no run {run_id!r} in ledger {ledger.safe_url}")
     if run is None:
-        raise InputError(f"no run {run_id!r} in ledger {ledger.safe_url}" if run_id else
-                         f"no finished run in ledger {ledger.safe_url}: nothing to recompute")
+        return RunCheck(run_id="", status="", notes=["no finished run in the ledger: nothing to recompute"])
     check = RunCheck(run_id=str(run["run_id"]), status=str(run["status"]))
     rcfg = _run_config(cfg, run)
     manifest = cfg.output_dir / "runs" / check.run_id / "manifest.json"

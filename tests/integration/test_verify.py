@@ -113,3 +113,13 @@ def test_an_unknown_run_is_one_clear_line(metered: Path) -> None:
     assert result.exit_code == 2
     assert " ".join(result.output.split()).startswith("error: no run 'no-such-run' in ledger sqlite:///")
     assert "Traceback" not in result.output
+
+
+def test_a_ledger_without_a_finished_run_checks_its_chain(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.toml", output_dir=tmp_path / "out")
+    (tmp_path / "out").mkdir()
+    result, lines = verify(cfg)
+    assert result.exit_code == 0, result.output
+    assert lines[:2] == ["chain: 0 record(s), intact; head " + "0" * 64,
+                         "note: no finished run in the ledger: nothing to recompute"]
+    assert lines[2].endswith("ledger.db: the chain is intact")
