@@ -10,23 +10,37 @@ retries.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
+from prefect.states import Failed, State
 from prefect.tasks import exponential_backoff
 
-from carbon.errors import CarbonSinkError
 from carbon.io.ledger import Ledger
 from carbon.pipeline import loop
 from carbon.pipeline.loop import Outcome, RunContext, SiteParams
 from carbon.report.pool import ReportPool, report_workers
 from flows import progress
 
+log = logging.getLogger("carbon.flows")
+#: How a failed site's task run state begins (``meter_site``).
+FAILED_SITE = "site {} failed: "
 
-class SiteFailed(CarbonSinkError):
-    """A site that failed: its task run fails with the site's own message."""
+
+class _OneLinePerFailedSite(logging.Filter):
+    """Prefect logs a failed task run twice, the first time with a traceback, even when the task
+    returned its Failed state itself; a failed site keeps the second, one-line record
+    ("Finished in state Failed('site ... failed: ...')")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = str(record.msg)
+        return not (msg.startswith("Task run failed with state") and "message='site " in msg)
+
+
+logging.getLogger("prefect.task_runs").addFilter(_OneLinePerFailedSite())
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -55,7 +69,8 @@ def prepare_run(config_path: str, site_ids: list[str] | None, coefficients: str 
 
 
 @task(name="meter-site", task_run_name="meter-{site_id}")
-def meter_site(ctx: RunContext, site_id: str, params: SiteParams, report_maps: bool = False) -> dict[str, Any]:
+def meter_site(ctx: RunContext, site_id: str, params: SiteParams, report_maps: bool = False
+               ) -> dict[str, Any] | State:
     """One site (``carbon.pipeline.loop.meter_site``); a failed site fails this task run alone,
     with the site's message."""
     progress.emit(site_id, "started")
@@ -64,13 +79,20 @@ def meter_site(ctx: RunContext, site_id: str, params: SiteParams, report_maps: b
         outcome = outcome.value
     progress.emit(site_id, outcome.status)
     if outcome.status == "failed":
-        raise SiteFailed(outcome.error or "failed") from outcome.exception
+        # the site's message as the task run's state: one line in the log, the traceback only
+        # at debug level (a failed site is an input problem to read, not a crash to debug)
+        if outcome.exception is not None:
+            log.debug("site %s failed", site_id, exc_info=outcome.exception)
+        return Failed(message=FAILED_SITE.format(site_id) + (outcome.error or "failed"))
     return loop.outcome_record(outcome)
 
 
 def outcome_of(site_id: str, future: Any) -> Outcome:
     """A site's outcome from its task run: its record, or its failure's message."""
     future.wait()
+    head = FAILED_SITE.format(site_id)
+    if future.state.is_failed() and str(future.state.message or "").startswith(head):
+        return Outcome(site_id, "failed", error=str(future.state.message)[len(head):])
     if future.state.is_completed():
         rec = dict(future.result())
         rec.pop("site_id")

@@ -37,6 +37,18 @@ def gdal_env() -> rasterio.Env:
 
 def inspect_raster(path: str) -> RasterInfo:
     """Open a land-cover raster header and check its structure (single band, integer, CRS)."""
+    info, problem = examine_raster(path)
+    if problem is not None:
+        raise problem
+    assert info is not None
+    return info
+
+
+def examine_raster(path: str) -> tuple[RasterInfo | None, InputError | None]:
+    """A raster's header and, if it fails the structural checks, the error saying why. The
+    header is returned with the error when its extent is known (a usable CRS and a north-up
+    transform), so a caller can tell whether the bad raster touches a site at all; an unreadable
+    file, or one without a usable CRS or georeferencing, has no header."""
     try:
         with rasterio.open(path) as src:
             try:
@@ -55,7 +67,9 @@ def inspect_raster(path: str) -> RasterInfo:
             )
             count = src.count
     except RasterioError as exc:
-        raise InputError(f"cannot open raster (missing, corrupt or not a GeoTIFF): {exc}", path=path) from None
+        return None, InputError(f"cannot open raster (missing, corrupt or not a GeoTIFF): {exc}", path=path)
+    except InputError as exc:
+        return None, exc
     problems = []
     if count != 1:
         problems.append(f"expected one band of land-cover codes, found {count} bands")
@@ -75,9 +89,13 @@ def inspect_raster(path: str) -> RasterInfo:
         problems.append("raster CRS has no ellipsoid (an engineering or local CRS): pixel areas cannot be computed")
     if info.transform.is_identity:
         problems.append("raster has no georeferencing (identity transform)")
-    if problems:
-        raise InputError("raster fails structural checks", path=path, problems=problems)
-    return info
+    if not problems:
+        return info, None
+    error = InputError("raster fails structural checks", path=path, problems=problems)
+    extent_known = (info.crs is not None and info.crs.ellipsoid is not None and not info.transform.is_identity
+                    and info.transform.b == 0 and info.transform.d == 0 and info.transform.a > 0
+                    and info.transform.e < 0)
+    return (info if extent_known else None), error
 
 
 class YearReader:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from carbon.errors import InputError
-from carbon.io.rasters import YearReader, inspect_raster
+from carbon.io.rasters import YearReader, examine_raster
 from carbon.io.tables import load_accuracy, load_crosswalk
 from carbon.rules import policies
 from carbon.rules.accuracy import AccuracySample
@@ -84,11 +84,17 @@ def plan_site(
     for y in wanted:
         infos = []
         for e in by_year[y]:
-            info = inspect_raster(e.path)
+            info, problem = examine_raster(e.path)
+            if info is None:  # unreadable, or its extent unknown: it may cover the site
+                assert problem is not None
+                raise problem
             key = info.crs.to_wkt()
             if key not in geoms:
                 geoms[key] = to_crs(site.geometry, site.crs, info.crs)
-            infos += [(e, meeting) for meeting in shifts_meeting(info, geoms[key])]
+            meetings = shifts_meeting(info, geoms[key])
+            if problem is not None and meetings:  # a bad raster fails only the sites it covers
+                raise problem
+            infos += [(e, meeting) for meeting in meetings]
         if not infos:
             if years:
                 raise InputError(f"no raster of year {y} covers the site", site_id=site.site_id)

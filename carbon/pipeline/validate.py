@@ -13,10 +13,10 @@ import numpy as np
 
 from carbon.errors import InputError
 from carbon.io.config import Config
-from carbon.io.rasters import inspect_raster
+from carbon.io.rasters import examine_raster, inspect_raster
 from carbon.io.sites import load_sites
 from carbon.io.tables import load_catalog, load_coefficients, load_crosswalk
-from carbon.pipeline.loop import for_each_site
+from carbon.pipeline.loop import Outcome, for_each_site
 from carbon.pipeline.plan import plan_site
 from carbon.pipeline.site import compute_site
 from carbon.rules.coefficients import CatalogEntry, CoefficientSet, Crosswalk, invest_crosswalk
@@ -114,10 +114,42 @@ def validate_inputs(cfg: Config, *, quick: bool = False) -> Validation:
         plan_site(by_id[site_id], catalog, coefficients, cfg.legends, limits=cfg.site_limits)
         if not quick:
             compute_site(by_id[site_id], catalog, coefficients, legends_dir=cfg.legends, draws=CHECK_DRAWS,
-                         sd_defaults=cfg.sd_defaults)
+                         sd_defaults=cfg.sd_defaults, limits=cfg.site_limits)
 
-    for o in for_each_site(list(by_id), check):
-        if o.status == "failed" and o.error is not None:
-            named = f"site {o.site_id!r}" in o.error
-            found.problems.append(o.error if named else f"site {o.site_id!r}: {o.error}")
+    failed = [o for o in for_each_site(list(by_id), check) if o.status == "failed" and o.error is not None]
+    found.problems += _site_problems(failed)
+    found.problems += _unused_bad_rasters(catalog, failed)
     return found
+
+
+def _site_problems(failed: list[Outcome]) -> list[str]:
+    """Each site's problem, said once for all the sites that share it (a bad tile covering
+    several sites is one problem, naming them)."""
+    groups: dict[str, list[str]] = {}
+    for o in failed:
+        assert o.error is not None
+        groups.setdefault(o.error.replace(f"site {o.site_id!r}", SITE_MARK), []).append(o.site_id)
+    out = []
+    for text, ids in groups.items():
+        names = ", ".join(repr(i) for i in ids)
+        if SITE_MARK in text:
+            out.append(text.replace(SITE_MARK, f"site {names}" if len(ids) == 1 else f"sites {names}"))
+        else:
+            out.append(f"{'site' if len(ids) == 1 else 'sites'} {names}: {text}")
+    return out
+
+
+SITE_MARK = "\x00site\x00"
+
+
+def _unused_bad_rasters(catalog: list[CatalogEntry], failed: list[Outcome]) -> list[str]:
+    """Rasters that fail the structural checks but cover no site: no run reads them, yet the
+    catalog names them, so they are said once."""
+    errors = " ".join(o.error or "" for o in failed)
+    out = []
+    for path in dict.fromkeys(e.path for e in catalog):
+        _, problem = examine_raster(path)
+        if problem is not None and f"file {path}" not in errors:
+            out.append(str(InputError(f"{problem.message}; it covers none of the sites, so runs do not read it",
+                                      path=path, problems=problem.problems)))
+    return out
