@@ -71,9 +71,10 @@ def site_dynamics(site: Site, coefficients: CoefficientSet, method: str | None =
 
 
 
-def monte_carlo_seed(site_id: str, coefficient_sha256: str, dyn: dynamics.Dynamics,
+def monte_carlo_seed(geometry_sha256: str, coefficient_sha256: str, dyn: dynamics.Dynamics,
                      periods: list[tuple[int, int]], codes_sha256: list[str]) -> int:
-    """The seed of a site's draws, from everything its result depends on, so the same inputs
-    give the same intervals (docs/methods.md §10)."""
-    return uncertainty.seed_for(site_id, coefficient_sha256, dyn.method, str(dyn.initial_age), str(periods),
+    """The seed of a site's draws, from everything its result depends on (its polygon, not its
+    name), so the same inputs give the same intervals, and the same credits, whatever the site
+    is called (docs/methods.md §10)."""
+    return uncertainty.seed_for(geometry_sha256, coefficient_sha256, dyn.method, str(dyn.initial_age), str(periods),
                                 *codes_sha256)
