@@ -137,7 +137,7 @@ def compute_site(
         area_by_code=_area_by_code(site.site_id, year_meta),
         sinks=sinks,
         transitions=trans,
-        coefficients_used=_coefficients_used(site, densities, coefficients, sd_fill),
+        coefficients_used=_coefficients_used(site, densities, coefficients, sd_fill, dyn),
         class_areas=_class_areas(site.site_id, year_meta),
         provenance=provenance,
         stock=stock,
@@ -302,10 +302,32 @@ def _class_areas(site_id: str, year_meta: dict[int, YearPlan]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=CLASS_AREA_COLUMNS)
 
 
+def _growth_curve(densities: pd.DataFrame, cls: str, pool: str, dyn: dynamics.Dynamics) -> str:
+    """How the stock of a (class, pool) reaches its value over time at this site (methods §9)."""
+    if dyn.method == "stock_difference":
+        return "none: stock difference counts the stock at once"
+    if pool == "soc":
+        return f"linear change over {dyn.soc_years} years from the previous class's stock"
+
+    def value(name: str) -> Any:
+        return densities.loc[cls, name] if name in densities.columns else None
+
+    curve = value(f"curve_{pool}")
+    if curve == "chapman_richards":
+        return f"chapman_richards: k={float(value(f'curve_k_{pool}')):g}/yr, p={float(value(f'curve_p_{pool}')):g}"
+    if curve == dynamics.AGE_CURVE:
+        return f"age_curve: {value(f'age_curve_{pool}')}"
+    growth = value(f"growth_{pool}")
+    if growth is not None and pd.notna(growth) and float(growth) > 0:
+        return f"linear: {float(growth):g} t C/ha/yr up to the stock"
+    return "none: the stock at once (no growth rate)"
+
+
 def _coefficients_used(site: Site, densities: pd.DataFrame, coefficients: CoefficientSet,
-                       sd_fill: uncertainty.SdFill) -> pd.DataFrame:
-    """The coefficient behind every class and pool at the site, with its source and where its
-    SD comes from (``sd_source``: the table, the default policy, or none)."""
+                       sd_fill: uncertainty.SdFill, dyn: dynamics.Dynamics) -> pd.DataFrame:
+    """The coefficient behind every class and pool at the site, with its source, where its
+    SD comes from (``sd_source``: the table, the default policy, or none) and the growth curve
+    that applies (``growth_curve``)."""
     defaulted, unknown = set(sd_fill.defaulted), set(sd_fill.unknown)
     rows = []
     for cls in densities.index:
@@ -326,12 +348,13 @@ def _coefficients_used(site: Site, densities: pd.DataFrame, coefficients: Coeffi
                     "stock_tc_per_ha": float(densities.loc[cls, p]),
                     "sd_tc_per_ha": None if pd.isna(sd) else float(sd),
                     "sd_source": sd_source,
+                    "growth_curve": _growth_curve(densities, str(cls), p, dyn),
                     "source": str(densities.loc[cls, f"source_{p}"]),
                     "coefficient_set": coefficients.name,
                 }
             )
     return pd.DataFrame(rows, columns=["site_id", "carbon_class", "pool", "stock_tc_per_ha", "sd_tc_per_ha", "sd_source",
-                                       "source", "coefficient_set"])
+                                       "growth_curve", "source", "coefficient_set"])
 
 
 def _geometry_sha256(site: Site) -> str:

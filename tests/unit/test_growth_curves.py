@@ -84,6 +84,11 @@ def test_chapman_richards_forest_regrows_along_the_curve(tmp_path: Path) -> None
     # one year's growth, age 8 -> 9: 1 - e^-0.8 = 1 - 0.4493290 = 0.5506710; squared 0.3032386
     # -> 30.323859, so 35.215957 - 30.323859 = 4.892098
     assert sink(r, 2029, 2030)["gain_agb_tc"] / HA == pytest.approx(4.892098, abs=1e-6)
+    # the curve applied is recorded beside the coefficient
+    used = r.coefficients_used.set_index(["carbon_class", "pool"])["growth_curve"]
+    assert used[("forest", "agb")] == "chapman_richards: k=0.1/yr, p=2"
+    assert used[("forest", "bgb")] == "linear: 1 t C/ha/yr up to the stock"
+    assert used[("forest", "soc")] == "linear change over 20 years from the previous class's stock"
 
 
 def test_age_curve_is_interpolated_and_flat_after_its_last_age(tmp_path: Path) -> None:
@@ -95,6 +100,8 @@ def test_age_curve_is_interpolated_and_flat_after_its_last_age(tmp_path: Path) -
     assert agb(r, 2016) == pytest.approx(75)  # halfway from 50 (age 10) to 100 (age 20)
     assert agb(r, 2031) == pytest.approx(100)  # after the last age: its stock, the mature stock
     assert sink(r, 2006, 2016)["gain_agb_tc"] / HA == pytest.approx(50)
+    used = r.coefficients_used.set_index(["carbon_class", "pool"])["growth_curve"]
+    assert used[("forest", "agb")] == "age_curve: 0:0;10:50;20:100"
 
 
 def test_linear_default_is_unchanged(tmp_path: Path) -> None:
