@@ -1,4 +1,10 @@
-"""The ``carbon-sink`` command line: run, validate, results, history, serve."""
+"""The ``carbon-sink`` command line: run, validate, results, history, serve.
+
+Start-up is kept short: this module imports only Typer and rich's console at the top; each
+command imports what it needs (the ledger, pandas, Prefect for ``run`` and ``serve``), so that
+``--help``, ``--version``, ``results`` or ``export`` never load Prefect
+(``tests/integration/test_startup.py``).
+"""
 
 from __future__ import annotations
 
@@ -6,24 +12,19 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.table import Table
 
 from carbon.errors import CarbonSinkError
-from carbon.io.config import Config, load_config
-from carbon.rules import dating
-from carbon.rules.vocabulary import POOLS
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from carbon.io.config import Config
+    from carbon.io.ledger import Ledger
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Carbon-sink accounting: per-site carbon stocks "
                   "and sinks from annual land-cover maps, published to a ledger.")
@@ -47,9 +48,19 @@ _OPTIONS: dict[str, Path | None] = {"output": None}
 
 def _version(value: bool) -> None:
     if value:
-        from importlib.metadata import version
+        from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
 
-        sys.stdout.write(f"carbon-sink {version('carbon-sink')}\n")
+        try:
+            package = version("carbon-sink")
+        except PackageNotFoundError:
+            package = "0+unknown"
+        try:  # the version results record: the package's plus a digest of the accounting code
+            from carbon.io.outputs import code_version  # noqa: PLC0415
+
+            code = f" (code {code_version()})"
+        except Exception:  # noqa: BLE001 - the package version alone is still an answer
+            code = ""
+        sys.stdout.write(f"carbon-sink {package}{code}\n")
         raise typer.Exit(0)
 
 
@@ -65,18 +76,20 @@ def _main(
 
 
 def _load(config: Path | None) -> Config:
+    from carbon.io.config import load_config  # noqa: PLC0415
+
     try:
         return load_config(config, output_dir=_OPTIONS["output"])
     except CarbonSinkError as exc:
         _fail(exc)
 
 
-def _fail(exc: BaseException, code: int = 2) -> typer.Exit:
+def _fail(exc: BaseException, code: int = 2) -> NoReturn:
     console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
     raise typer.Exit(code)
 
 
-def _ledger(cfg: Config):  # noqa: ANN202
+def _ledger(cfg: Config) -> Ledger:
     from carbon.io.ledger import Ledger, LedgerError  # noqa: PLC0415
 
     try:
@@ -98,8 +111,20 @@ def run(
     dask: Annotated[str | None, typer.Option("--dask", help="Run the sites on Dask: a scheduler address "
                                              "(tcp://host:8786) or 'local' for a LocalCluster.")] = None,
     workers: Annotated[int, typer.Option("--workers", help="Processes of the local Dask cluster.")] = 2,
+    years: Annotated[str | None, typer.Option("--years", help="With one --site: the map years to use, e.g. "
+                                              "2018,2020,2024 (a scenario unless the site's years property).")] = None,
+    start_year: Annotated[int | None, typer.Option("--start-year", help="With one --site: the start of the whole "
+                                                   "period (a scenario unless the site's baseline_year).")] = None,
+    coefficients: Annotated[Path | None, typer.Option("--coefficients", help="With one --site: another coefficient "
+                                                      "table (a scenario).")] = None,
+    scenario: Annotated[str | None, typer.Option("--scenario", help="With one --site: name the run as a scenario "
+                                                 "(default: named after its parameters).")] = None,
 ) -> None:
-    """Meter every site (the main job). With no arguments it runs the demo."""
+    """Meter every site (the main job). With no arguments it runs the demo.
+
+    An analyst's re-run of one site with other years, period start, coefficients or method is a
+    scenario: recorded in the ledger beside the official estimate (``history``, ``results
+    --scenario``), never replacing it."""
     _prefect_defaults()
     from carbon.io.outputs import OutputDirError, ensure_output_dir  # noqa: PLC0415
     from carbon.io.sites import load_sites  # noqa: PLC0415
@@ -110,16 +135,39 @@ def run(
 
     if method is not None and method not in METHODS:
         _fail(ValueError(f"--method must be one of {', '.join(METHODS)}, not {method!r}"))
+    analyst = years is not None or start_year is not None or coefficients is not None or scenario is not None
+    if analyst and len(site or []) != 1:
+        _fail(ValueError("--years, --start-year, --coefficients and --scenario re-run one site: give exactly one --site"))
+    year_list: list[int] | None = None
+    if years is not None:
+        try:
+            year_list = sorted({int(y) for y in years.replace(";", ",").split(",") if y.strip()})
+        except ValueError:
+            _fail(ValueError(f"--years must be map years separated by commas (e.g. 2018,2020,2024), not {years!r}"))
+    if coefficients is not None and not coefficients.is_file():
+        _fail(ValueError(f"--coefficients: no such file: {coefficients}"))
     try:
         sites = select_sites(load_sites(cfg.sites), site)
         ensure_output_dir(cfg.output_dir)
     except (CarbonSinkError, OutputDirError) as exc:
         _fail(exc)
     _ledger(cfg)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+
     from flows import progress  # noqa: PLC0415
     from flows.metering import metering_run, with_dask  # noqa: PLC0415
 
     flow_fn = metering_run if dask is None else with_dask(None if dask == "local" else dask, workers)
+    if analyst:
+        from flows.metering import site_run  # noqa: PLC0415
+
+        assert site is not None
+
+        def flow_fn(**kw: Any) -> Any:  # one site, always recomputed, as the site-run flow does it
+            return site_run(site_id=site[0], config=kw["config"], years=year_list, start_year=start_year,
+                            coefficients=str(coefficients.resolve()) if coefficients else None, maps=kw["maps"],
+                            method=kw["method"], reports=kw["reports"], output_dir=kw["output_dir"],
+                            scenario=scenario, return_state=True)
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=False) as bar:
@@ -150,6 +198,13 @@ def run(
                   f"{summary['n_skipped']} unchanged, {summary['n_failed']} failed. Manifest: {summary['manifest']}", markup=False)
     if summary.get("reports"):
         console.print(f"site reports: {cfg.output_dir / 'reports'}/<site_id>/index.html", markup=False)
+    if analyst and site:
+        last = ledger.history(site[0]).iloc[-1]
+        if last["status"] == "succeeded" and last["scenario"] is not None:
+            console.print(f"site {site[0]}: scenario {last['scenario']!r} recorded beside the official estimate, which "
+                          f"it does not replace; full-period sink {last['sink_tco2e']:,.2f} t CO2e "
+                          f"[{last['sink_tco2e_lower90']:,.2f}, {last['sink_tco2e_upper90']:,.2f}] "
+                          f"(carbon-sink results --site {site[0]} --scenario {last['scenario']!r})", markup=False)
     for site_id, error in summary["failures"].items():
         console.print(f"[red]site {escape(site_id)} failed:[/red] {escape(str(error))}", highlight=False)
     if summary["n_failed"]:
@@ -185,6 +240,9 @@ def results(
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")] = "table",
 ) -> None:
     """Current estimates from the ledger (the latest successful run of each site and period)."""
+    from carbon.rules import dating  # noqa: PLC0415
+    from carbon.rules.vocabulary import POOLS  # noqa: PLC0415
+
     if fmt not in ("table", "csv", "json"):
         _fail(ValueError(f"--format must be table, csv or json, not {fmt!r}"))
     cfg = _load(config)
@@ -285,13 +343,18 @@ def report(
     site: Annotated[str, typer.Option("--site", "-s", help="The site.")],
     config: ConfigOpt = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder (default: <output_dir>/reports/<site>).")] = None,
+    lang: Annotated[str | None, typer.Option("--lang", help="Language of the page: zh or en (default: the "
+                                             "configuration's report_language, else en).")] = None,
 ) -> None:
     """A self-contained HTML report of a site (maps, charts, tables, provenance) from the ledger."""
+    from carbon.report.i18n import LANGUAGES  # noqa: PLC0415
     from carbon.report.page import site_report  # noqa: PLC0415
 
+    if lang is not None and lang not in LANGUAGES:
+        raise typer.BadParameter(f"must be {' or '.join(LANGUAGES)}, not {lang!r}", param_hint="--lang")
     cfg = _load(config)
     try:
-        page = site_report(cfg, site, out)
+        page = site_report(cfg, site, out, lang=lang)
     except CarbonSinkError as exc:
         _fail(exc)
     console.print(f"wrote {page}", markup=False)
@@ -374,7 +437,9 @@ def verify(
                   markup=False, highlight=False, soft_wrap=True)
 
 
-def _print_table(df, title: str) -> None:  # noqa: ANN001
+def _print_table(df: pd.DataFrame, title: str) -> None:
+    from rich.table import Table  # noqa: PLC0415
+
     table = Table(title=title)
     for c in df.columns:
         table.add_column(str(c), justify="right" if df[c].dtype.kind in "if" else "left")

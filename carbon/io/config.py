@@ -7,7 +7,8 @@ optional), ``coefficients`` (coefficient CSV or InVEST pools table), ``output_di
 ``uncertainty_default_pct`` (the 95% half-width, in % of the mean, given to a coefficient
 without an SD: a number for every pool, a table by pool, or ``false`` for none; default 90;
 docs/methods.md §10), ``min_site_area_ha`` (smallest site, geodesic ha; default 0.01) and
-``max_site_pixels`` (largest window of a site on a raster's grid, in pixels; default 2e9).
+``max_site_pixels`` (largest window of a site on a raster's grid, in pixels; default 2e9) and
+``report_language`` (``en`` or ``zh``: the language of the reports; default ``en``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from carbon.rules.vocabulary import BUFFER_BASES, CONSERVATIVE_RULES, POOLS
 
 KEYS = {"sites", "landcover", "legends", "coefficients", "output_dir", "ledger", "monte_carlo_draws",
         "conservative_rule", "buffer_pct", "leakage_pct", "buffer_base", "baseline_landcover",
-        "uncertainty_default_pct", "min_site_area_ha", "max_site_pixels"}
+        "uncertainty_default_pct", "min_site_area_ha", "max_site_pixels", "report_language"}
+#: The languages of the reports (carbon/report/i18n.py).
+REPORT_LANGUAGES = ("en", "zh")
 NUMBER_KEYS = {"monte_carlo_draws", "buffer_pct", "leakage_pct", "uncertainty_default_pct", "min_site_area_ha",
                "max_site_pixels"}
 
@@ -46,6 +49,7 @@ class Config:
     baseline_landcover: Path | None = None
     sd_defaults: SdDefaults | None = field(default_factory=SdDefaults.ipcc_nominal)
     site_limits: SiteLimits = field(default_factory=SiteLimits)
+    report_language: str = "en"
 
 
 def load_config(path: str | Path | None = None, output_dir: str | Path | None = None) -> Config:
@@ -76,6 +80,9 @@ def load_config(path: str | Path | None = None, output_dir: str | Path | None = 
     rule = raw.get("conservative_rule", "ar_tool14")
     if rule not in CONSERVATIVE_RULES:
         problems.append(f"conservative_rule must be {' or '.join(map(repr, CONSERVATIVE_RULES))}, not {rule!r}")
+    language = raw.get("report_language", "en")
+    if language not in REPORT_LANGUAGES:
+        problems.append(f"report_language must be {' or '.join(map(repr, REPORT_LANGUAGES))}, not {language!r}")
     sd_defaults = _sd_defaults(raw.get("uncertainty_default_pct", DEFAULT_U95), problems)
     limits = _site_limits(raw, problems)
     if problems:
@@ -110,6 +117,7 @@ def load_config(path: str | Path | None = None, output_dir: str | Path | None = 
         baseline_landcover=rel("baseline_landcover") if raw.get("baseline_landcover") else None,
         sd_defaults=sd_defaults,
         site_limits=limits,
+        report_language=str(language),
     )
 
 

@@ -90,6 +90,8 @@ def load_crosswalk(legend: str, legends_dir: str | Path | None = None) -> Crossw
         labels=tuple("" if pd.isna(v) else str(v) for v in table["label"]),
         sha256=sha256_file(path),
         colors=tuple(None if pd.isna(v) else str(v) for v in table["color"]) if "color" in table.columns else (),
+        labels_zh=tuple("" if pd.isna(v) else str(v) for v in table["label_zh"]) if "label_zh" in table.columns
+        else (),
     )
 
 

@@ -8,7 +8,6 @@ read, or a failed last run, is said on the page, and the rest is still shown.
 from __future__ import annotations
 
 import base64
-import html
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import rasterio
-from matplotlib.colors import ListedColormap
+from markupsafe import Markup
+from matplotlib import colormaps
+from matplotlib.colors import ListedColormap, to_hex
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from rasterio.enums import Resampling
@@ -25,27 +26,29 @@ from rasterio.enums import Resampling
 from carbon.errors import CarbonSinkError, InputError
 from carbon.io.config import Config
 from carbon.io.ledger import Ledger
-from carbon.io.outputs import inside, run_maps
+from carbon.io.outputs import inside, read_site_tables, run_maps
 from carbon.io.sites import load_per_version, load_sites
 from carbon.io.tables import load_catalog, load_coefficients
 from carbon.pipeline.plan import read_site_codes
+from carbon.report.fonts import figure_fonts, write_web_font
+from carbon.report.i18n import DEFAULT_LANGUAGE, Messages
+from carbon.report.methods import write_methods
+from carbon.report.render import render
 from carbon.rules import dating
-from carbon.rules.coefficients import CatalogEntry, CoefficientSet
+from carbon.rules.coefficients import CatalogEntry, CoefficientSet, Crosswalk, invest_crosswalk
 from carbon.rules.grid import Grid
 from carbon.rules.site import Site, select_sites
-from carbon.rules.vocabulary import POOLS
+from carbon.rules.vocabulary import GAIN_LOSS_POOLS, POOLS
 
-#: Display colours of carbon classes, for legends without their own colours.
-CLASS_COLORS = {"forest": "#2d6a2d", "shrubland": "#7fb04a", "grassland": "#c6df8f", "cropland": "#f3d98b",
-                "wetland": "#3fa7a0", "water": "#2b6cb0", "settlement": "#d9534f", "barren": "#c9b79c",
-                "mining_land": "#6b5b4b", "snow_ice": "#e8f1f8"}
+#: A fixed qualitative palette for legends without their own colours: a code's colour is the
+#: palette's colour at the code's place in its legend (distinct for the first 80 codes).
+PALETTE = tuple(dict.fromkeys(to_hex(c) for name in ("tab20", "tab20b", "tab20c", "Set3", "Pastel1")
+                              for c in colormaps[name].colors))  # type: ignore[attr-defined]
 #: Resolution of the figures (dots per inch) and the most pixels a map panel needs across.
 DPI = 100
 MAX_PANEL_PX = 400
 #: zlib level of the PNG figures: 3 writes them about a third faster than the default 6, 10-20 % larger.
 PNG = {"compress_level": 3}
-POOL_NAMES = {"agb": "above-ground biomass", "bgb": "below-ground biomass", "deadwood": "dead wood",
-              "litter": "litter", "soc": "soil organic carbon"}
 
 
 @dataclass
@@ -58,36 +61,51 @@ class ReportData:
     inputs: dict[str, Any]
     problems: list[str] = field(default_factory=list)
     class_areas: pd.DataFrame = field(default_factory=pd.DataFrame)
+    msg: Messages = field(default_factory=lambda: Messages(DEFAULT_LANGUAGE))
+    coefficients_used: pd.DataFrame = field(default_factory=pd.DataFrame)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    class_labels: dict[str, str] = field(default_factory=dict)
 
 
-def site_report(cfg: Config, site_id: str, out_dir: Path | None = None, maps_dir: str | Path | None = None) -> Path:
-    """Write ``index.html`` and its PNG figures for one site; returns the page's path.
+def site_report(cfg: Config, site_id: str, out_dir: Path | None = None, maps_dir: str | Path | None = None,
+                lang: str | None = None) -> Path:
+    """Write ``index.html``, its PNG figures and ``methods.html`` for one site; returns the page's path.
+
+    ``lang``: ``en`` or ``zh`` (default: the configuration's ``report_language``).
 
     The report draws what was published and never computes a stock: the ledger's tables, the
     land-cover rasters, and the density maps that the run behind the current estimate wrote
     (``<output_dir>/runs/<run_id>/maps/<site_id>`` or ``report-maps/<site_id>``, or
     ``maps_dir``). A map that was not written is said on the page."""
+    lang = lang or cfg.report_language or DEFAULT_LANGUAGE
+    msg = Messages(lang)
     out_dir = Path(out_dir) if out_dir is not None else inside(cfg.output_dir, "reports", site_id)
-    data = _gather(cfg, site_id)
+    data = _gather(cfg, site_id, msg)
     out_dir.mkdir(parents=True, exist_ok=True)
     if maps_dir is None and not data.stocks.empty:
         maps_dir = run_maps(cfg.output_dir, str(data.stocks["run_id"].iloc[0]), site_id)
     figures: dict[str, Path] = {}
-    figures.update(_maps(cfg, data, out_dir, Path(maps_dir) if maps_dir is not None else None))
-    if not data.stocks.empty:
-        try:
-            figures["stock_by_pool"] = _stock_chart(data, out_dir / "stock_by_pool.png")
-        except Exception as exc:  # noqa: BLE001 - said on the page
-            data.problems.append(f"The stock chart cannot be drawn: {exc}")
+    with figure_fonts():
+        figures.update(_maps(cfg, data, out_dir, Path(maps_dir) if maps_dir is not None else None))
+        if not data.stocks.empty:
+            try:
+                figures["stock_by_pool"] = _stock_chart(data, out_dir / "stock_by_pool.png")
+            except Exception as exc:  # noqa: BLE001 - said on the page
+                data.problems.append(msg("chart_failed", error=exc))
     page = out_dir / "index.html"
-    page.write_text(_html(data, figures), encoding="utf-8")
+    text = _html(data, figures)
+    font = write_web_font(text, out_dir)
+    if font is not None:
+        text = _html(data, figures, font)
+    page.write_text(text, encoding="utf-8")
+    write_methods(out_dir, lang)
     return page
 
 
 # --- data --------------------------------------------------------------------------------
 
 
-def _gather(cfg: Config, site_id: str) -> ReportData:
+def _gather(cfg: Config, site_id: str, msg: Messages) -> ReportData:
     ledger = Ledger(cfg.ledger_url)
     history = ledger.history(site_id)
     if history.empty:
@@ -103,20 +121,46 @@ def _gather(cfg: Config, site_id: str) -> ReportData:
         inputs = json.loads(ledger.site_run_inputs(int(stocks["site_run_id"].iloc[0])) or "{}")
     last = history.iloc[-1]
     if last["status"] == "failed":
-        problems.append(f"The latest run ({last['run_id']}, {last['created_at']}) failed: {last['error']}")
+        problems.append(msg("latest_failed", run=last["run_id"], time=last["created_at"], error=last["error"]))
         if stocks.empty:
-            problems.append("No successful run: no estimate to show.")
+            problems.append(msg("no_success"))
         else:
-            problems.append(f"The figures below are from the last successful run ({stocks['run_id'].iloc[0]}).")
+            problems.append(msg("from_last_success", run=stocks["run_id"].iloc[0]))
     if not sinks.empty:
         problems += dating.gap_warnings(sinks[sinks["is_full_period"]], stocks)
         for part in str(sinks["uncertainty_method"].iloc[0]).split("; ")[1:]:
-            problems.append(f"Uncertainty: {part}.")
-    return ReportData(site, stocks, sinks, transitions, history, inputs, problems, class_areas)
+            problems.append(msg("uncertainty_part", part=part))
+    used, provenance = _run_tables(cfg, site_id, stocks)
+    return ReportData(site, stocks, sinks, transitions, history, inputs, problems, class_areas, msg, used,
+                      provenance, _class_labels(cfg, msg))
+
+
+def _run_tables(cfg: Config, site_id: str, stocks: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The coefficients used and the provenance that the run behind the current estimate wrote
+    in its folder (``runs/<run_id>/sites/<site_id>``); empty when it kept none."""
+    if stocks.empty:
+        return pd.DataFrame(), {}
+    site_dir = inside(cfg.output_dir, "runs", str(stocks["run_id"].iloc[0]), "sites", site_id)
+    if not site_dir.is_dir():
+        return pd.DataFrame(), {}
+    tables = read_site_tables(site_dir)
+    prov = site_dir / "provenance.json"
+    provenance = json.loads(prov.read_text(encoding="utf-8")) if prov.is_file() else {}
+    return tables.get("coefficients_used", pd.DataFrame()), provenance
+
+
+def _class_labels(cfg: Config, msg: Messages) -> dict[str, str]:
+    """The name of each carbon class in the page's language; with an InVEST pools table the
+    classes are its lucodes, named by its ``lulc_name``."""
+    coefficients = load_per_version(load_coefficients, cfg.coefficients)
+    if coefficients.is_invest:
+        cw = invest_crosswalk(coefficients)
+        return {str(c): f"{c} {lbl}" if lbl else str(c) for c, lbl in zip(cw.codes, cw.labels, strict=True)}
+    return {}
 
 
 def _read_years(site: Site, catalog: list[CatalogEntry], coefficients: CoefficientSet, legends: Path | None,
-                years: list[int], problems: list[str]) -> tuple[Grid, Any, dict[int, Any]] | None:
+                years: list[int], problems: list[str], msg: Messages) -> tuple[Grid, Any, dict[int, Any]] | None:
     """The site's grid, polygon and codes of the years whose rasters read over the whole site
     window (all at once; year by year only when that fails, to name each year that cannot be
     read). ``None`` when no year can be read."""
@@ -131,7 +175,7 @@ def _read_years(site: Site, catalog: list[CatalogEntry], coefficients: Coefficie
             ok.append(y)
         except (CarbonSinkError, rasterio.errors.RasterioError) as exc:
             if "covers the site" not in str(exc):  # a year of other sites' rasters is not a problem here
-                problems.append(f"Map year {y} cannot be read: {exc}")
+                problems.append(msg("year_unreadable", year=y, error=exc))
     if not ok:
         return None
     return read_site_codes(site, catalog, coefficients, legends, ok)
@@ -147,45 +191,60 @@ def _maps(cfg: Config, data: ReportData, out_dir: Path, maps_dir: Path | None) -
     wanted = sorted(set(data.stocks["year"])) if not data.stocks.empty else sorted({e.year for e in catalog})
     figures = {}
     try:
-        read = _read_years(site, catalog, coefficients, cfg.legends, wanted, data.problems)
+        read = _read_years(site, catalog, coefficients, cfg.legends, wanted, data.problems, data.msg)
         if read is None:
-            data.problems.append("No land-cover map can be drawn: no map year of the site can be read.")
+            data.problems.append(data.msg("no_land_cover"))
             return {}
         grid, geom, codes = read
         years = sorted(codes)
-        figures["land_cover"] = _land_cover_figure(grid, geom, codes, out_dir / "land_cover.png")
+        figures["land_cover"] = _land_cover_figure(grid, geom, codes, out_dir / "land_cover.png", data.msg)
     except Exception as exc:  # noqa: BLE001 - a figure that cannot be drawn is said on the page
-        data.problems.append(f"Land-cover maps cannot be drawn: {exc}")
+        data.problems.append(data.msg("lc_failed", error=exc))
         return figures
     start = int(data.sinks.loc[data.sinks["is_full_period"], "period_start"].iloc[0]) if (
         not data.sinks.empty and data.sinks["is_full_period"].any()) else years[0]
     start = start if start in years else years[0]
     try:
-        written = _density_maps(maps_dir, site.site_id, years, start) if maps_dir is not None else {}
-        missing = [p.name for p in written.values() if not p.is_file()]
+        written = _density_maps(maps_dir, site.site_id, years, start, data.msg) if maps_dir is not None else {}
+        missing = [p.name for p, _ in written.values() if not p.is_file()]
         if not written or missing:
-            data.problems.append(
-                "The stock density maps of this estimate were not written (the run that published it wrote no maps: "
-                "re-run the site with --maps or with reports)" + (f"; missing: {', '.join(missing)}" if missing else ""))
+            data.problems.append(data.msg("maps_not_written") + (
+                data.msg("maps_missing", names=", ".join(missing)) if missing else ""))
         else:
             figures["density"] = _density_figure(grid, geom, written, out_dir / "stock_density.png")
     except Exception as exc:  # noqa: BLE001 - a figure that cannot be drawn is said on the page
-        data.problems.append(f"Stock density maps cannot be drawn: {exc}")
+        data.problems.append(data.msg("density_failed", error=exc))
     return figures
 
 
 def _outline(ax: Any, geom: Any, grid: Grid) -> None:
-    """The site boundary in the grid's pixel coordinates: one line for every ring."""
+    """The site boundary in the grid's pixel coordinates: one line for every ring. A site of
+    several parts has each part numbered, and a part too small to see at the panel's scale is
+    ringed, so that every part can be found."""
     inv = ~grid.transform
     xs: list[Any] = []
     ys: list[Any] = []
-    for poly in getattr(geom, "geoms", [geom]):
+    parts = list(getattr(geom, "geoms", [geom]))
+    for poly in parts:
         for ring in [poly.exterior, *poly.interiors]:
             x, y = np.asarray(ring.coords).T
             col, row = inv @ (x, y)
             xs += [np.asarray(col) - 0.5, [np.nan]]
             ys += [np.asarray(row) - 0.5, [np.nan]]
     ax.plot(np.concatenate(xs), np.concatenate(ys), color="black", linewidth=1.2)
+    if len(parts) < 2:
+        return
+    size = max(grid.width, grid.height)
+    for n, poly in enumerate(parts, start=1):
+        pt = poly.representative_point()
+        col, row = inv @ (pt.x, pt.y)
+        minx, miny, maxx, maxy = poly.bounds
+        (c0, r0), (c1, r1) = inv @ (minx, miny), inv @ (maxx, maxy)
+        if max(abs(c1 - c0), abs(r1 - r0)) < 0.03 * size:
+            ax.plot([col - 0.5], [row - 0.5], marker="o", markersize=12, markerfacecolor="none",
+                    markeredgecolor="black", markeredgewidth=1.2)
+        ax.annotate(str(n), (col - 0.5, row - 0.5), xytext=(6, 6), textcoords="offset points", fontsize=7,
+                    bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "black", "linewidth": 0.5})
 
 
 def _thin(arr: np.ndarray, max_px: int = MAX_PANEL_PX) -> np.ndarray:
@@ -223,33 +282,70 @@ def _panels(fig: Any, nrows: int, ncols: int, *, w: float, h: float, top: float,
     return rows
 
 
+def legend_label(code: int, label: str) -> str:
+    """A code's legend entry: its label alone when the label begins with a code of its own
+    (GB/T ``0701 ...``, CORINE ``131 ...``), else the code and the label."""
+    first = label.split(" ", 1)[0]
+    if first.isdigit():
+        return label
+    return f"{code} {label}".strip()
+
+
+def code_colors(cw: Crosswalk) -> list[str]:
+    """The display colour of each code of a legend: the legend's ``color`` column, else the
+    fixed qualitative palette by the code's place in the legend."""
+    given = cw.colors or (None,) * len(cw.codes)
+    return [c or PALETTE[i % len(PALETTE)] for i, c in enumerate(given)]
+
+
+def _shorten(text: str, limit: int = 48) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _text_width(text: str, fontsize: float = 8) -> float:
+    """Roughly how wide ``text`` is drawn, in inches (CJK characters are full width)."""
+    em = fontsize / 72
+    return sum(em if ord(ch) >= 0x2E80 else 0.58 * em for ch in text)
+
+
 def _land_cover_figure(grid: Grid, geom: Any, codes: dict[int, tuple[np.ndarray, np.ndarray, Any]],
-                       path: Path) -> Path:
+                       path: Path, msg: Messages) -> Path:
     years = sorted(codes)
     ncols = min(4, len(years))
     nrows = int(np.ceil(len(years) / ncols))
-    panel, top, bottom, gap_h = 3.0, 0.75, 0.5, 0.35
-    fig = Figure(figsize=(3.1 * ncols + 0.1, top + nrows * panel + (nrows - 1) * gap_h + bottom))
-    axes = [ax for row in _panels(fig, nrows, ncols, w=3.0, h=panel, top=top, bottom=bottom, gap_h=gap_h)
-            for ax in row]
     legend_items: dict[str, str] = {}
-    for ax, y in zip(axes, years, strict=False):
+    panels = []
+    for y in years:
         values, valid, cw = codes[y]
-        colors = [c or CLASS_COLORS.get(k, "#999999") for c, k in
-                  zip(cw.colors or [None] * len(cw.codes), cw.classes, strict=True)]
+        colors = code_colors(cw)
+        labels = msg.legend_labels(cw)
         idx, known = cw.lookup(values)
         shown = valid & known
+        panels.append((y, cw, colors, idx, shown))
+        for j in np.unique(idx[shown]):
+            legend_items.setdefault(_shorten(legend_label(int(cw.codes[j]), labels[j])).replace("$", r"\$"),
+                                    colors[j])  # no mathtext
+    # the legend below the panels, in as many columns as fit the figure's width, and as many
+    # rows as it needs (the figure grows to hold them: no entry runs off the figure)
+    width = 3.1 * ncols + 0.1
+    entry = max([_text_width(lbl) for lbl in legend_items] or [1.0]) + 0.45
+    legend_cols = max(1, min(len(legend_items) or 1, int(width // entry)))
+    legend_rows = int(np.ceil(len(legend_items) / legend_cols))
+    panel, top, gap_h = 3.0, 0.75, 0.35
+    bottom = 0.25 + 0.2 * legend_rows
+    fig = Figure(figsize=(width, top + nrows * panel + (nrows - 1) * gap_h + bottom))
+    axes = [ax for row in _panels(fig, nrows, ncols, w=3.0, h=panel, top=top, bottom=bottom, gap_h=gap_h)
+            for ax in row]
+    for ax, (y, cw, colors, idx, shown) in zip(axes, panels, strict=False):
         img = np.ma.masked_array(idx, mask=~shown)
         _show(ax, img, grid, cmap=ListedColormap(colors), vmin=0, vmax=len(colors) - 1)
         _outline(ax, geom, grid)
         _bare(ax, f"{y} ({cw.legend})")
-        for j in np.unique(idx[shown]):
-            legend_items[f"{cw.codes[j]} {cw.labels[j]}".replace("$", r"\$")] = colors[j]  # no mathtext
     for ax in axes[len(years):]:
         ax.axis("off")
     fig.legend(handles=[Patch(color=c, label=lbl) for lbl, c in legend_items.items()], loc="lower center",
-               ncol=max(1, min(5, len(legend_items))), fontsize=8, frameon=False)
-    fig.suptitle("Land cover with the site boundary (black; white = no data)", fontsize=10)
+               ncol=legend_cols, fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0.0))
+    fig.suptitle(msg("lc_title"), fontsize=10)
     fig.savefig(path, dpi=DPI, pil_kwargs=PNG)
     return path
 
@@ -264,22 +360,24 @@ def _read_map(path: Path) -> np.ndarray:
                         resampling=Resampling.nearest)
 
 
-def _density_maps(maps_dir: Path, site_id: str, years: list[int], start: int) -> dict[str, Path]:
-    """The maps the density figure shows, by panel title (file names of carbon/io/maps.py): the
-    stock density of the first and the last year, and the change over the full period."""
-    maps = {f"stock density {y} (t C/ha)": maps_dir / f"{site_id}_stock_density_{y}.tif"
+def _density_maps(maps_dir: Path, site_id: str, years: list[int], start: int,
+                  msg: Messages) -> dict[str, tuple[Path, bool]]:
+    """The maps the density figure shows, by panel title (file names of carbon/io/maps.py), and
+    whether each is a change: the stock density of the first and the last year, and the
+    change over the full period."""
+    maps = {msg("density_title", year=y): (maps_dir / f"{site_id}_stock_density_{y}.tif", False)
             for y in sorted({years[0], years[-1]})}
     if start < years[-1]:
-        maps[f"change {start}-{years[-1]} (t C/ha; removals > 0)"] = (
-            maps_dir / f"{site_id}_stock_change_{start}_{years[-1]}.tif")
+        maps[msg("change_title", start=start, end=years[-1])] = (
+            maps_dir / f"{site_id}_stock_change_{start}_{years[-1]}.tif", True)
     return maps
 
 
-def _density_figure(grid: Grid, geom: Any, maps: dict[str, Path], path: Path) -> Path:
+def _density_figure(grid: Grid, geom: Any, maps: dict[str, tuple[Path, bool]], path: Path) -> Path:
     panels: list[tuple[str, np.ndarray, str, tuple[float, float] | None]] = []
-    for title, p in maps.items():
+    for title, (p, change) in maps.items():
         a = _read_map(p)
-        if not title.startswith("change"):
+        if not change:
             panels.append((title, a, "YlGn", None))
             continue
         lim = float(np.nanmax(np.abs(a))) if np.isfinite(a).any() else 1.0
@@ -311,15 +409,16 @@ def _density_figure(grid: Grid, geom: Any, maps: dict[str, Path], path: Path) ->
 
 
 def _stock_chart(data: ReportData, path: Path) -> Path:
+    msg = data.msg
     s = data.stocks.sort_values("year")
     fig = Figure(figsize=(7.5, 4))
     ax = fig.add_axes((0.1, 0.13, 0.87, 0.78))
-    ax.stackplot(s["year"], *[s[f"stock_{p}_tc"] for p in POOLS], labels=[POOL_NAMES[p] for p in POOLS], alpha=0.8)
-    ax.plot(s["year"], s["stock_tc"], color="black", marker="o", label="total")
+    ax.stackplot(s["year"], *[s[f"stock_{p}_tc"] for p in POOLS], labels=[msg.pool(p) for p in POOLS], alpha=0.8)
+    ax.plot(s["year"], s["stock_tc"], color="black", marker="o", label=msg("chart_total"))
     if "stock_tc_lower95" in s:
         ax.fill_between(s["year"], s["stock_tc_lower95"], s["stock_tc_upper95"], color="grey", alpha=0.35,
-                        label="95% interval (Monte Carlo)")
-    ax.set(xlabel="year", ylabel="t C", title=f"{data.site.site_id}: carbon stock by pool")
+                        label=msg("chart_interval"))
+    ax.set(xlabel=msg("chart_x"), ylabel=msg("chart_y"), title=msg("chart_title", site=data.site.site_id))
     ax.xaxis.get_major_locator().set_params(integer=True)  # type: ignore[call-arg]  # MaxNLocator
     ax.legend(fontsize=7, loc="upper left")
     ax.grid(alpha=0.3)
@@ -330,161 +429,128 @@ def _stock_chart(data: ReportData, path: Path) -> Path:
 # --- page --------------------------------------------------------------------------------
 
 
-def _img(path: Path, alt: str) -> str:
-    b64 = base64.b64encode(path.read_bytes()).decode()
-    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}"><figcaption>' \
-           f'{html.escape(alt)} (<a href="{path.name}">{path.name}</a>)</figcaption></figure>'
+def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    return [] if df.empty else list(df.to_dict("records"))
 
 
-def _num(v: Any, digits: int = 2, col: str | None = None) -> str:
-    if v is None or (isinstance(v, float) and not np.isfinite(v)):
-        return "<td></td>"
-    attr = f' data-col="{col}"' if col else ""
-    return f'<td class="n"{attr} data-value="{float(v)!r}">{float(v):,.{digits}f}</td>'
+def _figure(path: Path, alt: str) -> dict[str, str]:
+    return {"alt": alt, "name": path.name, "b64": base64.b64encode(path.read_bytes()).decode()}
 
 
-def _sink_table(sinks: pd.DataFrame) -> str:
-    if sinks.empty:
-        return "<p>No sink in the ledger for this site.</p>"
-    head = ("<tr><th>period</th><th>area (ha)</th><th>stock start (t C)</th><th>stock end (t C)</th>"
-            "<th>change (t C)</th><th>sink (t CO2e)</th><th>90% interval (t CO2e)</th><th>U90 (%)</th>"
-            "<th>conservative sink (t CO2e)</th><th>annual sink (t CO2e/yr)</th><th>method</th></tr>")
-    rows = []
-    for r in sinks.sort_values(["period_start", "period_end"]).itertuples():
-        full = " (full period)" if r.is_full_period else ""
-        rows.append(
-            f'<tr data-period="{r.period_start}-{r.period_end}"><td>{r.period_start}-{r.period_end}{full}</td>'
-            f"{_num(r.area_ha)}{_num(r.stock_start_tc)}{_num(r.stock_end_tc)}{_num(r.stock_change_tc)}"
-            f"{_num(r.sink_tco2e, col='sink_tco2e')}"
-            f"<td>{r.sink_tco2e_lower90:,.1f} to {r.sink_tco2e_upper90:,.1f}</td>{_num(r.sink_tco2e_u90_pct, 1)}"
-            f"{_num(r.conservative_sink_tco2e)}{_num(r.annual_sink_tco2e)}<td>{html.escape(str(r.method))}</td></tr>"
-        )
-    return f'<table id="sinks">{head}{"".join(rows)}</table>'
-
-
-def _stock_table(stocks: pd.DataFrame) -> str:
-    if stocks.empty:
-        return ""
-    head = "<tr><th>year</th><th>area (ha)</th><th>no data (ha)</th>" + "".join(
-        f"<th>{POOL_NAMES[p]} (t C)</th>" for p in POOLS) + "<th>total (t C)</th><th>95% interval (t C)</th></tr>"
-    rows = []
-    for r in stocks.sort_values("year").itertuples():
-        cells = "".join(_num(getattr(r, f"stock_{p}_tc")) for p in POOLS)
-        rows.append(f'<tr data-year="{r.year}"><td>{r.year}</td>{_num(r.area_ha)}{_num(r.nodata_ha)}{cells}'
-                    f"{_num(r.stock_tc, col='stock_tc')}"
-                    f"<td>{r.stock_tc_lower95:,.1f} to {r.stock_tc_upper95:,.1f}</td></tr>")
-    return f'<table id="stocks">{head}{"".join(rows)}</table>'
-
-
-def _class_area_table(areas: pd.DataFrame) -> str:
-    """Mapped and error-adjusted area of each carbon class per year (docs/methods.md §8), with
-    a sentence saying whether the stocks rest on adjusted or mapped areas."""
-    if areas.empty:
-        return "<p>No class areas in the ledger for this site.</p>"
-    adjusted = areas[areas["adjusted"].astype(bool)]
-    if adjusted.empty:
-        note = ("<p class=\"note\" id=\"areas-basis\">Areas are <b>unadjusted</b>: no map year of this site has an "
-                "accuracy-assessment sample, so the areas, stocks and sinks are the mapped ones and carry no map "
-                "error (docs/methods.md §8).</p>")
-    else:
-        years = sorted(int(y) for y in adjusted["year"].unique())
-        samples = sorted({str(p) for p in adjusted["accuracy_sample"] if str(p)})
-        note = ("<p class=\"note\" id=\"areas-basis\">Areas <b>adjusted for map error</b> in "
-                f"{', '.join(map(str, years))} with the accuracy sample(s) {html.escape(', '.join(samples))} "
-                "(stratified estimator, Olofsson et al. 2013): the stocks and sinks above rest on the adjusted "
-                "areas, and their intervals include the area uncertainty (docs/methods.md §8).</p>")
-    head = ("<tr><th>year</th><th>carbon class</th><th>mapped (ha)</th><th>adjusted (ha)</th>"
-            "<th>95% interval (ha)</th></tr>")
-    rows = []
-    for r in areas.sort_values(["year", "carbon_class"]).itertuples():
-        interval = (f"<td>{r.area_adjusted_ha_lower95:,.2f} to {r.area_adjusted_ha_upper95:,.2f}</td>"
-                    if r.adjusted else "<td>unadjusted</td>")
-        rows.append(f'<tr data-year="{r.year}" data-class="{html.escape(str(r.carbon_class))}"><td>{r.year}</td>'
-                    f"<td>{html.escape(str(r.carbon_class))}</td>{_num(r.area_ha, col='area_ha')}"
-                    f"{_num(r.area_adjusted_ha, col='area_adjusted_ha')}{interval}</tr>")
-    return f'{note}<table id="class-areas">{head}{"".join(rows)}</table>'
-
-
-def _transition_table(transitions: pd.DataFrame, sinks: pd.DataFrame) -> str:
+def _transitions(transitions: pd.DataFrame, sinks: pd.DataFrame) -> dict[str, Any] | None:
     full = sinks[sinks["is_full_period"]] if not sinks.empty else sinks
     if full.empty or transitions.empty:
-        return "<p>No transition matrix (a single map year).</p>"
+        return None
     y0, y1 = int(full["period_start"].iloc[0]), int(full["period_end"].iloc[0])
     t = transitions[(transitions["period_start"] == y0) & (transitions["period_end"] == y1)]
     m = t.pivot_table(index="from_class", columns="to_class", values="area_ha", aggfunc="sum", fill_value=0.0)
-    head = "<tr><th>from \\ to (ha)</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in m.columns) + "</tr>"
-    rows = "".join(f"<tr><th>{html.escape(i)}</th>" + "".join(_num(v) for v in m.loc[i]) + "</tr>" for i in m.index)
-    return f"<p>Land-cover transitions {y0} to {y1}, hectares.</p><table id=\"transitions\">{head}{rows}</table>"
+    return {"y0": y0, "y1": y1, "columns": [str(c) for c in m.columns],
+            "rows": [{"name": str(i), "values": [float(v) for v in m.loc[i]]} for i in m.index]}
 
 
-def _provenance(data: ReportData) -> str:
-    s = data.stocks
-    items = {
-        "site": f"{data.site.site_id}: {data.site.name} ({data.site.site_type}, ecozone {data.site.ecozone})",
-        "ledger run": s["run_id"].iloc[0] if not s.empty else "-",
-        "computed at": str(s["created_at"].iloc[0]) if not s.empty else "-",
-        "coefficient set": f"{s['coefficient_set'].iloc[0]} (SHA-256 {s['coefficient_sha256'].iloc[0]})"
-        if not s.empty else "-",
-        "code version": s["code_version"].iloc[0] if not s.empty else "-",
-        "uncertainty": s["uncertainty_method"].iloc[0] if not s.empty else "-",
-    }
-    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in items.items())
-    rasters = []
+def _rules(data: ReportData) -> list[Markup]:
+    """The method and the rules applied to the site, in plain words, from the provenance the
+    run kept (or, without it, the method of the sinks table)."""
+    msg, prov = data.msg, data.provenance
+    lines: list[Markup] = []
+
+    def say(key: str, **kw: Any) -> Markup:  # the catalog's HTML kept, the run's values escaped
+        return Markup(msg(key)).format(**kw) if kw else Markup(msg(key))
+
+    method = prov.get("method") or (str(data.sinks["method"].iloc[0]) if not data.sinks.empty else None)
+    if method:
+        lines.append(say(f"m_{method}"))
+    if not prov:
+        return [*lines, say("no_provenance")]
+    if prov.get("initial_age") is not None:
+        lines.append(say("m_initial_age", age=prov["initial_age"]))
+    if prov.get("period_start") is not None:
+        lines.append(say("m_period", start=prov["period_start"]))
+    grid = prov.get("reference_grid") or {}
+    if grid:
+        lines.append(say("m_grid", year=grid.get("year"), w=grid.get("width"), h=grid.get("height")))
+    adjusted = (prov.get("map_accuracy") or {}).get("areas") == "adjusted"
+    lines.append(say("m_areas_adjusted" if adjusted else "m_areas_mapped"))
+    flicker = sum(float(v) for v in (prov.get("flicker_filtered_ha") or {}).values())
+    if flicker > 0:
+        lines.append(say("m_flicker", ha=f"{flicker:,.2f}"))
+    mc = prov.get("monte_carlo") or {}
+    if mc:
+        lines.append(say("m_monte_carlo", draws=f"{int(mc.get('draws', 0)):,}", seed=mc.get("seed"),
+                         areas=msg("m_mc_areas") if adjusted else ""))
+        rule = mc.get("conservative_rule")
+        if rule in ("ar_tool14", "lower90"):
+            lines.append(say(f"m_rule_{rule}"))
+        policy = (mc.get("sd_default_policy") or {}).get("source")
+        if policy:
+            lines.append(say("m_sd_default", policy=msg.engine_text(str(policy))))
+
+        def named(items: list[str]) -> str:
+            out = []
+            for item in items:
+                cls, _, pool = str(item).partition("/")
+                out.append(f"{data.class_labels.get(cls) or msg.carbon_class(cls)} / {msg.pool(pool)}")
+            return ", ".join(out)
+
+        if mc.get("sd_defaulted"):
+            lines.append(say("m_sd_defaulted", items=named(mc["sd_defaulted"])))
+        if mc.get("sd_unknown"):
+            lines.append(say("m_sd_unknown", items=named(mc["sd_unknown"])))
+    return lines
+
+
+def _inputs(data: ReportData) -> list[dict[str, Any]]:
+    rows = []
     for year, y in sorted(data.inputs.get("years", {}).items()):
         rasters_of_year = y.get("rasters", {})
         if isinstance(rasters_of_year, list):  # inputs recorded without file hashes
             rasters_of_year = dict.fromkeys(rasters_of_year, "")
         for path, digest in rasters_of_year.items():
-            rasters.append(f"<tr><td>{year}</td><td>{html.escape(y.get('legend', ''))}</td>"
-                           f"<td>{html.escape(path)}</td><td><code>{digest}</code></td></tr>")
+            rows.append({"year": year, "legend": y.get("legend", ""), "path": path, "digest": digest, "sample": False})
         for path, digest in y.get("accuracy_sample", {}).items():
-            rasters.append(f"<tr><td>{year}</td><td>accuracy sample</td>"
-                           f"<td>{html.escape(path)}</td><td><code>{digest}</code></td></tr>")
-    raster_table = ("<table><tr><th>year</th><th>legend</th><th>input file</th><th>SHA-256</th></tr>"
-                    + "".join(rasters) + "</table>") if rasters else ""
-    runs = "".join(f"<tr><td>{r.site_run_id}</td><td>{r.run_id}</td><td>{r.status}</td><td>{r.created_at}</td></tr>"
-                   for r in data.history.itertuples())
-    return (f"<table>{rows}</table>{raster_table}<h3>Every run of this site</h3>"
-            f"<table><tr><th>site run</th><th>run</th><th>status</th><th>time</th></tr>{runs}</table>")
+            rows.append({"year": year, "legend": "", "path": path, "digest": digest, "sample": True})
+    return rows
 
 
-CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
-table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:0.85em}td,th{border:1px solid #ccc;padding:3px 6px}
-td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#f3f3f3;text-align:left}
-figure{margin:1em 0}img{max-width:100%}.problem{background:#fde8e8;border-left:4px solid #c0392b;padding:0.5em 1em}
-.note{color:#555;font-size:0.9em}"""
-
-CHECK = """<script>
-window.addEventListener('load', function () {
-  var imgs = Array.prototype.slice.call(document.images);
-  var bad = imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); }).length;
-  document.body.setAttribute('data-figures', imgs.length + ' loaded, ' + bad + ' broken');
-});
-</script>"""
+def _provenance(data: ReportData) -> list[tuple[str, str]]:
+    s, site = data.stocks, data.site
+    return [
+        ("p_site", f"{site.site_id}: {site.name} ({site.site_type}, ecozone {site.ecozone})"),
+        ("p_run", str(s["run_id"].iloc[0]) if not s.empty else "-"),
+        ("p_computed", str(s["created_at"].iloc[0]) if not s.empty else "-"),
+        ("p_coefficients", f"{s['coefficient_set'].iloc[0]} (SHA-256 {s['coefficient_sha256'].iloc[0]})"
+         if not s.empty else "-"),
+        ("p_code", str(s["code_version"].iloc[0]) if not s.empty else "-"),
+        ("p_uncertainty", str(s["uncertainty_method"].iloc[0]) if not s.empty else "-"),
+    ]
 
 
-def _html(data: ReportData, figures: dict[str, Path]) -> str:
-    site = data.site
-    problems = "".join(f'<p class="problem">{html.escape(p)}</p>' for p in data.problems)
-    figs = "".join(_img(figures[k], alt) for k, alt in (
-        ("land_cover", "Land cover of each map year with the site boundary"),
-        ("density", "Stock density, first and last year, and its change"),
-        ("stock_by_pool", "Carbon stock by pool over the years, with the 95% interval")) if k in figures)
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>carbon-sink report: {html.escape(site.site_id)}</title>
-<style>{CSS}</style></head>
-<body data-figures="pending">
-<h1>{html.escape(site.name)} <small>({html.escape(site.site_id)})</small></h1>
-{problems}
-<p class="note">Units: carbon stocks in tonnes of carbon (t C); sinks in tonnes of CO2 equivalent (t CO2e),
-sink = stock change x 44/12. Sign: <b>removals are positive</b>, emissions negative. Areas are ellipsoidal
-hectares, boundary pixels counted by the share inside the site. Methods: docs/methods.md.</p>
-<h2>Sinks</h2>{_sink_table(data.sinks)}
-<h2>Stocks</h2>{_stock_table(data.stocks)}
-<h2>Areas by carbon class</h2>{_class_area_table(data.class_areas)}
-<h2>Maps and charts</h2>{figs or "<p>No figure could be drawn (see above).</p>"}
-<h2>Land-cover transitions</h2>{_transition_table(data.transitions, data.sinks)}
-<h2>Provenance</h2>{_provenance(data)}
-{CHECK}
-</body></html>
-"""
+def _html(data: ReportData, figures: dict[str, Path], web_font: str | None = None) -> str:
+    msg = data.msg
+    areas = data.class_areas
+    adjusted = areas[areas["adjusted"].astype(bool)] if not areas.empty else areas
+    sinks = data.sinks.sort_values(["period_start", "period_end"]) if not data.sinks.empty else data.sinks
+    used = data.coefficients_used
+    method = data.provenance.get("method") or (str(sinks["method"].iloc[0]) if not sinks.empty else "")
+
+    def class_label(cls: str) -> str:
+        return data.class_labels.get(str(cls)) or msg.carbon_class(str(cls))
+
+    return render(
+        "site.html.j2", msg.lang, site=data.site, web_font=web_font, problems=data.problems,
+        sinks=_records(sinks), stocks=_records(data.stocks.sort_values("year") if not data.stocks.empty else data.stocks),
+        pools=POOLS, gain_pools=GAIN_LOSS_POOLS, class_label=class_label,
+        class_areas=_records(areas.sort_values(["year", "carbon_class"]) if not areas.empty else areas),
+        adjusted_years=", ".join(str(y) for y in sorted({int(y) for y in adjusted["year"]})) if not adjusted.empty
+        else "",
+        samples=", ".join(sorted({Path(str(p)).name for p in adjusted["accuracy_sample"] if str(p)}))
+        if not adjusted.empty else "",
+        figures=[_figure(figures[k], msg(alt)) for k, alt in (
+            ("land_cover", "fig_land_cover"), ("density", "fig_density"), ("stock_by_pool", "fig_stock"))
+            if k in figures],
+        transitions=_transitions(data.transitions, data.sinks),
+        rules=_rules(data), method=method,
+        coefficients=_records(used),
+        run_id=str(data.stocks["run_id"].iloc[0]) if not data.stocks.empty else "-",
+        provenance=_provenance(data), inputs=_inputs(data), runs=_records(data.history),
+    )

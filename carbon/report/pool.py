@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 from concurrent.futures import BrokenExecutor, Future, ProcessPoolExecutor
@@ -10,6 +11,9 @@ from typing import Any
 
 from carbon.io.config import Config
 from carbon.report.page import site_report
+from carbon.report.portfolio import portfolio_report
+
+log = logging.getLogger(__name__)
 
 
 def report_workers() -> int:
@@ -32,7 +36,8 @@ def site_reports(cfg: Config, site_ids: list[str], workers: int | None = None,
 
 class ReportPool:
     """Reports drawn in ``workers`` processes while the caller goes on (a metering run hands
-    each site over as soon as it is published); ``pages()`` waits for them. A report that
+    each site over as soon as it is published); ``pages()`` waits for them, then writes the
+    portfolio page of every site (``carbon/report/portfolio.py``). A report that
     cannot be drawn is noted as ``report failed: ...``, not raised: the estimate is
     published, the report is a view of it.
 
@@ -50,6 +55,8 @@ class ReportPool:
         self._order: dict[str, str | Path | None] = {}
         self._futures: dict[str, Future[str]] = {}
         self._failed: dict[str, str] = {}
+        #: The portfolio page written once the reports are drawn (or ``report failed: ...``).
+        self.portfolio: str | None = None
 
     def __enter__(self) -> ReportPool:
         return self
@@ -86,12 +93,24 @@ class ReportPool:
                     pages[s] = f"report failed: {type(exc).__name__}: {exc}"
             else:
                 pages[s] = _report_or_failure(self.cfg, s, maps_dir)
+        if pages:
+            self.portfolio = _portfolio_or_failure(self.cfg)
         return pages
 
 
 def _report_worker(nice: int) -> None:
     if nice:
         os.nice(nice)
+
+
+def _portfolio_or_failure(cfg: Config) -> str:
+    """The portfolio page (``<output_dir>/reports/index.html``), rewritten after the site
+    reports; like them, a view of what was published: a failure is logged, not raised."""
+    try:
+        return str(portfolio_report(cfg))
+    except Exception as exc:  # noqa: BLE001 - the estimates are published; the page is a view of them
+        log.warning("the portfolio page cannot be written: %s: %s", type(exc).__name__, exc)
+        return f"report failed: {type(exc).__name__}: {exc}"
 
 
 def _report_or_failure(cfg: Config, site_id: str, maps_dir: str | Path | None = None) -> str:

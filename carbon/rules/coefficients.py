@@ -27,6 +27,7 @@ class Crosswalk:
     labels: tuple[str, ...]
     sha256: str
     colors: tuple[str | None, ...] = ()  # display colour of each code (optional column ``color``)
+    labels_zh: tuple[str, ...] = ()  # Chinese label of each code (optional column ``label_zh``; "" where none)
 
     def lookup(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Index of each code in ``self.codes`` and whether it is known (vectorised: a table
