@@ -210,3 +210,58 @@ def test_a_site_whose_run_wrote_no_maps_gets_a_page_that_says_so(tmp_path: Path,
     cells.feed(dom)
     for r in sinks.itertuples():
         assert cells.values[(f"{r.period_start}-{r.period_end}", "sink_tco2e")] == r.sink_tco2e
+
+
+def screenshot(page: Path, path: Path) -> Path:
+    """A screenshot of the page as a person sees it (1280 x 2400), after its figures and fonts load."""
+    profile = tempfile.mkdtemp(prefix="chromium-")
+    try:
+        proc = subprocess.run(
+            [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={profile}", "--hide-scrollbars", "--virtual-time-budget=10000",
+             "--window-size=1280,2400", f"--screenshot={path}", page.as_uri()],
+            capture_output=True, text=True, timeout=120, check=False,
+        )
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return path
+
+
+def test_legend_entries_are_distinct_and_not_doubled() -> None:
+    """Every code of a built-in legend has its own colour (the legend's colour column, else the
+    fixed palette), and a label that carries its own code is not prefixed with it again."""
+    from carbon.io.tables import load_crosswalk
+    from carbon.report.i18n import Messages
+    from carbon.report.page import code_colors, legend_label
+
+    for name in ("clcd", "worldcover", "glc_fcs30", "corine", "gbt21010"):
+        cw = load_crosswalk(name)
+        colors = code_colors(cw)
+        assert len(set(colors)) == len(cw.codes), name
+        assert len(cw.labels_zh) == len(cw.codes) and all(cw.labels_zh), name
+        for code, label in zip(cw.codes, Messages("zh").legend_labels(cw), strict=True):
+            entry = legend_label(int(code), label)
+            assert not entry.startswith(f"{code} 0"), entry
+    gbt = load_crosswalk("gbt21010")
+    zh = dict(zip(gbt.codes.tolist(), Messages("zh").legend_labels(gbt), strict=True))
+    assert legend_label(701, zh[701]) == "0701 城镇住宅用地"
+    assert legend_label(602, zh[602]) == "0602 采矿用地"
+    clcd = load_crosswalk("clcd")
+    assert code_colors(clcd)[1] == "#446f33"  # the legend's own colour
+    assert legend_label(2, Messages("zh").legend_labels(clcd)[1]) == "2 林地"
+    assert legend_label(2, Messages("en").legend_labels(clcd)[1]) == "2 Forest"
+
+
+def test_report_language_comes_from_the_configuration(tmp_path: Path) -> None:
+    from carbon.errors import InputError
+
+    cfg_path = write_config(tmp_path / "c.toml")
+    assert load_config(cfg_path).report_language == "en"
+    cfg_path.write_text(cfg_path.read_text() + 'report_language = "zh"\n')
+    assert load_config(cfg_path).report_language == "zh"
+    cfg_path.write_text(cfg_path.read_text().replace('"zh"', '"fr"'))
+    with pytest.raises(InputError) as err:
+        load_config(cfg_path)
+    assert "report_language must be 'en' or 'zh', not 'fr'" in str(err.value.problems)
