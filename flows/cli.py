@@ -238,8 +238,11 @@ def results(
     classes: Annotated[bool, typer.Option("--classes", help="Area per year and carbon class, mapped and adjusted "
                                           "for map error (docs/methods.md §8).")] = False,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")] = "table",
+    scenario: Annotated[str | None, typer.Option("--scenario", help="An analyst's scenario instead of the official "
+                                                 "estimate (names: carbon-sink history).")] = None,
 ) -> None:
-    """Current estimates from the ledger (the latest successful run of each site and period)."""
+    """Current official estimates from the ledger (the latest successful official run of each
+    site), or with --scenario the latest run of that scenario."""
     from carbon.rules import dating  # noqa: PLC0415
     from carbon.rules.vocabulary import POOLS  # noqa: PLC0415
 
@@ -247,8 +250,10 @@ def results(
         _fail(ValueError(f"--format must be table, csv or json, not {fmt!r}"))
     cfg = _load(config)
     ledger = _ledger(cfg)
+    if scenario is not None and scenario not in (known := ledger.scenarios()):
+        _fail(ValueError(f"no scenario {scenario!r} in the ledger; scenarios: {', '.join(map(repr, known)) or 'none'}"))
     if classes:
-        df = ledger.current("class_areas", site)
+        df = ledger.current("class_areas", site, scenario)
         cols = ["site_id", "year", "carbon_class", "area_ha", "area_adjusted_ha", "area_adjusted_ha_lower95",
                 "area_adjusted_ha_upper95", "adjusted", "run_id"]
         if fmt != "table":
@@ -258,7 +263,7 @@ def results(
             console.print("note: no accuracy sample in the catalog: the adjusted areas are the mapped areas",
                           markup=False, highlight=False)
     elif stocks:
-        df = ledger.current("stocks", site)
+        df = ledger.current("stocks", site, scenario)
         cols = ["site_id", "year", "area_ha", "stock_tc", "stock_tc_lower90", "stock_tc_upper90", "stock_tc_u90_pct",
                 *[f"stock_{p}_tc" for p in POOLS], "method", "run_id"]
         if fmt != "table":
@@ -266,8 +271,8 @@ def results(
                          "stock_tc_u95_pct", "stock_tc_u95_pct_approach1", "uncertainty_method"]
         title = "Carbon stocks (t C)"
     else:
-        df = ledger.current("sinks", site)
-        map_stocks = ledger.current("stocks", site)
+        df = ledger.current("sinks", site, scenario)
+        map_stocks = ledger.current("stocks", site, scenario)
         df = dating.with_map_gaps(df, map_stocks)
         for warning in dating.gap_warnings(df[df["is_full_period"]], map_stocks):
             console.print(f"warning: {warning}", markup=False, highlight=False)
@@ -294,17 +299,28 @@ def results(
 
 @app.command()
 def history(config: ConfigOpt = None,
-            site: Annotated[str, typer.Option("--site", "-s", help="The site.")] = ...) -> None:  # type: ignore[assignment]
-    """Every run of a site, oldest first (the ledger is append-only)."""
+            site: Annotated[str, typer.Option("--site", "-s", help="The site.")] = ...,  # type: ignore[assignment]
+            fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")] = "table") -> None:
+    """Every version of a site, oldest first (the ledger is append-only): its map years, method,
+    coefficient set, full-period sink, and whether it is the official estimate or a scenario."""
+    from carbon.pipeline.versions import site_versions  # noqa: PLC0415
+
+    if fmt not in ("table", "csv", "json"):
+        _fail(ValueError(f"--format must be table, csv or json, not {fmt!r}"))
     cfg = _load(config)
     df = _ledger(cfg).history(site)
     if df.empty:
         console.print(f"no run of site {site!r} in the ledger", markup=False)
         raise typer.Exit(1)
-    df["created_at"] = df["created_at"].astype(str)
-    df["error"] = df["error"].fillna("").str.split("\n").str[0]
-    _print_table(df[["site_run_id", "run_id", "status", "created_at", "coefficient_set", "code_version", "error"]],
-                 f"History of {site}")
+    versions = site_versions(df)
+    if fmt == "json":
+        sys.stdout.write(json.dumps(json.loads(versions.to_json(orient="records")), indent=2) + "\n")
+    elif fmt == "csv":
+        sys.stdout.write(versions.to_csv(index=False))
+    else:
+        _print_table(versions[["site_run_id", "created_at", "status", "estimate", "scenario", "years", "method",
+                               "coefficient_set", "period", "sink_tco2e", "sink_tco2e_lower90", "sink_tco2e_upper90",
+                               "error"]], f"History of {site}")
 
 
 @app.command()

@@ -91,12 +91,14 @@ def with_dask(address: str | None = None, workers: int = 2) -> Flow[..., State]:
 @flow(name="site-run", log_prints=True)
 def site_run(site_id: str, config: str | None = None, years: list[int] | None = None, start_year: int | None = None,
              coefficients: str | None = None, maps: bool = True, method: str | None = None,
-             reports: bool = True, output_dir: str | None = None) -> State:
+             reports: bool = True, output_dir: str | None = None, scenario: str | None = None) -> State:
     """Re-run one site, always recomputed: what an analyst runs with chosen years, period start,
-    coefficient set and per-pixel maps on or off."""
+    coefficient set and per-pixel maps on or off. Parameters other than those the configuration
+    gives the site (or a ``scenario`` name) make it a scenario, recorded beside the official
+    estimate and never replacing it."""
     ctx = prepare_run(str(config or DEMO_CONFIG), [site_id], coefficients, output_dir)
     params = SiteParams(years=tuple(years) if years else None, start_year=start_year, method=method, maps=maps,
-                        force=True)
+                        force=True, scenario=scenario)
     future = meter_site.submit(ctx, site_id, params, report_maps=reports)
     outcomes = _collect([future], [site_id])
     summary = finish_run(ctx, outcomes, site_reports(ctx, outcomes) if reports else None)

@@ -74,6 +74,9 @@ site_runs = sa.Table(
     sa.Column("coefficient_sha256", sa.String(64), nullable=True),
     sa.Column("code_version", sa.String(64), nullable=False),
     sa.Column("error", sa.Text, nullable=True),
+    # revision 0003: NULL for the official estimate, else the analyst's scenario; its parameters
+    sa.Column("scenario", sa.String(200), nullable=True, index=True),
+    sa.Column("parameters_json", sa.Text, nullable=True),
 )
 
 _float = sa.Float(precision=53)
@@ -203,8 +206,8 @@ class LedgerError(CarbonSinkError):
 
 #: The ledger's schema revision (``carbon/io/migrations/versions``): a new ledger is created at
 #: ``HEAD``; one behind it is refused until upgraded (``carbon-sink ledger upgrade``).
-HEAD = "0002"
-REVISIONS = ("0001", "0002")
+HEAD = "0003"
+REVISIONS = ("0001", "0002", "0003")
 #: A ledger without Alembic's version table, written before the revisions, holds this schema
 #: version in ``ledger_meta``: it is revision 0001. The head writes 5 there, so that a
 #: carbon-sink from before the revisions refuses an upgraded ledger instead of writing to it
@@ -312,8 +315,10 @@ class Ledger:
 
     def publish_site(self, *, run_id: str, flow_run_id: str | None, site_id: str, tables: dict[str, pd.DataFrame],
                      input_key: str, inputs: dict[str, Any], coefficient_set: str, coefficient_sha256: str,
-                     code_version: str) -> int:
-        """Write one site's results in one transaction; returns its site_run_id.
+                     code_version: str, scenario: str | None = None,
+                     parameters: dict[str, Any] | None = None) -> int:
+        """Write one site's results in one transaction; returns its site_run_id. ``scenario``:
+        an analyst's scenario (never the official estimate), with its ``parameters``.
 
         Idempotent within a run: publishing the same site and inputs again for the same run
         (a task re-run after a worker died past the commit) returns the row already written."""
@@ -321,13 +326,15 @@ class Ledger:
             _lock(c)
             done = c.execute(sa.select(site_runs.c.site_run_id).where(
                 site_runs.c.run_id == run_id, site_runs.c.site_id == site_id, site_runs.c.status == "succeeded",
-                site_runs.c.input_key == input_key)).scalar_one_or_none()
+                site_runs.c.input_key == input_key, _same_scenario(scenario))).scalar_one_or_none()
             if done is not None:
                 return int(done)
             site_run_id = c.execute(site_runs.insert().values(
                 run_id=run_id, flow_run_id=flow_run_id, site_id=site_id, status="succeeded", created_at=now(),
                 input_key=input_key, inputs_json=json.dumps(inputs, sort_keys=True, default=str),
                 coefficient_set=coefficient_set, coefficient_sha256=coefficient_sha256, code_version=code_version,
+                scenario=scenario,
+                parameters_json=None if parameters is None else json.dumps(parameters, sort_keys=True, default=str),
             )).inserted_primary_key[0]  # type: ignore[index]
             for name, table in TABLES.items():
                 df = tables[name]
@@ -343,35 +350,42 @@ class Ledger:
         return int(site_run_id)
 
     def record_site(self, *, run_id: str, flow_run_id: str | None, site_id: str, status: str, code_version: str,
-                    error: str | None = None, input_key: str | None = None) -> None:
+                    error: str | None = None, input_key: str | None = None, scenario: str | None = None,
+                    parameters: dict[str, Any] | None = None) -> None:
         """A failed or skipped site: one row, no results."""
         with self._tx() as c:
             _lock(c)
             site_run_id = c.execute(site_runs.insert().values(
                 run_id=run_id, flow_run_id=flow_run_id, site_id=site_id, status=status, created_at=now(),
-                code_version=code_version, error=error, input_key=input_key)).inserted_primary_key[0]  # type: ignore[index]
+                code_version=code_version, error=error, input_key=input_key, scenario=scenario,
+                parameters_json=None if parameters is None else json.dumps(parameters, sort_keys=True, default=str),
+            )).inserted_primary_key[0]  # type: ignore[index]
             _heartbeat(c, run_id)
             _chain_site_run(c, int(site_run_id))
 
     def last_success_key(self, site_id: str) -> str | None:
-        q = (sa.select(site_runs.c.input_key).where(site_runs.c.site_id == site_id, site_runs.c.status == "succeeded")
+        """The input key of the site's current official estimate (scenarios never count)."""
+        q = (sa.select(site_runs.c.input_key).where(site_runs.c.site_id == site_id, site_runs.c.status == "succeeded",
+                                                    site_runs.c.scenario.is_(None))
              .order_by(site_runs.c.site_run_id.desc()).limit(1))
         with self.engine.connect() as c:
             return c.execute(q).scalar_one_or_none()
 
     # --- reading ------------------------------------------------------------------------
 
-    def current(self, name: str, site_id: str | None = None) -> pd.DataFrame:
-        """Current estimates: every row of each site's latest successful site run. An older
-        run's periods or years that the latest run no longer has are not current (a re-run
-        with other years replaces the site's estimate as a whole)."""
+    def current(self, name: str, site_id: str | None = None, scenario: str | None = None) -> pd.DataFrame:
+        """Current official estimates: every row of each site's latest successful official site
+        run (a scenario is never official). An older run's periods or years that the latest run
+        no longer has are not current (a re-run with other years replaces the site's estimate as
+        a whole). With ``scenario``: the latest site run of that scenario instead."""
         table = TABLES[name]
         latest = (sa.select(site_runs.c.site_id, sa.func.max(site_runs.c.site_run_id).label("latest"))
-                  .where(site_runs.c.status == "succeeded").group_by(site_runs.c.site_id).subquery())
+                  .where(site_runs.c.status == "succeeded", _same_scenario(scenario))
+                  .group_by(site_runs.c.site_id).subquery())
         keys = {"stocks": ["site_id", "year"], "class_areas": ["site_id", "year", "carbon_class"]}.get(
             name, ["site_id", "period_start", "period_end"])
         q = (sa.select(table, site_runs.c.run_id, site_runs.c.created_at, site_runs.c.coefficient_set,
-                       site_runs.c.coefficient_sha256, site_runs.c.code_version)
+                       site_runs.c.coefficient_sha256, site_runs.c.code_version, site_runs.c.scenario)
              .join(latest, table.c.site_run_id == latest.c.latest)
              .join(site_runs, site_runs.c.site_run_id == table.c.site_run_id))
         if site_id:
@@ -383,12 +397,27 @@ class Ledger:
             return pd.read_sql(q, c)
 
     def history(self, site_id: str) -> pd.DataFrame:
+        """Every site run of a site, oldest first, with its scenario (None: official), its
+        parameters and inputs (JSON) and its full-period sink (None if it published none)."""
+        full = (sa.select(sinks.c.site_run_id, sinks.c.period_start, sinks.c.period_end, sinks.c.sink_tco2e,
+                          sinks.c.sink_tco2e_lower90, sinks.c.sink_tco2e_upper90, sinks.c.conservative_sink_tco2e)
+                .where(sinks.c.is_full_period.is_(True)).subquery())
         q = (sa.select(site_runs.c.site_run_id, site_runs.c.run_id, site_runs.c.flow_run_id, site_runs.c.status,
                        site_runs.c.created_at, site_runs.c.input_key, site_runs.c.coefficient_set,
-                       site_runs.c.coefficient_sha256, site_runs.c.code_version, site_runs.c.error)
+                       site_runs.c.coefficient_sha256, site_runs.c.code_version, site_runs.c.error,
+                       site_runs.c.scenario, site_runs.c.parameters_json, site_runs.c.inputs_json,
+                       full.c.period_start, full.c.period_end, full.c.sink_tco2e, full.c.sink_tco2e_lower90,
+                       full.c.sink_tco2e_upper90, full.c.conservative_sink_tco2e)
+             .outerjoin(full, full.c.site_run_id == site_runs.c.site_run_id)
              .where(site_runs.c.site_id == site_id).order_by(site_runs.c.site_run_id))
         with self.engine.connect() as c:
             return pd.read_sql(q, c)
+
+    def scenarios(self) -> list[str]:
+        """The names of the scenarios in the ledger."""
+        q = sa.select(site_runs.c.scenario).where(site_runs.c.scenario.is_not(None)).distinct()
+        with self.engine.connect() as c:
+            return sorted(str(s) for s in c.execute(q).scalars())
 
     def exported(self, registry: str, site_ids: list[str]) -> pd.DataFrame:
         """Vintages already exported for a registry (to refuse issuing a year twice)."""
@@ -498,6 +527,11 @@ class Ledger:
 
 _REVISION_1_TABLES = {"runs", "site_runs", "stocks", "sinks", "transitions", "file_hashes", "exported_vintages",
                       "class_areas"}
+
+
+def _same_scenario(scenario: str | None) -> sa.ColumnElement[bool]:
+    """Site runs of the official estimate (None) or of one scenario."""
+    return site_runs.c.scenario.is_(None) if scenario is None else site_runs.c.scenario == scenario
 
 
 def revision(c: sa.Connection, safe_url: str) -> str | None:
@@ -656,7 +690,10 @@ def row_key(name: str, row: Any) -> str:
 
 
 def _site_record(row: Any, tables: dict[str, list[list[str]]]) -> dict[str, Any]:
-    rec = {k: row[k] for k in row.keys() if k != "inputs_json"}
+    # the scenario fields (revision 0003) are left out while NULL: official site runs chained
+    # before them keep their records
+    rec = {k: row[k] for k in row.keys()
+           if k != "inputs_json" and not (k in ("scenario", "parameters_json") and row[k] is None)}
     inputs = row["inputs_json"]
     rec["inputs_sha256"] = None if inputs is None else sha256_text(inputs)
     return {"kind": "site_run", "ref": str(row["site_run_id"]), "site_run": rec,
@@ -667,7 +704,9 @@ def site_contents(c: sa.Connection, site_run_id: int | None = None) -> dict[int,
     """Each site run's record as the tables hold it now (all, or one): its ``site_runs`` row
     (inputs by their SHA-256) and, per table, each row's key and the SHA-256 of the row."""
     where = [] if site_run_id is None else [site_runs.c.site_run_id == site_run_id]
-    heads = {int(r["site_run_id"]): r for r in c.execute(sa.select(site_runs).where(*where)).mappings()}
+    present = {col["name"] for col in sa.inspect(c).get_columns("site_runs")}  # (a migration may run this)
+    columns = [col for col in site_runs.c if col.name in present]
+    heads = {int(r["site_run_id"]): r for r in c.execute(sa.select(*columns).where(*where)).mappings()}
     rows: dict[int, dict[str, list[list[str]]]] = {k: {} for k in heads}
     for name, table in TABLES.items():
         tw = [] if site_run_id is None else [table.c.site_run_id == site_run_id]

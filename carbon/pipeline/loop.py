@@ -44,6 +44,7 @@ from carbon.io.tables import load_catalog, load_coefficients, sha256_file
 from carbon.pipeline.key import site_input_key
 from carbon.pipeline.scan import DEFAULT_MAX_CELLS
 from carbon.pipeline.site import compute_site
+from carbon.rules import policies
 from carbon.rules.coefficients import CatalogEntry, CoefficientSet
 from carbon.rules.results import SiteResult
 from carbon.rules.site import Site, select_sites
@@ -184,6 +185,7 @@ class SiteParams:
     method: str | None = None
     maps: bool = False
     force: bool = False
+    scenario: str | None = None  # an analyst's name for the run (it is then a scenario whatever its parameters)
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,7 @@ class RunContext:
     site_ids: tuple[str, ...]
     code_version: str
     flow_run_id: str | None = None
+    coefficients_override: str | None = None  # a coefficient set other than the configured one
 
     @property
     def run_dir(self) -> Path:
@@ -214,13 +217,16 @@ def start_run(config: Config | str | Path | None, site_ids: list[str] | None = N
               coefficients: str | Path | None = None, flow_run_id: str | None = None,
               output_dir: str | Path | None = None) -> RunContext:
     """Validate the shared inputs, check the output folder and the ledger, and record the run."""
-    cfg = run_config(config, coefficients, output_dir)
+    configured = run_config(config, None, output_dir)
+    cfg = run_config(configured, coefficients)
     sites = select_sites(load_sites(cfg.sites), site_ids)
     load_catalog(cfg.landcover)
     load_coefficients(cfg.coefficients)
     ensure_output_dir(cfg.output_dir)
+    override = str(cfg.coefficients) if Path(cfg.coefficients).resolve() != Path(configured.coefficients).resolve() \
+        else None
     ctx = RunContext(run_id=str(uuid.uuid4()), config=cfg, site_ids=tuple(s.site_id for s in sites),
-                     code_version=code_version(), flow_run_id=flow_run_id)
+                     code_version=code_version(), flow_run_id=flow_run_id, coefficients_override=override)
     ledger = Ledger(cfg.ledger_url)
     for stale in ledger.mark_stale_runs():  # runs killed mid-way: marked, their temporary folders removed
         removed = remove_staging(cfg.output_dir, stale["run_id"])
@@ -245,6 +251,20 @@ def maps_dir(ctx: RunContext, site_id: str, *, kept: bool) -> Path:
     return inside(ctx.config.output_dir, "runs", ctx.run_id, MAPS if kept else REPORT_MAPS, site_id)
 
 
+def site_years(site: Site, params: SiteParams) -> list[int] | None:
+    """The map years of a site run: the run's, else the site's ``years`` property, else all."""
+    years = params.years or policies.configured_years(site)
+    return list(years) if years else None
+
+
+def site_scenario(ctx: RunContext, site_id: str, params: SiteParams) -> tuple[str | None, dict[str, Any]]:
+    """(None, {}) for the site's official estimate, else (the scenario's name, its parameters)."""
+    site, _, coefficients = site_inputs(ctx.config, site_id)
+    return policies.scenario_of(site, coefficients, years=params.years, start_year=params.start_year,
+                                method=params.method, coefficients_override=ctx.coefficients_override,
+                                name=params.scenario)
+
+
 def site_key(ctx: RunContext, site_id: str, params: SiteParams) -> dict[str, Any]:
     """The content key of everything the site's result depends on, and its last published key."""
     cfg = ctx.config
@@ -260,7 +280,7 @@ def site_key(ctx: RunContext, site_id: str, params: SiteParams) -> dict[str, Any
         return known
 
     key, inputs = site_input_key(site, catalog, coefficients, cfg.legends,
-                                 years=list(params.years) if params.years else None, start_year=params.start_year,
+                                 years=site_years(site, params), start_year=params.start_year,
                                  method=params.method, hash_file=cached_sha256,
                                  uncertainty={"draws": cfg.monte_carlo_draws, "rule": cfg.conservative_rule,
                                               "sd_defaults": None if cfg.sd_defaults is None else cfg.sd_defaults.key()},
@@ -276,7 +296,7 @@ def compute_site_tables(ctx: RunContext, site_id: str, params: SiteParams, maps:
     site, catalog, coefficients = site_inputs(cfg, site_id)
     site_dir = inside(cfg.output_dir, "runs", ctx.run_id, "sites", site.site_id)
     result = compute_site(site, catalog, coefficients, legends_dir=cfg.legends,
-                          years=list(params.years) if params.years else None, start_year=params.start_year,
+                          years=site_years(site, params), start_year=params.start_year,
                           method=params.method, draws=cfg.monte_carlo_draws,
                           conservative_rule=cfg.conservative_rule, sd_defaults=cfg.sd_defaults,
                           maps_dir=maps_dir(ctx, site_id, kept=params.maps) if maps else None,
@@ -285,22 +305,26 @@ def compute_site_tables(ctx: RunContext, site_id: str, params: SiteParams, maps:
     return site_dir
 
 
-def publish_site(ctx: RunContext, site_id: str, site_dir: Path, key: dict[str, Any]) -> int:
-    """Write the site's tables to the ledger in one transaction (idempotent within a run)."""
+def publish_site(ctx: RunContext, site_id: str, site_dir: Path, key: dict[str, Any],
+                 scenario: tuple[str | None, dict[str, Any]] = (None, {})) -> int:
+    """Write the site's tables to the ledger in one transaction (idempotent within a run), as
+    the official estimate or as the ``scenario`` (name, parameters) it is."""
     inputs = key["inputs"]
     return Ledger(ctx.config.ledger_url).publish_site(
         run_id=ctx.run_id, flow_run_id=ctx.flow_run_id, site_id=site_id, tables=read_site_tables(site_dir),
         input_key=key["key"], inputs=inputs, coefficient_set=inputs["coefficient_set"],
         coefficient_sha256=inputs["coefficient_sha256"], code_version=ctx.code_version,
+        scenario=scenario[0], parameters=scenario[1] if scenario[0] is not None else None,
     )
 
 
 def record_site(ctx: RunContext, site_id: str, status: str, error: str | None = None,
-                input_key: str | None = None) -> None:
+                input_key: str | None = None, scenario: tuple[str | None, dict[str, Any]] = (None, {})) -> None:
     """A skipped or failed site: one ledger row."""
     Ledger(ctx.config.ledger_url).record_site(run_id=ctx.run_id, flow_run_id=ctx.flow_run_id, site_id=site_id,
                                               status=status, code_version=ctx.code_version, error=error,
-                                              input_key=input_key)
+                                              input_key=input_key, scenario=scenario[0],
+                                              parameters=scenario[1] if scenario[0] is not None else None)
 
 
 def meter_site(ctx: RunContext, site_id: str, params: SiteParams, *, report_maps: bool = False) -> Outcome:
@@ -310,23 +334,28 @@ def meter_site(ctx: RunContext, site_id: str, params: SiteParams, *, report_maps
     recorded is noted on the error); ``attempt`` turns it into the site's outcome.
     ``report_maps``: also write the density maps its report draws.
     """
+    scenario: tuple[str | None, dict[str, Any]] = (None, {})
     try:
+        scenario = site_scenario(ctx, site_id, params)
         key = with_retries(site_key, ctx, site_id, params)
-        if not params.force and not params.maps and key["last_key"] == key["key"]:  # maps asked for: compute
+        unchanged = scenario[0] is None and key["last_key"] == key["key"]  # a scenario is always computed
+        if not params.force and not params.maps and unchanged:  # maps asked for: compute
             with_retries(record_site, ctx, site_id, "skipped", input_key=key["key"])
             log.info("site %s unchanged since its last published run: skipped", site_id)
             return Outcome(site_id, "skipped", value={"input_key": key["key"]})
         site_dir = compute_site_tables(ctx, site_id, params, params.maps or report_maps)
-        site_run_id = with_retries(publish_site, ctx, site_id, site_dir, key)
-        log.info("site %s published (site run %s)", site_id, site_run_id)
+        site_run_id = with_retries(publish_site, ctx, site_id, site_dir, key, scenario)
+        log.info("site %s published (site run %s%s)", site_id, site_run_id,
+                 "" if scenario[0] is None else f", scenario {scenario[0]!r}: not the official estimate")
     except Exception as exc:
         try:
-            with_retries(record_site, ctx, site_id, "failed", error=failure_message(exc))
+            with_retries(record_site, ctx, site_id, "failed", error=failure_message(exc), scenario=scenario)
         except Exception as not_recorded:  # noqa: BLE001 - the site's own error is the one to report
             exc.add_note(f"the failure could not be recorded in the ledger: {not_recorded}")
         raise
     return Outcome(site_id, "succeeded", value={"site_run_id": site_run_id, "site_dir": str(site_dir),
-                                                "input_key": key["key"], "inputs": key["inputs"]})
+                                                "input_key": key["key"], "inputs": key["inputs"],
+                                                "scenario": scenario[0]})
 
 
 def outcome_record(o: Outcome) -> dict[str, Any]:

@@ -78,3 +78,44 @@ def monte_carlo_seed(geometry_sha256: str, coefficient_sha256: str, dyn: dynamic
     is called (docs/methods.md §10)."""
     return uncertainty.seed_for(geometry_sha256, coefficient_sha256, dyn.method, str(dyn.initial_age), str(periods),
                                 *codes_sha256)
+
+
+def configured_years(site: Site) -> tuple[int, ...] | None:
+    """The map years the configuration gives the site: its ``years`` property (``2018,2020,2024``
+    or a list), else None (every catalog year that covers it)."""
+    raw = site.properties.get("years")
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    parts = raw if isinstance(raw, list | tuple) else str(raw).replace(";", ",").split(",")
+    try:
+        years = tuple(sorted({int(str(p).strip()) for p in parts if str(p).strip()}))
+    except ValueError:
+        raise InputError(f"site property years={raw!r} is not a list of years (e.g. 2018,2020,2024)",
+                         site_id=site.site_id) from None
+    return years or None
+
+
+def scenario_of(site: Site, coefficients: CoefficientSet, *, years: tuple[int, ...] | None, start_year: int | None,
+                method: str | None, coefficients_override: str | None, name: str | None
+                ) -> tuple[str | None, dict[str, object]]:
+    """Whether a site run is the official estimate or an analyst's scenario, and the parameters
+    that make it one (docs/operations.md, "Scenarios"). The official estimate is what the
+    configuration gives the site: its ``years`` and ``method`` properties, its
+    ``baseline_year``, the configured coefficient set. A run given anything else (or a
+    scenario ``name``) is a scenario: (its name, the parameters that differ); the official
+    estimate is (None, {})."""
+    differs: dict[str, object] = {}
+    if years is not None and tuple(sorted(years)) != configured_years(site):
+        differs["years"] = sorted(years)
+    if start_year is not None and start_year != site.baseline_year:
+        differs["start_year"] = start_year
+    official_method = site.properties.get("method") or default_method(coefficients)
+    if method is not None and method != official_method:
+        differs["method"] = method
+    if coefficients_override is not None:
+        differs["coefficients"] = coefficients_override
+    if not differs and name is None:
+        return None, {}
+    label = name or "; ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
+                              for k, v in differs.items())
+    return label[:200], differs
