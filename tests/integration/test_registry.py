@@ -251,7 +251,7 @@ def test_with_the_default_uncertainty_the_quarry_keeps_its_credits(tmp_path: Pat
 
 def test_a_vintage_that_has_not_ended_is_refused(tmp_path: Path) -> None:
     """A map of the current year ends a period whose last vintage runs to 31 December: no
-    credit is issued for it before it has ended (nor for a scenario map of a future year)."""
+    credit is issued for it before it has ended."""
     year = dt.date.today().year
     rows = (DEMO / "landcover" / "catalog.csv").read_text().splitlines()
     extra = [r.replace("2024,", f"{year},", 1) for r in rows if r.startswith("2024,")]
