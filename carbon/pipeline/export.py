@@ -17,8 +17,7 @@ from carbon.io import writers
 from carbon.io.config import Config
 from carbon.io.ledger import Ledger
 from carbon.io.sites import load_sites
-from carbon.io.tables import load_catalog, load_coefficients, sha256_file
-from carbon.pipeline.site import compute_site
+from carbon.io.tables import sha256_file
 from carbon.rules import dating, registry, uncertainty
 from carbon.rules.site import Site, overlaps
 from carbon.rules.vocabulary import REGISTRIES
@@ -57,6 +56,10 @@ def _baselines(cfg: Config, sinks: pd.DataFrame) -> tuple[dict[tuple[str, int, i
     configuration names one, else "no change since the baseline year" (0)."""
     if cfg.baseline_landcover is None:
         return {}, "no change since baseline_year (baseline removals 0)"
+    # the computation (numba, rasters) is loaded only for a baseline scenario: an export is quick to start
+    from carbon.io.tables import load_catalog, load_coefficients  # noqa: PLC0415
+    from carbon.pipeline.site import compute_site  # noqa: PLC0415
+
     catalog = load_catalog(cfg.baseline_landcover)
     coefficients = load_coefficients(cfg.coefficients)
     sites = {s.site_id: s for s in load_sites(cfg.sites)}
