@@ -84,9 +84,44 @@ def _load(config: Path | None) -> Config:
         _fail(exc)
 
 
-def _fail(exc: BaseException, code: int = 2) -> NoReturn:
+#: Exit codes (README, docs/operations.md): 0 success; 1 some sites failed or problems were found;
+#: 2 a usage error (Typer's own, or an option's value); 3 bad input or configuration.
+EXIT_PROBLEMS, EXIT_USAGE, EXIT_INPUT = 1, 2, 3
+
+
+def _fail(exc: BaseException, code: int | None = None) -> NoReturn:
+    """One line on stderr, then exit: bad input or configuration (our own errors) 3, an
+    option's value (ValueError) 2, anything else 1."""
+    if code is None:
+        code = EXIT_INPUT if isinstance(exc, CarbonSinkError) else EXIT_USAGE if isinstance(exc, ValueError) else 1
     console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
     raise typer.Exit(code)
+
+
+def _require_site(cfg: Config, site_id: str) -> None:
+    """An unknown site is bad input (exit 3), naming the known sites: those the ledger has
+    recorded and those of the sites file (read only when the ledger does not know the site)."""
+    import sqlalchemy as sa  # noqa: PLC0415
+
+    from carbon.errors import InputError  # noqa: PLC0415
+    from carbon.io.ledger import site_runs  # noqa: PLC0415
+
+    ledger = _ledger(cfg)
+    with ledger.engine.connect() as c:
+        known = {str(s) for s in c.execute(sa.select(site_runs.c.site_id).distinct()).scalars()}
+    if site_id in known:
+        return
+    try:
+        from carbon.io.sites import load_sites  # noqa: PLC0415
+
+        known |= {s.site_id for s in load_sites(cfg.sites)}
+    except CarbonSinkError:
+        pass  # the ledger's sites are the known ones
+    if site_id in known:
+        return
+    names = sorted(known)
+    listed = ", ".join(names[:30]) + (f" and {len(names) - 30} more" if len(names) > 30 else "")
+    _fail(InputError(f"unknown site {site_id!r}: the known sites are {listed or 'none (empty ledger and sites file)'}"))
 
 
 def _ledger(cfg: Config) -> Ledger:
@@ -250,6 +285,8 @@ def results(
         _fail(ValueError(f"--format must be table, csv or json, not {fmt!r}"))
     cfg = _load(config)
     ledger = _ledger(cfg)
+    if site is not None:
+        _require_site(cfg, site)
     if scenario is not None and scenario not in (known := ledger.scenarios()):
         _fail(ValueError(f"no scenario {scenario!r} in the ledger; scenarios: {', '.join(map(repr, known)) or 'none'}"))
     if classes:
@@ -308,6 +345,7 @@ def history(config: ConfigOpt = None,
     if fmt not in ("table", "csv", "json"):
         _fail(ValueError(f"--format must be table, csv or json, not {fmt!r}"))
     cfg = _load(config)
+    _require_site(cfg, site)
     df = _ledger(cfg).history(site)
     if df.empty:
         console.print(f"no run of site {site!r} in the ledger", markup=False)
@@ -369,6 +407,7 @@ def report(
     if lang is not None and lang not in LANGUAGES:
         raise typer.BadParameter(f"must be {' or '.join(LANGUAGES)}, not {lang!r}", param_hint="--lang")
     cfg = _load(config)
+    _require_site(cfg, site)
     try:
         page = site_report(cfg, site, out, lang=lang)
     except CarbonSinkError as exc:

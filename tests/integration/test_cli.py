@@ -88,20 +88,40 @@ def test_unwritable_output_dir_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("not a folder")
     cfg = write_config(tmp_path / "c.toml", output_dir=blocker / "out")
     result = runner.invoke(app, ["run", "--config", str(cfg)])
-    assert result.exit_code == 2
+    assert result.exit_code == 3
     assert "cannot create output directory" in result.output
 
 
 def test_missing_config_is_a_clear_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["results", "--config", str(tmp_path / "none.toml")])
-    assert result.exit_code == 2
+    assert result.exit_code == 3
     assert "configuration file not found" in result.output
 
 
 def test_unknown_site(published: Path) -> None:
     result = runner.invoke(app, ["run", "--config", str(published), "--site", "nope"])
-    assert result.exit_code == 2
+    assert result.exit_code == 3
     assert "unknown site_id(s): 'nope'" in result.output
+
+
+@pytest.mark.parametrize("command", ["results", "history", "report"])
+def test_an_unknown_site_is_bad_input_naming_the_known_sites(published: Path, command: str) -> None:
+    result = runner.invoke(app, [command, "--config", str(published), "--site", "nope"])
+    assert result.exit_code == 3, result.output
+    text = " ".join(result.output.split())
+    assert text.startswith("error: unknown site 'nope': the known sites are daye-mine-wc, jiufeng-forest-park, "
+                           "liangzi-lakeside-wetland, wuhan-quarry-reclaim"), text
+    assert "Traceback" not in result.output
+
+
+def test_exit_codes_usage_2_bad_input_3(published: Path, tmp_path: Path) -> None:
+    assert runner.invoke(app, ["results", "--no-such-option"]).exit_code == 2  # Typer's usage error
+    assert runner.invoke(app, ["results", "--config", str(published), "--format", "xml"]).exit_code == 2
+    bad = tmp_path / "bad.toml"
+    bad.write_text('sites = "nowhere.geojson"\nno_such_key = 1\n')
+    result = runner.invoke(app, ["results", "--config", str(bad)])
+    assert result.exit_code == 3, result.output
+    assert result.output.startswith("error: ") and "Traceback" not in result.output
 
 
 def test_run_with_a_failing_site_reports_it_and_exits_1(tmp_path: Path) -> None:

@@ -194,11 +194,11 @@ def test_ledgers_that_cannot_be_upgraded_are_refused_in_one_line(tmp_path: Path)
         upgrade(url)
     cfg = write_config(tmp_path / "c.toml", ledger=url)
     result = runner.invoke(app, ["ledger", "upgrade", "--config", str(cfg)])
-    assert result.exit_code == 2
+    assert result.exit_code == 3
     assert "schema version 3" in " ".join(result.output.split()) and "Traceback" not in result.output
     assert result.output.startswith("error: ledger") and "Traceback" not in result.output
 
     missing = write_config(tmp_path / "m.toml", ledger=f"sqlite:///{tmp_path / 'none.db'}")
     result = runner.invoke(app, ["ledger", "upgrade", "--config", str(missing)])
-    assert result.exit_code == 2 and "nothing to upgrade" in " ".join(result.output.split())
+    assert result.exit_code == 3 and "nothing to upgrade" in " ".join(result.output.split())
     assert not (tmp_path / "none.db").exists()

@@ -110,7 +110,7 @@ def test_an_input_raster_changed_is_reported_by_the_recomputed_run(metered: Path
 
 def test_an_unknown_run_is_one_clear_line(metered: Path) -> None:
     result = runner.invoke(app, ["verify", "--config", str(metered), "--run", "no-such-run"])
-    assert result.exit_code == 2
+    assert result.exit_code == 3
     assert " ".join(result.output.split()).startswith("error: no run 'no-such-run' in ledger sqlite:///")
     assert "Traceback" not in result.output
 
