@@ -28,8 +28,18 @@ if TYPE_CHECKING:
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Carbon-sink accounting: per-site carbon stocks "
                   "and sinks from annual land-cover maps, published to a ledger.")
-console = Console(stderr=True)
-out = Console(width=None if sys.stdout.isatty() else 200)
+
+
+class _Console(Console):
+    """Rich's console, wrapping long lines only on a terminal: output piped or redirected (a
+    log, a file, a scheduler) keeps every message and path on one line."""
+
+    def print(self, *objects: Any, soft_wrap: bool | None = None, **kwargs: Any) -> None:  # noqa: A003
+        super().print(*objects, soft_wrap=(not self.is_terminal) if soft_wrap is None else soft_wrap, **kwargs)
+
+
+console = _Console(stderr=True)
+out = _Console()
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Run configuration (TOML). Default: the demo.")]
 SINK_COLUMNS = ["site_id", "period_start", "period_end", "area_ha", "stock_start_tc", "stock_end_tc",
@@ -493,14 +503,35 @@ def verify(
 
 
 def _print_table(df: pd.DataFrame, title: str) -> None:
+    """A table on stdout that never cuts a number: at its full width when stdout is not a
+    terminal; on a terminal too narrow for it, one record per block (field, value)."""
+    from rich.measure import Measurement  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 
+    numeric = [df[c].dtype.kind in "if" for c in df.columns]
+    cells = [[f"{v:,.2f}" if isinstance(v, float) else escape(str(v)) for v in row]
+             for row in df.itertuples(index=False)]
     table = Table(title=title)
-    for c in df.columns:
-        table.add_column(str(c), justify="right" if df[c].dtype.kind in "if" else "left")
-    for row in df.itertuples(index=False):
-        table.add_row(*[f"{v:,.2f}" if isinstance(v, float) else escape(str(v)) for v in row])
-    out.print(table)
+    for c, num in zip(df.columns, numeric, strict=True):
+        table.add_column(str(c), justify="right" if num else "left", no_wrap=num, overflow="fold")
+    for row in cells:
+        table.add_row(*row)
+    width = Measurement.get(out, out.options.update(max_width=1_000_000), table).maximum
+    if width <= out.width:
+        out.print(table)
+    elif not out.is_terminal:  # a file or a pipe: the whole table, however wide
+        Console(file=out.file, width=width, color_system=None, highlight=False).print(table)
+    else:
+        out.print(f"{escape(title)}: one record per block (the table is wider than the terminal; --format csv or "
+                  "json gives it whole)", highlight=False, soft_wrap=False)
+        for row in cells:
+            block = Table.grid(padding=(0, 2))
+            block.add_column(no_wrap=True)
+            block.add_column(overflow="fold")
+            for c, value in zip(df.columns, row, strict=True):
+                block.add_row(escape(str(c)), value)
+            out.print(block)
+            out.print()
 
 
 def main() -> None:

@@ -198,3 +198,54 @@ def test_validate_names_a_nodata_value_that_is_a_legend_code_and_an_unusable_out
     text = " ".join(result.output.split())
     assert "its nodata value 1 is also code 1" in text and "lc.tif" in text
     assert "output folder" in text and "is not a folder" in text
+
+
+def _numbers(rows: list[dict], columns: list[str]) -> set[str]:
+    """The figures of ``rows`` as the tables print them (two decimals, thousands separated)."""
+    found = set()
+    for r in rows:
+        for c in columns:
+            v = r[c]
+            if isinstance(v, float):
+                found.add(f"{v:,.2f}")
+            elif isinstance(v, int) and not isinstance(v, bool):
+                found.add(str(v))
+    return found
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_tables_never_cut_a_number_at_a_narrow_width(published: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     terminal: bool) -> None:
+    """A 60-column console: piped, the table is printed whole, however wide; on a terminal, one
+    record per block. Either way every figure appears in full and nothing ends in '…'."""
+    monkeypatch.setenv("COLUMNS", "60")
+    if terminal:
+        monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    for extra, columns in ((["--stocks"], ["year", "area_ha", "stock_tc", "stock_tc_lower90", "stock_tc_upper90",
+                                           "stock_agb_tc", "stock_soc_tc"]),
+                           ([], ["period_start", "period_end", "area_ha", "sink_tco2e", "sink_tco2e_lower90",
+                                 "sink_tco2e_upper90", "conservative_sink_tco2e", "annual_sink_tco2e"])):
+        rows = json.loads(runner.invoke(app, ["results", "--config", str(published), "--format", "json", *extra]).stdout)
+        result = runner.invoke(app, ["results", "--config", str(published), *extra])
+        assert result.exit_code == 0, result.output
+        text = result.stdout
+        assert "…" not in text
+        cells = {cell.strip() for line in text.splitlines() for cell in line.replace("┃", "│").split("│")}
+        cells |= {line.split()[-1] for line in text.splitlines() if line.split()}  # field  value blocks
+        missing = _numbers(rows, columns) - cells
+        assert not missing, sorted(missing)[:10]
+        joined = "".join(text.split())  # a long text cell may be folded over lines, never cut
+        assert all(r["site_id"] in joined for r in rows) and all(r["run_id"] in joined for r in rows)
+        if terminal:
+            assert "one record per block" in text and max(len(line) for line in text.splitlines()) <= 60
+        else:
+            assert "one record per block" not in text and max(len(line) for line in text.splitlines()) > 200
+
+
+def test_messages_are_not_wrapped_when_not_a_terminal(published: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "60")
+    result = runner.invoke(app, ["results", "--config", str(published)])
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note: site daye-mine-wc: default SD for")]
+    assert notes and notes[0].rstrip().endswith("barren/soc")  # one line, not cut at 60 or 80 columns
+    bad = runner.invoke(app, ["results", "--config", str(published), "--site", "nope"])
+    assert len(bad.stderr.strip().splitlines()) == 1 and len(bad.stderr.strip()) > 80
