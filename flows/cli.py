@@ -282,21 +282,32 @@ def results(
     stocks: Annotated[bool, typer.Option("--stocks", help="Stocks per year instead of sinks per period.")] = False,
     classes: Annotated[bool, typer.Option("--classes", help="Area per year and carbon class, mapped and adjusted "
                                           "for map error (docs/methods.md §8).")] = False,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")] = "table",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv, json, or a GIS layer of the sites (gpkg or "
+                                     "geoparquet, with --out).")] = "table",
     scenario: Annotated[str | None, typer.Option("--scenario", help="An analyst's scenario instead of the official "
                                                  "estimate (names: carbon-sink history).")] = None,
+    layer_out: Annotated[Path | None, typer.Option("--out", "-o", help="The file of a gpkg or geoparquet layer: one "
+                                                   "feature per site with its current full-period sink.")] = None,
 ) -> None:
     """Current official estimates from the ledger (the latest successful official run of each
     site), or with --scenario the latest run of that scenario."""
     from carbon.rules import dating  # noqa: PLC0415
     from carbon.rules.vocabulary import POOLS  # noqa: PLC0415
 
-    if fmt not in ("table", "csv", "json"):
-        _fail(ValueError(f"--format must be table, csv or json, not {fmt!r}"))
+    if fmt not in ("table", "csv", "json", "gpkg", "geoparquet"):
+        _fail(ValueError(f"--format must be table, csv, json, gpkg or geoparquet, not {fmt!r}"))
+    if (fmt in ("gpkg", "geoparquet")) != (layer_out is not None):
+        _fail(ValueError("--out goes with --format gpkg or geoparquet (a GIS layer of the sites), and they with it"))
+    if layer_out is not None and (stocks or classes or scenario is not None):
+        _fail(ValueError("a GIS layer holds each site's current official full-period sink: no --stocks, --classes "
+                         "or --scenario"))
     cfg = _load(config)
     ledger = _ledger(cfg)
     if site is not None:
         _require_site(cfg, site)
+    if layer_out is not None:
+        _write_layer(cfg, ledger, site, layer_out, fmt)
+        return
     if scenario is not None and scenario not in (known := ledger.scenarios()):
         _fail(ValueError(f"no scenario {scenario!r} in the ledger; scenarios: {', '.join(map(repr, known)) or 'none'}"))
     if classes:
@@ -342,6 +353,19 @@ def results(
         if df.empty:
             console.print("no results in the ledger yet: run `carbon-sink run` first", markup=False)
         _print_table(df, title)
+
+
+def _write_layer(cfg: Config, ledger: Ledger, site: str | None, path: Path, fmt: str) -> None:
+    from carbon.io.layers import site_layer, write_layer  # noqa: PLC0415
+    from carbon.io.sites import load_sites  # noqa: PLC0415
+
+    try:
+        layer = site_layer(ledger, load_sites(cfg.sites), [site] if site else None)
+        written = write_layer(layer, path, fmt)
+    except CarbonSinkError as exc:
+        _fail(exc)
+    console.print(f"wrote {written}: {len(layer)} site(s), {layer.crs.to_string() if layer.crs else 'no CRS'}",
+                  markup=False, highlight=False)
 
 
 @app.command()

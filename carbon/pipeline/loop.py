@@ -26,6 +26,7 @@ import pandas as pd
 
 from carbon.errors import CarbonSinkError
 from carbon.io.config import Config, load_config
+from carbon.io.layers import write_run_layer
 from carbon.io.ledger import Ledger, LedgerError
 from carbon.io.outputs import (
     MAPS,
@@ -390,6 +391,7 @@ def finish_run(ctx: RunContext, outcomes: list[Outcome], reports: dict[str, str]
         "reports": reports or {},
     }
     write_json(run_dir / "manifest.json", manifest)
+    write_run_layer(cfg.ledger_url, cfg.sites, run_dir)  # sites.gpkg: each site's polygon and current sink
     # a site published now: the maps earlier runs wrote for its report are of an older estimate
     prune_report_maps(cfg.output_dir, ctx.run_id, [o.site_id for o in outcomes if o.status == "succeeded"])
     ledger.finish_run(ctx.run_id, status=status, n_sites=len(outcomes), n_failed=len(failed),
