@@ -7,7 +7,6 @@ its file, row and column.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 from pathlib import Path
 
@@ -128,11 +127,6 @@ def load_catalog(path: str | Path) -> list[CatalogEntry]:
     base = path.resolve().parent
     entries = []
     missing = []
-    this_year = dt.date.today().year
-    future = [f"{path}, row {i + 2}: map year {int(y)} is after the current year ({this_year}): a map of the future "
-              "is not an observation of the land" for i, y in enumerate(table["year"]) if int(y) > this_year]
-    if future:
-        raise InputError("land-cover catalog lists map years that have not come yet", path=path, problems=future)
     for i, row in enumerate(table.to_dict("records")):
         raster = (base / str(row["path"])).resolve()
         if not raster.is_file():

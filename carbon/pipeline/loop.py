@@ -12,6 +12,7 @@ recorded with its message and fails alone (``attempt``): the other sites go on.
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
 import functools
 import logging
@@ -24,7 +25,7 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
-from carbon.errors import CarbonSinkError
+from carbon.errors import CarbonSinkError, InputError
 from carbon.io.config import Config, load_config
 from carbon.io.layers import write_run_layer
 from carbon.io.ledger import Ledger, LedgerError
@@ -266,6 +267,20 @@ def site_scenario(ctx: RunContext, site_id: str, params: SiteParams) -> tuple[st
                                 name=params.scenario)
 
 
+def refuse_future_maps(ctx: RunContext, site_id: str, inputs: dict[str, Any]) -> None:
+    """The official estimate rests on observed maps only: a catalog year after the current year
+    fails the site, naming the catalog, the year and its rasters (a scenario may use it)."""
+    this_year = dt.date.today().year
+    future = policies.future_years([int(y) for y in inputs["years"]], this_year)
+    if future:
+        rows = [f"{ctx.config.landcover}: map year {y} ({', '.join(inputs['years'][str(y)]['rasters'])}) is after the "
+                f"current year ({this_year})" for y in future]
+        raise InputError("maps of the future cannot make the official estimate (a 2099 map would publish decades of "
+                         "extrapolated growth); leave them out of the site's years, or run them as a scenario "
+                         f"(carbon-sink run --site {site_id} --years ... --scenario NAME)", site_id=site_id,
+                         problems=rows)
+
+
 def site_key(ctx: RunContext, site_id: str, params: SiteParams) -> dict[str, Any]:
     """The content key of everything the site's result depends on, and its last published key."""
     cfg = ctx.config
@@ -339,6 +354,8 @@ def meter_site(ctx: RunContext, site_id: str, params: SiteParams, *, report_maps
     try:
         scenario = site_scenario(ctx, site_id, params)
         key = with_retries(site_key, ctx, site_id, params)
+        if scenario[0] is None:
+            refuse_future_maps(ctx, site_id, key["inputs"])
         unchanged = scenario[0] is None and key["last_key"] == key["key"]  # a scenario is always computed
         if not params.force and not params.maps and unchanged:  # maps asked for: compute
             with_retries(record_site, ctx, site_id, "skipped", input_key=key["key"])

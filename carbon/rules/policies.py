@@ -119,3 +119,9 @@ def scenario_of(site: Site, coefficients: CoefficientSet, *, years: tuple[int, .
     label = name or "; ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
                               for k, v in differs.items())
     return label[:200], differs
+
+
+def future_years(years: list[int], current_year: int) -> list[int]:
+    """Map years after the current year: a map of the future (a projection) is not an
+    observation of the land, so it can make a scenario but never the official estimate."""
+    return sorted(y for y in years if y > current_year)

@@ -129,3 +129,28 @@ def test_the_cli_runs_a_scenario_and_lists_it(cfg: Path, prefect_server) -> None
     assert unknown.exit_code != 0 and "no scenario 'nope'" in " ".join(unknown.output.split())
     both = runner.invoke(app, ["run", "--config", str(cfg), "--years", "2018,2024"])
     assert both.exit_code != 0 and "exactly one --site" in " ".join(both.output.split())
+
+
+def test_a_map_of_the_future_never_makes_the_official_estimate(cfg: Path, tmp_path: Path) -> None:
+    """A catalog row of a year after the current one (a 2099 map once published 77 years of
+    extrapolated growth): the official run of the sites it covers fails, naming the catalog,
+    the year and the raster; the same maps run as a scenario are computed."""
+    import datetime as dt
+    import shutil
+
+    landcover = tmp_path / "landcover"
+    shutil.copytree(DEMO / "landcover", landcover)
+    later = dt.date.today().year + 1
+    rows = (landcover / "catalog.csv").read_text().splitlines()
+    extra = [r.replace("2024,", f"{later},", 1) for r in rows if r.startswith("2024,clcd")]
+    (landcover / "catalog.csv").write_text("\n".join([*rows, *extra]) + "\n")
+    text = cfg.read_text().replace(str(DEMO / "landcover" / "catalog.csv"), str(landcover / "catalog.csv"))
+    assert str(landcover) in text
+    cfg.write_text(text)
+    official = _meter(cfg, SiteParams())
+    assert official["n_failed"] == 1
+    error = official["outcome"].error
+    assert f"map year {later} (" in error and "clcd_2024_a.tif" in error and "after the current year" in error
+    assert Ledger(load_config(cfg).ledger_url).current("sinks", SITE).empty
+    scenario = _meter(cfg, SiteParams(years=(2018, 2024, later), force=True))
+    assert scenario["status"] == "completed" and scenario["outcome"].value["scenario"] == f"years=2018,2024,{later}"

@@ -58,21 +58,6 @@ def test_missing_raster_file_is_named(tmp_path: Path) -> None:
     assert "row 2" in str(e.value)
 
 
-def test_a_map_year_after_the_current_year_is_refused_naming_the_row(tmp_path: Path) -> None:
-    """A catalog row of 2099 once published 77 years of extrapolated growth."""
-    import datetime as dt
-
-    (tmp_path / "now.tif").write_bytes(b"")
-    (tmp_path / "later.tif").write_bytes(b"")
-    next_year = dt.date.today().year + 1
-    cat = write_catalog(tmp_path / "catalog.csv", [(2020, "now.tif", "clcd"), (next_year, "later.tif", "clcd"),
-                                                   (2099, "later.tif", "clcd")])
-    with pytest.raises(InputError, match="have not come yet") as e:
-        load_catalog(cat)
-    assert f"row 3: map year {next_year} is after the current year" in str(e.value)
-    assert "row 4: map year 2099" in str(e.value)
-
-
 def test_missing_catalog_file(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="catalog file not found"):
         load_catalog(tmp_path / "absent.csv")
