@@ -260,12 +260,17 @@ def run(
 def validate(
     config: ConfigOpt = None,
     quick: Annotated[bool, typer.Option("--quick", help="Check tables and raster headers only, not pixel codes.")] = False,
+    registry: Annotated[str | None, typer.Option("--registry", "-r", help="Also check the site properties an export "
+                                                 "to this registry needs (ccer or verra).")] = None,
 ) -> None:
     """Check every input (tables, rasters, codes, coefficients); print every problem; exit 1 if any."""
     from carbon.pipeline.validate import validate_inputs
+    from carbon.rules.vocabulary import REGISTRIES  # noqa: PLC0415
 
+    if registry is not None and registry not in REGISTRIES:
+        _fail(ValueError(f"--registry must be one of {', '.join(REGISTRIES)}, not {registry!r}"))
     cfg = _load(config)
-    found = validate_inputs(cfg, quick=quick)
+    found = validate_inputs(cfg, quick=quick, registry=registry)
     for p in found.problems:
         out.print(f"[red]problem:[/red] {escape(p)}", highlight=False)
     if found.problems:

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
+import hashlib
 import json
 import shutil
 import tempfile
@@ -91,6 +93,40 @@ def _refuse_overlaps(ledger: Ledger, kind: str, sites: tuple[Site, ...], exporti
                          problems=problems)
 
 
+def _geometry_sha256(site: Site) -> str:
+    """The digest of a site's polygon and CRS, as its run recorded it (carbon/pipeline/key.py)."""
+    return hashlib.sha256(site.geometry_wkb + site.crs.to_wkt().encode()).hexdigest()
+
+
+def _recorded_site(inputs: dict[str, Any]) -> dict[str, Any]:
+    """What a site run recorded of its site: the input key's ``site`` record (a metering run), or
+    the provenance's geometry digest (a site published from ``compute_site``'s provenance)."""
+    site = inputs.get("site")
+    if isinstance(site, dict):
+        return {k: site[k] for k in ("geometry_sha256", "ecozone", "baseline_year") if k in site}
+    if "site_geometry_sha256" in inputs:
+        return {"geometry_sha256": inputs["site_geometry_sha256"]}
+    return {}
+
+
+def _refuse_changed_sites(ledger: Ledger, sinks: pd.DataFrame, sites: dict[str, Site], sites_file: Path) -> None:
+    """An export credits the land its published run metered: a site whose polygon (or CRS),
+    ecozone or baseline year in the sites file now differs from what its run recorded is
+    refused, naming what changed, until it is re-run."""
+    problems = []
+    for site_id, site_run_id in sorted(set(zip(sinks["site_id"], sinks["site_run_id"], strict=True))):
+        recorded = _recorded_site(json.loads(ledger.site_run_inputs(int(site_run_id)) or "{}"))
+        site = sites[site_id]
+        now = {"geometry_sha256": _geometry_sha256(site), "ecozone": site.ecozone, "baseline_year": site.baseline_year}
+        changed = [("polygon or CRS" if k == "geometry_sha256" else k) for k, v in recorded.items() if now[k] != v]
+        if changed:
+            problems.append(f"site {site_id!r}: its {' and '.join(changed)} changed in the sites file since its published "
+                            f"run (site run {int(site_run_id)}): re-run it (carbon-sink run --site {site_id})")
+    if problems:
+        raise InputError("the sites file changed since the published runs: an export credits what a run metered, so "
+                         "re-run these sites first", path=sites_file, problems=problems)
+
+
 def _refuse_reissue(done: pd.DataFrame, kind: str, rows: list[dict[str, Any]]) -> None:
     """A vintage exported before (``done``) for this registry from another result (another
     ledger run or period) would be issued twice: refuse, naming each. The same records again
@@ -124,7 +160,15 @@ def build(cfg: Config, kind: str, site_ids: list[str] | None = None,
     unknown = sorted(set(sinks["site_id"]) - set(props))
     if unknown:
         raise InputError(f"site(s) {', '.join(unknown)} are in the ledger but not in the sites file", path=cfg.sites)
-    _refuse_overlaps(ledger, kind, all_sites, sorted(set(sinks["site_id"])))
+    exporting = sorted(set(sinks["site_id"]))
+    bad_props = [p for site_id in exporting for p in registry.property_problems(
+        kind, site_id, props[site_id], leakage_pct=cfg.leakage_pct, buffer_pct=cfg.buffer_pct,
+        buffer_base=cfg.buffer_base)]
+    if bad_props:
+        raise InputError(f"cannot export to {kind}: site properties are missing or bad; set them in the sites file "
+                         f"(`carbon-sink validate --registry {kind}` lists them all)", path=cfg.sites, problems=bad_props)
+    _refuse_changed_sites(ledger, sinks, {s.site_id: s for s in all_sites}, cfg.sites)
+    _refuse_overlaps(ledger, kind, all_sites, exporting)
     unknown_sd = [f"site {row.site_id}, period {row.period_start}-{row.period_end}: coefficient(s) {', '.join(u)} have "
                   "no SD, and no default uncertainty applied to them (uncertainty_default_pct)"
                   for row in sinks.itertuples()
@@ -229,6 +273,8 @@ def export(cfg: Config, kind: str, out_dir: Path, site_ids: list[str] | None = N
             writers.write_json(table, tmp / name)
         else:
             writers.write_csv(table, tmp / name)
+        if kind == "ccer":  # UTF-8 with a BOM: Excel on Chinese Windows reads it as UTF-8, not GBK (docs/registry.md)
+            (tmp / name).write_bytes(codecs.BOM_UTF8 + (tmp / name).read_bytes())
         manifest["files"] = {name: writers.sha256_bytes(tmp / name)}
         writers.write_json(manifest, tmp / "manifest.json")
         files = (name, "manifest.json")

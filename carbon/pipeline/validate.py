@@ -19,6 +19,7 @@ from carbon.io.tables import load_catalog, load_coefficients, load_crosswalk
 from carbon.pipeline.loop import Outcome, for_each_site
 from carbon.pipeline.plan import plan_site
 from carbon.pipeline.site import compute_site
+from carbon.rules import registry as registry_rules
 from carbon.rules.coefficients import CatalogEntry, CoefficientSet, Crosswalk, invest_crosswalk
 from carbon.rules.site import Site, overlaps
 from carbon.rules.vocabulary import INVEST_LEGEND
@@ -78,8 +79,10 @@ def _nodata_problems(cfg: Config, catalog: list[CatalogEntry], coefficients: Coe
     return problems
 
 
-def validate_inputs(cfg: Config, *, quick: bool = False) -> Validation:
-    """Every problem of ``cfg``'s inputs; ``quick`` checks tables and raster headers only."""
+def validate_inputs(cfg: Config, *, quick: bool = False, registry: str | None = None) -> Validation:
+    """Every problem of ``cfg``'s inputs; ``quick`` checks tables and raster headers only;
+    ``registry`` (ccer, verra) also checks the site properties that registry's export needs,
+    naming each missing or bad property once per site."""
     found = Validation()
     sites: tuple[Site, ...] | None = None
     catalog: list[CatalogEntry] | None = None
@@ -99,6 +102,10 @@ def validate_inputs(cfg: Config, *, quick: bool = False) -> Validation:
         found.coefficient_set = coefficients.name
     except InputError as exc:
         found.problems.append(str(exc))
+    if sites is not None and registry is not None:
+        found.problems += [p for site in sites for p in registry_rules.property_problems(
+            registry, site.site_id, {"name": site.name, "site_type": site.site_type, **site.properties},
+            leakage_pct=cfg.leakage_pct, buffer_pct=cfg.buffer_pct, buffer_base=cfg.buffer_base)]
     if sites is not None:
         found.problems += [f"sites {a!r} and {b!r} overlap by {ha:,.2f} ha: that land would be counted twice"
                            for a, b, ha in overlaps(sites)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,6 +150,50 @@ def _number(v: Any) -> float | None:
         return float(v)
     except (TypeError, ValueError):
         return None
+
+
+#: The site properties each registry's file is drawn from (docs/registry.md): property ->
+#: (required, pattern its text must match or None, what it is). A property with a default
+#: (a methodology) is checked only when given.
+SITE_PROPERTIES: dict[str, dict[str, tuple[bool, str | None, str]]] = {
+    "ccer": {
+        "owner": (True, None, "the project owner: orgCustomerName"),
+        "province": (True, None, "the province: provinceName"),
+        "project_type": (True, r"^[A-Z]\d{4}$", "a CCER project type such as N0101: projectType"),
+        "methodology": (False, r"^CCER-\d{2}-\d{3}-V\d{2}$", "a CCER methodology such as CCER-14-001-V01"),
+    },
+    "verra": {
+        "verra_project_id": (True, r"^\d+$", "a Verra project ID in digits: project_id"),
+        "country": (True, r"^[A-Z]{2}$", "an ISO 3166 alpha-2 country code such as CN: country_area"),
+        "verra_methodology": (False, r"^VM\d{4}$", "a VCS methodology such as VM0047"),
+    },
+    "json": {},
+}
+
+
+def property_problems(kind: str, site_id: str, props: dict[str, Any], *, leakage_pct: float | None = None,
+                      buffer_pct: float | None = None, buffer_base: str = "net_stock_change") -> list[str]:
+    """Every missing or bad site property a ``kind`` export needs, each named by its property,
+    one sentence per site (not per vintage): its registry fields, then the deduction parameters
+    (from the site's properties, else the configuration's values given here)."""
+    wrong = []
+    for name, (required, pattern, what) in SITE_PROPERTIES.get(kind, {}).items():
+        value = _prop(props, name)
+        if value is None:
+            if required:
+                wrong.append(f"{name} is missing ({what})")
+            continue
+        text = _id(props, name)
+        if pattern is not None and not re.fullmatch(pattern, text):
+            wrong.append(f"{name} {text!r} is not {what}")
+    try:
+        site_deductions(site_id, props, leakage_pct=leakage_pct, buffer_pct=buffer_pct, buffer_base=buffer_base,
+                        years=1)
+    except InputError as exc:
+        wrong += exc.problems or [exc.message.removeprefix("no ").replace(" for the site", " is missing", 1)]
+    if not wrong:
+        return []
+    return [f"site {site_id!r}: {'; '.join(wrong)} (site properties of the sites file, for a {kind} export)"]
 
 
 def site_deductions(site_id: str, props: dict[str, Any], *, leakage_pct: float | None, buffer_pct: float | None,

@@ -144,7 +144,7 @@ def test_verra_vintages_and_deductions_follow_the_ledger(published: Path, tmp_pa
 
 def test_ccer_fields(published: Path, tmp_path: Path) -> None:
     export(load_config(published), "ccer", tmp_path, site_ids=["liangzi-lakeside-wetland"], period=(2018, 2024))
-    df = pd.read_csv(tmp_path / "ccer_reductions.csv", dtype=str)
+    df = pd.read_csv(tmp_path / "ccer_reductions.csv", dtype=str, encoding="utf-8-sig")
     row = df.iloc[0]
     assert row["methodologyNum"] == "CCER-14-003-V01" and row["provinceName"] == "Hubei"
     assert row["monitoringStart"] == "20190101" and row["monitoringEnd"] == "20241231"
@@ -154,7 +154,8 @@ def test_ccer_fields(published: Path, tmp_path: Path) -> None:
 def test_missing_buffer_is_named(published: Path, tmp_path: Path) -> None:
     cfg_path = tmp_path / "c.toml"
     cfg_path.write_text(published.read_text().replace("buffer_pct = 10.0\n", ""))
-    with pytest.raises(InputError, match=r"no buffer_pct .*site 'jiufeng-forest-park'"):
+    with pytest.raises(InputError, match=r"site 'jiufeng-forest-park': buffer_pct is missing: set it as a site "
+                                         r"property or in the configuration"):
         export(load_config(cfg_path), "json", tmp_path / "out")
     assert not (tmp_path / "out" / "removals.json").exists()  # nothing half-written
 
@@ -167,9 +168,15 @@ def test_invalid_registry_metadata_writes_nothing(published: Path, tmp_path: Pat
     cfg_path = tmp_path / "c.toml"
     cfg_path.write_text(published.read_text().replace(f'sites = "{DEMO / "sites.geojson"}"',
                                                       f'sites = "{tmp_path / "sites.geojson"}"'))
-    with pytest.raises(InputError, match=r"verra export, row 0, column project_id"):
+    with pytest.raises(InputError, match=r"cannot export to verra: site properties are missing or bad") as err:
         export(load_config(cfg_path), "verra", tmp_path / "out")
     assert not any((tmp_path / "out").glob("*.csv"))
+    # named by its property, once per site (not once per vintage row of the file)
+    text = str(err.value)
+    assert text.count("verra_project_id '=1+1' is not a Verra project ID") == 4
+    for site_id in ("wuhan-quarry-reclaim", "jiufeng-forest-park", "liangzi-lakeside-wetland", "daye-mine-wc"):
+        assert text.count(f"site {site_id!r}:") == 1
+    assert "row 0" not in text
 
 
 def test_unpublished_period_and_site(published: Path, tmp_path: Path) -> None:
@@ -409,3 +416,103 @@ def test_identical_inputs_give_identical_credits_whatever_the_site_id() -> None:
     b = compute_site(renamed, catalog, coef, draws=500).sinks.drop(columns="site_id")
     pd.testing.assert_frame_equal(a, b)
     assert (a["sink_tco2e_upper90"] > a["sink_tco2e_lower90"]).all()
+
+
+def _sites_file(tmp_path: Path, change) -> Path:  # noqa: ANN001
+    sites = json.loads((DEMO / "sites.geojson").read_text())
+    for f in sites["features"]:
+        change(f)
+    path = tmp_path / "sites.geojson"
+    path.write_text(json.dumps(sites, ensure_ascii=False))
+    return path
+
+
+def test_validate_registry_names_every_missing_or_bad_property_once_per_site(tmp_path: Path) -> None:
+    """`validate --registry verra|ccer` lists each site's missing or bad properties by name, in one
+    line per site, before any export (the rules: carbon.rules.registry.SITE_PROPERTIES)."""
+    from carbon.pipeline.validate import validate_inputs
+
+    def change(f: dict) -> None:
+        p = f["properties"]
+        if p["site_id"] == "wuhan-quarry-reclaim":
+            del p["verra_project_id"], p["owner"]
+        if p["site_id"] == "jiufeng-forest-park":
+            p["country"], p["project_type"] = "China", "forest"
+
+    cfg_path = write_config(tmp_path / "c.toml", sites=_sites_file(tmp_path, change))
+    cfg_path.write_text(cfg_path.read_text() + "buffer_pct = 10\n")
+    verra = validate_inputs(load_config(cfg_path), quick=True, registry="verra").problems
+    assert [p for p in verra if "verra export" in p] == [
+        "site 'wuhan-quarry-reclaim': verra_project_id is missing (a Verra project ID in digits: project_id) "
+        "(site properties of the sites file, for a verra export)",
+        "site 'jiufeng-forest-park': country 'China' is not an ISO 3166 alpha-2 country code such as CN: "
+        "country_area (site properties of the sites file, for a verra export)"]
+    ccer = [p for p in validate_inputs(load_config(cfg_path), quick=True, registry="ccer").problems
+            if "ccer export" in p]
+    assert len(ccer) == 2 and "owner is missing" in ccer[0] and "project_type 'forest'" in ccer[1]
+    assert not [p for p in validate_inputs(load_config(cfg_path), quick=True).problems if "export" in p]
+    # the command line: one line per site, exit 1; an unknown registry is a usage error
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    result = CliRunner().invoke(app, ["validate", "--quick", "--registry", "verra", "--config", str(cfg_path)])
+    assert result.exit_code == 1, result.output
+    assert result.stdout.count("verra_project_id is missing") == 1 and result.stdout.count("country 'China'") == 1
+    assert CliRunner().invoke(app, ["validate", "--registry", "gold", "--config", str(cfg_path)]).exit_code == 2
+
+
+def test_an_export_refuses_sites_changed_since_their_published_run(tmp_path: Path) -> None:
+    """An export credits the land the published run metered: once the site's polygon moves in
+    the sites file, the export is refused until the site is re-run."""
+    import shapely
+
+    sites = _sites_file(tmp_path, lambda f: None)
+    cfg_path = write_config(tmp_path / "c.toml", sites=sites)
+    cfg_path.write_text(cfg_path.read_text() + "buffer_pct = 10\nuncertainty_default_pct = 20\n")
+    publish(cfg_path, ["daye-mine-wc"])
+    data = json.loads(sites.read_text())
+    for f in data["features"]:
+        if f["properties"]["site_id"] == "daye-mine-wc":
+            moved = shapely.affinity.translate(shapely.geometry.shape(f["geometry"]), xoff=0.0001)
+            f["geometry"] = shapely.geometry.mapping(moved)
+    sites.write_text(json.dumps(data, ensure_ascii=False))
+    with pytest.raises(InputError, match="the sites file changed since the published runs") as err:
+        export(load_config(cfg_path), "verra", tmp_path / "out")
+    assert "site 'daye-mine-wc': its polygon or CRS changed" in str(err.value)
+    assert "carbon-sink run --site daye-mine-wc" in str(err.value)
+    assert not (tmp_path / "out" / "verra_vcus.csv").exists()
+    publish(cfg_path, ["daye-mine-wc"])  # re-run: the export goes through
+    export(load_config(cfg_path), "verra", tmp_path / "ok")
+    assert (tmp_path / "ok" / "verra_vcus.csv").is_file()
+
+
+def test_a_metering_run_records_what_the_export_compares(tmp_path: Path) -> None:
+    """A run through the site loop records the site's geometry digest, ecozone and baseline year
+    in its input key; a changed baseline year is refused like a moved polygon."""
+    from carbon.pipeline.loop import SiteParams, finish_run, meter_site, start_run
+
+    sites = _sites_file(tmp_path, lambda f: None)
+    cfg_path = write_config(tmp_path / "c.toml", sites=sites)
+    cfg_path.write_text(cfg_path.read_text() + "buffer_pct = 10\nuncertainty_default_pct = 20\n")
+    ctx = start_run(str(cfg_path), ["daye-mine-wc"])
+    finish_run(ctx, [meter_site(ctx, "daye-mine-wc", SiteParams())])
+    export(load_config(cfg_path), "json", tmp_path / "before")
+    data = json.loads(sites.read_text())
+    for f in data["features"]:
+        if f["properties"]["site_id"] == "daye-mine-wc":
+            f["properties"]["baseline_year"] = 2021
+    sites.write_text(json.dumps(data, ensure_ascii=False))
+    with pytest.raises(InputError, match="its baseline_year changed"):
+        export(load_config(cfg_path), "json", tmp_path / "after")
+
+
+def test_the_ccer_file_is_utf8_with_a_bom_for_excel(published: Path, tmp_path: Path) -> None:
+    """Excel on Chinese Windows opens a CSV without a BOM as GBK and garbles the project names."""
+    export(load_config(published), "ccer", tmp_path, site_ids=["wuhan-quarry-reclaim"])
+    raw = (tmp_path / "ccer_reductions.csv").read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf") and raw.count(b"\xef\xbb\xbf") == 1
+    text = raw.decode("utf-8-sig")
+    assert text.startswith("applyId,") and "武汉废弃采石场复绿碳汇示范项目" in text
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["files"]["ccer_reductions.csv"] == hashlib.sha256(raw).hexdigest()
