@@ -457,14 +457,41 @@ def report(
 @app.command()
 def serve(config: ConfigOpt = None,
           cron: Annotated[str, typer.Option("--cron", help="Schedule (cron, UTC).")] = "0 2 1 * *",
-          name: Annotated[str, typer.Option("--name", help="Deployment name.")] = "monthly-metering") -> None:
-    """Serve the scheduled metering deployment (monthly by default) until stopped."""
+          name: Annotated[str, typer.Option("--name", help="Name of the scheduled metering deployment.")] = "monthly-metering") -> None:
+    """Serve the deployments until stopped: metering-run on a schedule (monthly by default),
+    site-run and registry-export on demand (docs/operations.md)."""
     _prefect_defaults()
-    from flows.metering import metering_run  # noqa: PLC0415
-
     cfg = _load(config)
-    console.print(f"serving deployment 'metering-run/{name}' on cron {cron!r} with config {cfg.path}", markup=False)
-    metering_run.serve(name=name, cron=cron, parameters={"config": str(cfg.path)})
+    import prefect  # noqa: PLC0415
+
+    served = deployments(str(cfg.path), cron=cron, name=name)
+    console.print(f"serving deployments {', '.join(f'{d.flow_name}/{d.name}' for d in served)} (metering-run on cron "
+                  f"{cron!r}) with config {cfg.path}", markup=False, highlight=False)
+    prefect.serve(*served)
+
+
+#: Names of the on-demand deployments ``serve`` serves (prefect.yaml deploys the same).
+SITE_RUN_DEPLOYMENT = "site-rerun"
+EXPORT_DEPLOYMENT = "registry-export"
+
+
+def deployments(config: str, cron: str = "0 2 1 * *", name: str = "monthly-metering") -> list[Any]:
+    """The deployments ``serve`` serves (and prefect.yaml defines): the scheduled ``metering-run``
+    (``name`` on ``cron``, UTC), and, run on demand with parameters, ``site-run`` (``site_id``,
+    ``years``, ``start_year``, ``coefficients``...) and ``registry-export`` (``registry``,
+    ``out``, ``site_ids``, ``period``); each with ``config``. Built here, above the two flow
+    modules, which do not import each other."""
+    from flows.export import registry_export  # noqa: PLC0415
+    from flows.metering import metering_run, site_run  # noqa: PLC0415
+
+    return [
+        metering_run.to_deployment(name=name, cron=cron, parameters={"config": config},
+                                   description="Meter every site; unchanged sites are skipped."),
+        site_run.to_deployment(name=SITE_RUN_DEPLOYMENT, parameters={"config": config},
+                               description="Re-run one site (site_id) with an analyst's parameters."),
+        registry_export.to_deployment(name=EXPORT_DEPLOYMENT, parameters={"config": config},
+                                      description="Export current results for a registry (registry, out)."),
+    ]
 
 
 ledger_app = typer.Typer(no_args_is_help=True, help="The ledger database: its schema revision.")

@@ -249,3 +249,29 @@ def test_messages_are_not_wrapped_when_not_a_terminal(published: Path, monkeypat
     assert notes and notes[0].rstrip().endswith("barren/soc")  # one line, not cut at 60 or 80 columns
     bad = runner.invoke(app, ["results", "--config", str(published), "--site", "nope"])
     assert len(bad.stderr.strip().splitlines()) == 1 and len(bad.stderr.strip()) > 80
+
+
+def test_serve_builds_the_three_deployments(published: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`serve` hands prefect.serve the scheduled metering-run and the on-demand site-run and
+    registry-export deployments (prefect.serve is replaced here: it would block)."""
+    import prefect
+    import yaml
+
+    served: list = []
+    monkeypatch.setattr(prefect, "serve", lambda *deployments, **_: served.extend(deployments))
+    result = runner.invoke(app, ["serve", "--config", str(published), "--cron", "0 3 * * 1"])
+    assert result.exit_code == 0, result.output
+    by_flow = {d.flow_name: d for d in served}
+    assert sorted(by_flow) == ["metering-run", "registry-export", "site-run"]
+    assert [d.name for d in served] == ["monthly-metering", "site-rerun", "registry-export"]
+    assert all(d.parameters == {"config": str(published)} for d in served)
+    assert [s.schedule.cron for s in by_flow["metering-run"].schedules] == ["0 3 * * 1"]
+    assert not by_flow["site-run"].schedules and not by_flow["registry-export"].schedules
+    entrypoints = {d.entrypoint for d in served}
+    assert entrypoints == {"flows/metering.py:metering_run", "flows/metering.py:site_run",
+                           "flows/export.py:registry_export"}
+    # prefect.yaml deploys the same three flows under the same names
+    from tests.conftest import REPO
+
+    spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    assert {(d["name"], d["entrypoint"]) for d in spec["deployments"]} == {(d.name, d.entrypoint) for d in served}
