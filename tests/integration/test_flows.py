@@ -107,8 +107,11 @@ def test_site_run_adds_a_version_for_that_site_alone(tmp_path: Path) -> None:
     after = {s: len(ledger.history(s)) for s in SITES}
     assert after["wuhan-quarry-reclaim"] == before["wuhan-quarry-reclaim"] + 1
     assert all(after[s] == before[s] for s in SITES - {"wuhan-quarry-reclaim"})
-    sinks = ledger.current("sinks", "wuhan-quarry-reclaim")
-    # the re-run replaces the site's estimate as a whole: only its periods are current
+    # other map years than the configuration gives the site: a scenario, beside the official
+    # estimate, which it does not replace; only its own periods are in it
+    official = ledger.current("sinks", "wuhan-quarry-reclaim")
+    assert len(official) == 7 and official["scenario"].isna().all()
+    sinks = ledger.current("sinks", "wuhan-quarry-reclaim", scenario="years=2018,2020,2024")
     assert sinks["site_run_id"].nunique() == 1
     assert set(map(tuple, sinks[["period_start", "period_end"]].values.tolist())) == {
         (2018, 2020), (2020, 2024), (2018, 2024)}

@@ -103,7 +103,13 @@ def test_same_inputs_give_the_same_intervals(tmp_path: Path) -> None:
     cols = [c for c in a.sinks.columns if c.startswith("sink_tco2e_")]
     assert a.sinks[cols].equals(b.sinks[cols])
     assert a.provenance["monte_carlo"]["seed"] == b.provenance["monte_carlo"]["seed"]
-    other = run(tmp_path / "c", {2020: 1, 2021: 2}, site_id="t")
+    # the seed derives from the inputs, not the name: another site id, the same draws
+    renamed = run(tmp_path / "c", {2020: 1, 2021: 2}, site_id="t")
+    assert renamed.provenance["monte_carlo"]["seed"] == a.provenance["monte_carlo"]["seed"]
+    assert renamed.sinks[cols].equals(a.sinks[cols])
+    # other inputs, other draws
+    (tmp_path / "d").mkdir()
+    other = run(tmp_path / "d", {2020: 1, 2022: 2})
     assert other.provenance["monte_carlo"]["seed"] != a.provenance["monte_carlo"]["seed"]
 
 
