@@ -190,7 +190,7 @@ def run(
         except ValueError:
             _fail(ValueError(f"--years must be map years separated by commas (e.g. 2018,2020,2024), not {years!r}"))
     if coefficients is not None and not coefficients.is_file():
-        _fail(ValueError(f"--coefficients: no such file: {coefficients}"))
+        _fail(ValueError(f"--coefficients: no such file: {coefficients}"), EXIT_INPUT)
     try:
         sites = select_sites(load_sites(cfg.sites), site)
         ensure_output_dir(cfg.output_dir)
@@ -314,7 +314,8 @@ def results(
         _write_layer(cfg, ledger, site, layer_out, fmt)
         return
     if scenario is not None and scenario not in (known := ledger.scenarios()):
-        _fail(ValueError(f"no scenario {scenario!r} in the ledger; scenarios: {', '.join(map(repr, known)) or 'none'}"))
+        _fail(ValueError(f"no scenario {scenario!r} in the ledger; scenarios: {', '.join(map(repr, known)) or 'none'}"),
+              EXIT_INPUT)
     if classes:
         df = ledger.current("class_areas", site, scenario)
         cols = ["site_id", "year", "carbon_class", "area_ha", "area_adjusted_ha", "area_adjusted_ha_lower95",

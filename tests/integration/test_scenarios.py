@@ -126,9 +126,9 @@ def test_the_cli_runs_a_scenario_and_lists_it(cfg: Path, prefect_server) -> None
     hist = runner.invoke(app, ["history", "--config", str(cfg), "--site", SITE, "--format", "json"])
     assert [v["estimate"] for v in json.loads(hist.stdout)] == ["official (current)", "scenario"]
     unknown = runner.invoke(app, ["results", "--config", str(cfg), "--scenario", "nope"])
-    assert unknown.exit_code != 0 and "no scenario 'nope'" in " ".join(unknown.output.split())
+    assert unknown.exit_code == 3 and "no scenario 'nope'" in " ".join(unknown.output.split())
     both = runner.invoke(app, ["run", "--config", str(cfg), "--years", "2018,2024"])
-    assert both.exit_code != 0 and "exactly one --site" in " ".join(both.output.split())
+    assert both.exit_code == 2 and "exactly one --site" in " ".join(both.output.split())
 
 
 def test_a_map_of_the_future_never_makes_the_official_estimate(cfg: Path, tmp_path: Path) -> None:
