@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from prefect import Flow, flow, unmapped
+from prefect.futures import as_completed
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_dask import DaskTaskRunner
@@ -18,6 +19,7 @@ from prefect_dask import DaskTaskRunner
 from carbon.io.resources import DEMO_CONFIG
 from carbon.pipeline.loop import Outcome, SiteParams
 from carbon.report.pool import ReportPool, report_workers
+from flows import progress
 from flows.tasks import (
     finish_run,
     hand_over,
@@ -30,14 +32,18 @@ from flows.tasks import (
 
 def _collect(futures: list[Any], site_ids: tuple[str, ...] | list[str],
              on_done: Callable[[Outcome], None] | None = None) -> list[Outcome]:
-    """Every site's outcome, in order; ``on_done`` gets each as soon as it is known (the
-    reports are drawn while the other sites are metered)."""
-    outcomes = []
-    for site_id, future in zip(site_ids, futures, strict=True):
-        outcomes.append(outcome_of(site_id, future))
+    """Every site's outcome, in order. As each site ends, in whatever order and wherever it ran
+    (threads here, Dask workers elsewhere), this process tells the progress listeners (the
+    CLI's bar) and ``on_done`` (the reports are drawn while the other sites are metered)."""
+    site_of = {id(f): s for s, f in zip(site_ids, futures, strict=True)}
+    done: dict[str, Outcome] = {}
+    for future in as_completed(list(futures)):
+        site_id = site_of[id(future)]
+        done[site_id] = outcome = outcome_of(site_id, future)
+        progress.emit(site_id, outcome.status)
         if on_done is not None:
-            on_done(outcomes[-1])
-    return outcomes
+            on_done(outcome)
+    return [done[s] for s in site_ids]
 
 
 def _final(summary: dict[str, Any]) -> State:

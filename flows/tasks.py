@@ -77,7 +77,6 @@ def meter_site(ctx: RunContext, site_id: str, params: SiteParams, report_maps: b
     outcome = loop.attempt(site_id, lambda: loop.meter_site(ctx, site_id, params, report_maps=report_maps))
     if isinstance(outcome.value, Outcome):
         outcome = outcome.value
-    progress.emit(site_id, outcome.status)
     if outcome.status == "failed":
         # the site's message as the task run's state: one line in the log, the traceback only
         # at debug level (a failed site is an input problem to read, not a crash to debug)

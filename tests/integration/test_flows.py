@@ -163,9 +163,21 @@ def test_dask_local_cluster_gives_the_serial_results(tmp_path: Path) -> None:
     (tmp_path / "dask").mkdir()
     serial_cfg = write_config(tmp_path / "serial" / "c.toml")
     dask_cfg = write_config(tmp_path / "dask" / "c.toml")
-    assert metering_run(config=str(serial_cfg), reports=False, return_state=True).is_completed()
-    state = with_dask(workers=2)(config=str(dask_cfg), return_state=True)  # reports drawn by the flow's pool
+    from flows import progress
+
+    heard: list[tuple[str, str]] = []
+    unsubscribe = progress.subscribe(lambda site_id, status: heard.append((site_id, status)))
+    try:
+        assert metering_run(config=str(serial_cfg), reports=False, return_state=True).is_completed()
+        serial_heard = [h for h in heard if h[1] != "started"]
+        heard.clear()
+        state = with_dask(workers=2)(config=str(dask_cfg), return_state=True)  # reports drawn by the flow's pool
+    finally:
+        unsubscribe()
     assert state.is_completed(), state.message
+    # the progress of each site reaches this process, once, from threads and from Dask workers alike
+    assert sorted(serial_heard) == sorted((s, "succeeded") for s in SITES)
+    assert sorted(heard) == sorted((s, "succeeded") for s in SITES)
     pages = state.result()["reports"]
     assert set(pages) == SITES and all(Path(p).is_file() for p in pages.values()), pages
     cols = ["site_id", "period_start", "period_end", "sink_tco2e", "sink_tco2e_lower90", "sink_tco2e_upper90",
