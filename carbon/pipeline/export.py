@@ -103,22 +103,29 @@ def _recorded_site(inputs: dict[str, Any]) -> dict[str, Any]:
     the provenance's geometry digest (a site published from ``compute_site``'s provenance)."""
     site = inputs.get("site")
     if isinstance(site, dict):
-        return {k: site[k] for k in ("geometry_sha256", "ecozone", "baseline_year") if k in site}
+        return {k: site[k] for k in ("geometry_sha256", "ecozone", "baseline_year", "properties") if k in site}
     if "site_geometry_sha256" in inputs:
         return {"geometry_sha256": inputs["site_geometry_sha256"]}
     return {}
 
 
 def _refuse_changed_sites(ledger: Ledger, sinks: pd.DataFrame, sites: dict[str, Site], sites_file: Path) -> None:
-    """An export credits the land its published run metered: a site whose polygon (or CRS),
-    ecozone or baseline year in the sites file now differs from what its run recorded is
+    """An export credits the land its published run metered, with the properties it metered it
+    with: a site whose polygon (or CRS), ecozone, baseline year or any property (name, type,
+    project ids, deductions) in the sites file now differs from what its run recorded is
     refused, naming what changed, until it is re-run."""
     problems = []
     for site_id, site_run_id in sorted(set(zip(sinks["site_id"], sinks["site_run_id"], strict=True))):
         recorded = _recorded_site(json.loads(ledger.site_run_inputs(int(site_run_id)) or "{}"))
         site = sites[site_id]
-        now = {"geometry_sha256": _geometry_sha256(site), "ecozone": site.ecozone, "baseline_year": site.baseline_year}
-        changed = [("polygon or CRS" if k == "geometry_sha256" else k) for k, v in recorded.items() if now[k] != v]
+        now: dict[str, Any] = {"geometry_sha256": _geometry_sha256(site), "ecozone": site.ecozone,
+                               "baseline_year": site.baseline_year}
+        changed = [("polygon or CRS" if k == "geometry_sha256" else k) for k, v in recorded.items()
+                   if k != "properties" and now[k] != v]
+        was: dict[str, Any] = recorded.get("properties") or {}
+        if was:
+            is_ = site.recorded_properties()
+            changed += [f"property {p}" for p in sorted(set(was) | set(is_)) if was.get(p) != is_.get(p)]
         if changed:
             problems.append(f"site {site_id!r}: its {' and '.join(changed)} changed in the sites file since its published "
                             f"run (site run {int(site_run_id)}): re-run it (carbon-sink run --site {site_id})")

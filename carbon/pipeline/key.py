@@ -34,6 +34,7 @@ def site_input_key(site: Site, catalog: list[CatalogEntry], coefficients: Coeffi
             "baseline_year": site.baseline_year,
             "method": dyn.method,
             "initial_age": dyn.initial_age,
+            "properties": site.recorded_properties(),
         },
         "years": {
             str(y): {

@@ -79,6 +79,16 @@ class Site:
     def geometry_wkb(self) -> bytes:
         return shapely.to_wkb(self.geometry, hex=False)
 
+    def recorded_properties(self) -> dict[str, Any]:
+        """The site's name, type and extra properties as a run records them (JSON values: text,
+        numbers, booleans, null; anything else as its text), to tell later whether the sites
+        file changed (an export credits what the run metered)."""
+        def plain(v: Any) -> Any:
+            return v if v is None or isinstance(v, str | bool | int | float) else str(v)
+
+        return {"name": self.name, "site_type": self.site_type,
+                **{str(k): plain(v) for k, v in sorted(self.properties.items())}}
+
 
 def select_sites(sites: Sequence[Site], site_ids: list[str] | None) -> list[Site]:
     if not site_ids:

@@ -499,12 +499,22 @@ def test_a_metering_run_records_what_the_export_compares(tmp_path: Path) -> None
     finish_run(ctx, [meter_site(ctx, "daye-mine-wc", SiteParams())])
     export(load_config(cfg_path), "json", tmp_path / "before")
     data = json.loads(sites.read_text())
+    original = sites.read_text()
     for f in data["features"]:
         if f["properties"]["site_id"] == "daye-mine-wc":
             f["properties"]["baseline_year"] = 2021
     sites.write_text(json.dumps(data, ensure_ascii=False))
     with pytest.raises(InputError, match="its baseline_year changed"):
         export(load_config(cfg_path), "json", tmp_path / "after")
+    # any property: the export would write what the run did not meter with (a project id here)
+    data = json.loads(original)
+    for f in data["features"]:
+        if f["properties"]["site_id"] == "daye-mine-wc":
+            f["properties"]["verra_project_id"] = "VCS-9999"
+    sites.write_text(json.dumps(data, ensure_ascii=False))
+    with pytest.raises(InputError, match="property verra_project_id changed") as err:
+        export(load_config(cfg_path), "json", tmp_path / "after")
+    assert "its property verra_project_id changed" in str(err.value)
 
 
 def test_the_ccer_file_is_utf8_with_a_bom_for_excel(published: Path, tmp_path: Path) -> None:
