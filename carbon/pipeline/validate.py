@@ -117,16 +117,52 @@ def validate_inputs(cfg: Config, *, quick: bool = False, registry: str | None = 
     by_id = {s.site_id: s for s in sites}
 
     def check(site_id: str) -> None:
-        # planned first, with the configuration's limits (a sliver, a site too large to scan)
-        plan_site(by_id[site_id], catalog, coefficients, cfg.legends, limits=cfg.site_limits)
-        if not quick:
-            compute_site(by_id[site_id], catalog, coefficients, legends_dir=cfg.legends, draws=CHECK_DRAWS,
+        site = by_id[site_id]
+        problems = _plan_problems(site, catalog, coefficients, cfg)
+        if len(problems) == 1:
+            raise problems[0]
+        if problems:  # every problem of the site at once, each with its own file
+            raise InputError(f"{len(problems)} problems", site_id=site_id,
+                             problems=[str(p).replace(f" (site {site_id!r}", " (").replace(" ()", "")
+                                       for p in problems])
+        if not quick:  # its pixel codes and coefficients, once it can be planned
+            compute_site(site, catalog, coefficients, legends_dir=cfg.legends, draws=CHECK_DRAWS,
                          sd_defaults=cfg.sd_defaults, limits=cfg.site_limits)
 
     failed = [o for o in for_each_site(list(by_id), check) if o.status == "failed" and o.error is not None]
     found.problems += _site_problems(failed)
     found.problems += _unused_bad_rasters(catalog, failed)
     return found
+
+
+#: How plan_site says that no raster of the catalog covers a site.
+OUTSIDE = "the site lies outside every raster"
+
+
+def _plan_problems(site: Site, catalog: list[CatalogEntry], coefficients: CoefficientSet,
+                   cfg: Config) -> list[InputError]:
+    """Every problem of a site that its raster headers and tables show, not only the first: its
+    polygon and limits, each map year on its own (a bad raster of one year does not hide
+    another's), and its ecozone in the coefficient table."""
+    found: dict[str, InputError] = {}
+    try:
+        plan_site(site, catalog, coefficients, cfg.legends, limits=cfg.site_limits)  # the site as a whole
+    except InputError as whole:
+        for y in sorted({e.year for e in catalog}):  # then each year on its own, for every problem
+            try:
+                plan_site(site, [e for e in catalog if e.year == y], coefficients, cfg.legends,
+                          limits=cfg.site_limits)
+            except InputError as exc:
+                if not exc.message.startswith(OUTSIDE):  # a year that does not cover the site is no problem
+                    found.setdefault(str(exc), exc)
+        if not found:
+            found[str(whole)] = whole
+    if not coefficients.is_invest:
+        try:
+            coefficients.densities(site.ecozone, [], site_id=site.site_id)
+        except InputError as exc:
+            found.setdefault(str(exc), exc)
+    return list(found.values())
 
 
 def _site_problems(failed: list[Outcome]) -> list[str]:

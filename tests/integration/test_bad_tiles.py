@@ -102,3 +102,26 @@ def test_run_prints_one_line_per_failed_site_and_no_traceback(tmp_path: Path) ->
     for site in TILE_A:
         assert f"site {site} failed: raster fails structural checks" in out
     assert "partial; 4 sites" in out
+
+
+def test_validate_lists_every_problem_of_a_site_at_once(tmp_path: Path) -> None:
+    """The quarry with a bad tile in 2022, a missing tile in 2023 and an ecozone the coefficient
+    table lacks: validate names all three (it used to stop at the first)."""
+    import json
+
+    landcover = _landcover(tmp_path)
+    bad = _three_bands_for_tile_a(landcover)
+    catalog = landcover / "catalog.csv"
+    catalog.write_text(catalog.read_text().replace("clcd_2023_a.tif", "garbage_2023.tif"))
+    (landcover / "garbage_2023.tif").write_bytes(b"not a GeoTIFF")
+    data = json.loads((DEMO / "sites.geojson").read_text())
+    for f in data["features"]:
+        if f["properties"]["site_id"] == "wuhan-quarry-reclaim":
+            f["properties"]["ecozone"] = "nowhere_zone"
+    sites = tmp_path / "sites.geojson"
+    sites.write_text(json.dumps(data, ensure_ascii=False))
+    cfg = write_config(tmp_path / "c.toml", sites=sites, landcover=catalog, output_dir=tmp_path / "out")
+    found = validate_inputs(load_config(cfg), quick=True)
+    quarry = [p for p in found.problems if "nowhere_zone" in p]
+    assert len(quarry) == 1, found.problems
+    assert str(bad) in quarry[0] and "garbage_2023.tif" in quarry[0] and "wuhan-quarry-reclaim" in quarry[0]
