@@ -1,6 +1,6 @@
 """carbon-sink benchmarks: one command, every figure side by side.
 
-    cd /work/main && uv run python benchmarks/run.py            # the targets (about 9 min on 2 cores)
+    uv run python benchmarks/run.py            # the targets (about 9 min on 2 cores)
     uv run python benchmarks/run.py --size 2000 --big 4000 --sites 50   # a quick smoke run
 
 (a) carbon-sink vs InVEST Carbon 3.20.2 on the same N x N current/future pair (totals after the
@@ -13,7 +13,7 @@
 Inputs are generated (fixed seed) into benchmarks/_work/ (git-ignored) and reused by later
 runs; results go to benchmarks/_work/results.json and are printed as one table at the end.
 InVEST runs from its own venv (``--invest-python``; install it with
-``bash /work/shared/tools/install_invest.sh /tmp/invest-venv``); ``--skip-invest`` leaves it out.
+``bash benchmarks/invest/install.sh /tmp/invest-venv``); ``--skip-invest`` leaves it out.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import generate  # noqa: E402
 
 PLANAR_PIXEL_HA = generate.PIXEL * generate.PIXEL / 1e4  # 0.09 ha
 DEFAULT_INVEST_PYTHON = "/tmp/invest-venv/bin/python"
-DEFAULT_INVEST_RUNNER = "/work/shared/tools/run_invest_carbon.py"
+DEFAULT_INVEST_RUNNER = str(HERE / "invest" / "run_carbon.py")
 
 
 def log(msg: str) -> None:
