@@ -265,3 +265,28 @@ def test_report_language_comes_from_the_configuration(tmp_path: Path) -> None:
     with pytest.raises(InputError) as err:
         load_config(cfg_path)
     assert "report_language must be 'en' or 'zh', not 'fr'" in str(err.value.problems)
+
+
+def test_an_invest_pools_table_gives_every_class_its_name_and_colour(shared: Path) -> None:
+    """With InVEST's Willamette pools table the classes are its lucodes: each gets its own colour
+    (not one grey) and its ``lulc_name`` in the legend and the tables."""
+    import pandas as pd
+
+    from carbon.io.tables import load_coefficients
+    from carbon.report.i18n import Messages
+    from carbon.report.page import code_colors, legend_label
+    from carbon.rules.coefficients import invest_crosswalk
+
+    pools = shared / "invest_willamette" / "carbon_pools_willamette.csv"
+    cw = invest_crosswalk(load_coefficients(pools))
+    names = pd.read_csv(pools)
+    name_col = next(c for c in names.columns if c.lower() == "lulc_name")
+    assert len(cw.codes) == len(names) > 10
+    colors = code_colors(cw)
+    assert len(set(colors)) == len(cw.codes)  # one colour per class
+    for lang in ("en", "zh"):
+        labels = Messages(lang).legend_labels(cw)
+        by_code = {int(c): legend_label(int(c), lbl) for c, lbl in zip(cw.codes, labels, strict=True)}
+        for row in names.itertuples(index=False):
+            code = int(getattr(row, next(c for c in names.columns if c.lower() == "lucode")))
+            assert str(getattr(row, name_col)).strip() in by_code[code], (lang, code, by_code[code])
