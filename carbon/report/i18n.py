@@ -231,6 +231,9 @@ _ZH_TEXTS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^coefficient table$"), "系数表"),
     (re.compile(r"^none \(zero stock\)$"), "无（储量为零）"),
     (re.compile(r"^unknown: no SD and no default policy$"), "未知：无标准差且无默认策略"),
+    (re.compile(r"^default: 95% interval of ±90% of the mean \(the nominal error of IPCC 2006 Vol\.4 Ch\.2 Table 2\.3 "
+                r"notes, applied to every pool without an SD\)$"),
+     "默认值：均值 ±90% 的 95% 区间（IPCC 2006 第4卷第2章表2.3注释给出的名义误差，用于所有无标准差的碳库）"),
     (re.compile(r"^default: (.*)$"), r"默认值：\1"),
     (re.compile(r"^none: stock difference counts the stock at once$"), "无：储量差法即时计入储量"),
     (re.compile(r"^linear change over (\d+) years from the previous class's stock$"), r"自前一碳类的储量在 \1 年内线性变化"),
@@ -238,6 +241,18 @@ _ZH_TEXTS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^age_curve: (.*)$"), r"林龄曲线：\1"),
     (re.compile(r"^linear: ([0-9.eE+-]+) t C/ha/yr up to the stock$"), r"线性：每年 \1 吨碳/公顷，直至储量"),
     (re.compile(r"^none: the stock at once \(no growth rate\)$"), "无：即时计入储量（无生长率）"),
+    # the notes of a result's uncertainty_method and the map-gap warning (carbon/rules/dating.py)
+    (re.compile(r"^SD of coefficients without one: default: 95% interval of ±90% of the mean \(the nominal error of "
+                r"IPCC 2006 Vol\.4 Ch\.2 Table 2\.3 notes, applied to every pool without an SD\)$"),
+     "无标准差系数的处理：默认值：均值 ±90% 的 95% 区间（IPCC 2006 第4卷第2章表2.3注释给出的名义误差，用于所有无标准差的碳库）"),
+    (re.compile(r"^SD of coefficients without one: default: (.*)$"), r"无标准差系数的处理：默认值：\1"),
+    (re.compile(r"^SD of coefficients without one: none$"), "无标准差系数的处理：无默认值"),
+    (re.compile(r"^default SD for (.*)$"), r"采用默认标准差的系数：\1"),
+    (re.compile(r"^uncertainty unknown \(no SD, no default\) for (.*)$"), r"不确定性未知（无标准差、无默认值）的系数：\1"),
+    (re.compile(r"^map error: areas adjusted with the maps' accuracy samples .*$"),
+     "制图误差：面积已按地图精度验证样本校正（分层估计量，Olofsson 等 2013），并与系数联合抽样"),
+    (re.compile(r"^site (\S+), period (\d+)-(\d+): its maps lie up to (\d+) years apart; .*$"),
+     r"地块 \1，时段 \2-\3：所用地图最多相隔 \4 年；其间的变化按年份平均分摊（推定，而非观测；方法 §9）"),
 ]
 
 
@@ -263,7 +278,8 @@ class Messages:
         return METHODS[self.lang].get(method, method)
 
     def engine_text(self, text: str) -> str:
-        """An engine's explanation (sd_source, growth_curve) in this language where known."""
+        """An engine's explanation (sd_source, growth_curve, the uncertainty notes, the map-gap
+        warning) in this language where known."""
         if self.lang == "en":
             return text
         for pattern, repl in _ZH_TEXTS:

@@ -26,10 +26,10 @@ from rasterio.enums import Resampling
 from carbon.errors import CarbonSinkError, InputError
 from carbon.io.config import Config
 from carbon.io.ledger import Ledger
-from carbon.io.outputs import inside, read_site_tables, run_maps
+from carbon.io.outputs import inside, run_maps
 from carbon.io.sites import load_per_version, load_sites
 from carbon.io.tables import load_catalog, load_coefficients
-from carbon.pipeline.plan import read_site_codes
+from carbon.pipeline.plan import decimated_grid, read_site_codes
 from carbon.report.fonts import figure_fonts, write_web_font
 from carbon.report.i18n import DEFAULT_LANGUAGE, Messages
 from carbon.report.methods import write_methods
@@ -65,6 +65,9 @@ class ReportData:
     coefficients_used: pd.DataFrame = field(default_factory=pd.DataFrame)
     provenance: dict[str, Any] = field(default_factory=dict)
     class_labels: dict[str, str] = field(default_factory=dict)
+    #: The land-cover codes of each year that the run counted on the site (its ``area_by_code``
+    #: table): the legend names every one, even a class too small to show at the panel's scale.
+    codes_present: dict[int, set[int]] = field(default_factory=dict)
 
 
 def site_report(cfg: Config, site_id: str, out_dir: Path | None = None, maps_dir: str | Path | None = None,
@@ -127,26 +130,33 @@ def _gather(cfg: Config, site_id: str, msg: Messages) -> ReportData:
         else:
             problems.append(msg("from_last_success", run=stocks["run_id"].iloc[0]))
     if not sinks.empty:
-        problems += dating.gap_warnings(sinks[sinks["is_full_period"]], stocks)
+        problems += [msg.engine_text(w) for w in dating.gap_warnings(sinks[sinks["is_full_period"]], stocks)]
         for part in str(sinks["uncertainty_method"].iloc[0]).split("; ")[1:]:
-            problems.append(msg("uncertainty_part", part=part))
-    used, provenance = _run_tables(cfg, site_id, stocks)
+            problems.append(msg("uncertainty_part", part=msg.engine_text(part)))
+    used, provenance, by_code = _run_tables(cfg, site_id, stocks)
+    present: dict[int, set[int]] = {}
+    if not by_code.empty and {"year", "code", "pixel_count"} <= set(by_code.columns):
+        for y, code in by_code.loc[by_code["pixel_count"] > 0, ["year", "code"]].itertuples(index=False):
+            present.setdefault(int(y), set()).add(int(code))
     return ReportData(site, stocks, sinks, transitions, history, inputs, problems, class_areas, msg, used,
-                      provenance, _class_labels(cfg, msg))
+                      provenance, _class_labels(cfg, msg), present)
 
 
-def _run_tables(cfg: Config, site_id: str, stocks: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The coefficients used and the provenance that the run behind the current estimate wrote
-    in its folder (``runs/<run_id>/sites/<site_id>``); empty when it kept none."""
+def _run_tables(cfg: Config, site_id: str, stocks: pd.DataFrame
+                ) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame]:
+    """The coefficients used, the provenance and the area by land-cover code that the run
+    behind the current estimate wrote in its folder (``runs/<run_id>/sites/<site_id>``); empty
+    when it kept none."""
     if stocks.empty:
-        return pd.DataFrame(), {}
+        return pd.DataFrame(), {}, pd.DataFrame()
     site_dir = inside(cfg.output_dir, "runs", str(stocks["run_id"].iloc[0]), "sites", site_id)
     if not site_dir.is_dir():
-        return pd.DataFrame(), {}
-    tables = read_site_tables(site_dir)
+        return pd.DataFrame(), {}, pd.DataFrame()
+    tables = {name: pd.read_parquet(site_dir / f"{name}.parquet") for name in ("coefficients_used", "area_by_code")
+              if (site_dir / f"{name}.parquet").is_file()}
     prov = site_dir / "provenance.json"
     provenance = json.loads(prov.read_text(encoding="utf-8")) if prov.is_file() else {}
-    return tables.get("coefficients_used", pd.DataFrame()), provenance
+    return tables.get("coefficients_used", pd.DataFrame()), provenance, tables.get("area_by_code", pd.DataFrame())
 
 
 def _class_labels(cfg: Config, msg: Messages) -> dict[str, str]:
@@ -162,23 +172,23 @@ def _class_labels(cfg: Config, msg: Messages) -> dict[str, str]:
 def _read_years(site: Site, catalog: list[CatalogEntry], coefficients: CoefficientSet, legends: Path | None,
                 years: list[int], problems: list[str], msg: Messages) -> tuple[Grid, Any, dict[int, Any]] | None:
     """The site's grid, polygon and codes of the years whose rasters read over the whole site
-    window (all at once; year by year only when that fails, to name each year that cannot be
-    read). ``None`` when no year can be read."""
+    window, decimated to a panel's size (all at once; year by year only when that fails, to
+    name each year that cannot be read). ``None`` when no year can be read."""
     try:
-        return read_site_codes(site, catalog, coefficients, legends, years)
+        return read_site_codes(site, catalog, coefficients, legends, years, MAX_PANEL_PX)
     except (CarbonSinkError, rasterio.errors.RasterioError):
         pass
     ok = []
     for y in years:
         try:
-            read_site_codes(site, catalog, coefficients, legends, [y])
+            read_site_codes(site, catalog, coefficients, legends, [y], MAX_PANEL_PX)
             ok.append(y)
         except (CarbonSinkError, rasterio.errors.RasterioError) as exc:
             if "covers the site" not in str(exc):  # a year of other sites' rasters is not a problem here
                 problems.append(msg("year_unreadable", year=y, error=exc))
     if not ok:
         return None
-    return read_site_codes(site, catalog, coefficients, legends, ok)
+    return read_site_codes(site, catalog, coefficients, legends, ok, MAX_PANEL_PX)
 
 
 # --- figures -----------------------------------------------------------------------------
@@ -197,7 +207,8 @@ def _maps(cfg: Config, data: ReportData, out_dir: Path, maps_dir: Path | None) -
             return {}
         grid, geom, codes = read
         years = sorted(codes)
-        figures["land_cover"] = _land_cover_figure(grid, geom, codes, out_dir / "land_cover.png", data.msg)
+        figures["land_cover"] = _land_cover_figure(grid, geom, codes, out_dir / "land_cover.png", data.msg,
+                                                   data.codes_present)
     except Exception as exc:  # noqa: BLE001 - a figure that cannot be drawn is said on the page
         data.problems.append(data.msg("lc_failed", error=exc))
         return figures
@@ -247,17 +258,19 @@ def _outline(ax: Any, geom: Any, grid: Grid) -> None:
                     bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "black", "linewidth": 0.5})
 
 
-def _thin(arr: np.ndarray, max_px: int = MAX_PANEL_PX) -> np.ndarray:
-    """Every k-th pixel of a large window (nearest neighbour, what the panel shows anyway):
-    a panel is about 300 pixels across, so a larger array only costs resampling time."""
-    k = int(np.ceil(max(arr.shape) / max_px)) if max(arr.shape) > max_px else 1
-    return arr[::k, ::k] if k > 1 else arr
-
-
-def _show(ax: Any, arr: np.ndarray, grid: Grid, **kw: Any) -> Any:
-    """``imshow`` of a (possibly thinned) window in the full grid's pixel coordinates."""
-    return ax.imshow(_thin(arr), extent=(-0.5, grid.width - 0.5, grid.height - 0.5, -0.5), interpolation="nearest",
-                     **kw)
+def _show(ax: Any, arr: np.ndarray, grid: Grid, scale: tuple[float, float], **kw: Any) -> Any:
+    """``imshow`` of a window read decimated (each pixel of ``arr`` is ``scale`` = (columns,
+    rows) pixels of ``grid``: ``decimated_grid``) in the full grid's pixel coordinates, over
+    the grid's extent."""
+    sx, sy = scale
+    if max(arr.shape) > MAX_PANEL_PX:  # never more pixels than the panel shows (nearest neighbour)
+        step = -(-max(arr.shape) // MAX_PANEL_PX)
+        arr, sx, sy = arr[::step, ::step], sx * step, sy * step
+    im = ax.imshow(arr, extent=(-0.5, arr.shape[1] * sx - 0.5, arr.shape[0] * sy - 0.5, -0.5),
+                   interpolation="nearest", **kw)
+    ax.set_xlim(-0.5, grid.width - 0.5)
+    ax.set_ylim(grid.height - 0.5, -0.5)
+    return im
 
 
 def _bare(ax: Any, title: str) -> None:
@@ -309,8 +322,12 @@ def _text_width(text: str, fontsize: float = 8) -> float:
 
 
 def _land_cover_figure(grid: Grid, geom: Any, codes: dict[int, tuple[np.ndarray, np.ndarray, Any]],
-                       path: Path, msg: Messages) -> Path:
+                       path: Path, msg: Messages, present: dict[int, set[int]] | None = None) -> Path:
+    """One panel per year (``codes``: read decimated to the panel's size, see
+    ``read_site_codes``) and one legend: every code shown, and every code the run counted
+    on the site (``present``), however small its patches."""
     years = sorted(codes)
+    k = decimated_grid(grid, MAX_PANEL_PX)[1]
     ncols = min(4, len(years))
     nrows = int(np.ceil(len(years) / ncols))
     legend_items: dict[str, str] = {}
@@ -322,7 +339,9 @@ def _land_cover_figure(grid: Grid, geom: Any, codes: dict[int, tuple[np.ndarray,
         idx, known = cw.lookup(values)
         shown = valid & known
         panels.append((y, cw, colors, idx, shown))
-        for j in np.unique(idx[shown]):
+        counted = np.array(sorted((present or {}).get(y, ())), dtype=np.int64)
+        cidx, cknown = cw.lookup(counted)
+        for j in np.union1d(np.unique(idx[shown]), cidx[cknown]):
             legend_items.setdefault(_shorten(legend_label(int(cw.codes[j]), labels[j])).replace("$", r"\$"),
                                     colors[j])  # no mathtext
     # the legend below the panels, in as many columns as fit the figure's width, and as many
@@ -338,7 +357,7 @@ def _land_cover_figure(grid: Grid, geom: Any, codes: dict[int, tuple[np.ndarray,
             for ax in row]
     for ax, (y, cw, colors, idx, shown) in zip(axes, panels, strict=False):
         img = np.ma.masked_array(idx, mask=~shown)
-        _show(ax, img, grid, cmap=ListedColormap(colors), vmin=0, vmax=len(colors) - 1)
+        _show(ax, img, grid, (k, k), cmap=ListedColormap(colors), vmin=0, vmax=len(colors) - 1)
         _outline(ax, geom, grid)
         _bare(ax, f"{y} ({cw.legend})")
     for ax in axes[len(years):]:
@@ -351,13 +370,14 @@ def _land_cover_figure(grid: Grid, geom: Any, codes: dict[int, tuple[np.ndarray,
 
 
 def _read_map(path: Path) -> np.ndarray:
-    """A density map, decimated on read when it is larger than a panel shows."""
+    """A density map decimated on read to the panel's size, as the land cover is
+    (``decimated_grid``). The maps are COGs with overviews (carbon/io/maps.py): GDAL reads the
+    overview nearest the size asked for, not the full map."""
     with rasterio.open(path) as src:  # nodata is NaN (carbon/io/maps.py)
-        k = int(np.ceil(max(src.height, src.width) / MAX_PANEL_PX))
-        if k <= 1:
+        k = decimated_grid(Grid(src.crs, src.transform, src.width, src.height), MAX_PANEL_PX)[1]
+        if k == 1:
             return src.read(1)
-        return src.read(1, out_shape=(int(np.ceil(src.height / k)), int(np.ceil(src.width / k))),
-                        resampling=Resampling.nearest)
+        return src.read(1, out_shape=(-(-src.height // k), -(-src.width // k)), resampling=Resampling.nearest)
 
 
 def _density_maps(maps_dir: Path, site_id: str, years: list[int], start: int,
@@ -394,7 +414,7 @@ def _density_figure(grid: Grid, geom: Any, maps: dict[str, tuple[Path, bool]], p
     for (title, arr, cmap, lims), with_bar in zip(panels, bars, strict=True):
         ax = fig.add_axes((x / fw, 0.25 / fh, panel / fw, panel / fh))
         vmin, vmax_i = lims if lims else (0.0, vmax)
-        im = _show(ax, arr, grid, cmap=cmap, vmin=vmin, vmax=vmax_i)
+        im = _show(ax, arr, grid, (grid.width / arr.shape[1], grid.height / arr.shape[0]), cmap=cmap, vmin=vmin, vmax=vmax_i)
         _outline(ax, geom, grid)
         _bare(ax, title)
         x += panel + gap

@@ -218,3 +218,24 @@ def test_cli_report_in_chinese(metered: Path, tmp_path: Path) -> None:
     assert '<html lang="zh-Hans">' in (out / "index.html").read_text(encoding="utf-8")  # report_language
     bad = CliRunner().invoke(app, ["report", "--site", CLCD, "--lang", "fr", "--config", str(metered)])
     assert bad.exit_code != 0
+
+
+def test_the_engines_notes_and_warnings_read_in_chinese() -> None:
+    """What the engine writes into a result (the SD policy, the defaulted coefficients, map error,
+    the map-gap warning) is said in Chinese on a Chinese page, and left as is in English."""
+    import pandas as pd
+
+    from carbon.report.i18n import Messages
+    from carbon.rules import dating
+    from carbon.rules.uncertainty import DEFAULT_SD_SOURCE, MAP_ERROR_MARK, POLICY_MARK
+
+    sinks = pd.DataFrame({"site_id": ["s"], "period_start": [2000], "period_end": [2020], "is_full_period": [True]})
+    stocks = pd.DataFrame({"site_id": ["s", "s"], "year": [2000, 2020]})
+    [gap] = dating.gap_warnings(sinks, stocks)
+    zh, en = Messages("zh"), Messages("en")
+    texts = [gap, f"{POLICY_MARK} {DEFAULT_SD_SOURCE}", "default SD for forest/soc, grassland/agb", MAP_ERROR_MARK]
+    for text in texts:
+        said = zh.engine_text(text)
+        assert said != text and not any(w in said for w in ("maps lie", "default SD", "interval of", "map error")), said
+        assert en.engine_text(text) == text
+    assert "20 年" in zh.engine_text(gap) and "forest/soc" in zh.engine_text(texts[2])
