@@ -1,7 +1,8 @@
 """Per-pixel outputs: stock density per year (t C/ha) and its change, as Cloud-Optimized GeoTIFFs.
 
-Written strip by strip into tiled GeoTIFFs and then copied to the COG layout, so memory
-stays bounded. Pixels outside the site or without data are nodata (NaN).
+Written strip by strip into tiled GeoTIFFs and then copied to the COG layout, with
+overviews (``COG_OVERVIEWS``), so memory stays bounded. Pixels outside the site or without
+data are nodata (NaN).
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ from rasterio.windows import Window
 from carbon.rules.grid import Grid
 
 NODATA = np.float32(np.nan)
+#: Overviews of every map (halving until it fits a 512-pixel block: GDAL's COG default), built
+#: by nearest neighbour from the full map: a report reads the one nearest its panel's size
+#: instead of the whole map, and shows the same pixels a nearest-neighbour read of the full
+#: map would (GDAL's default for overviews, cubic, would smooth across the site's edge).
+COG_OVERVIEWS = {"overviews": "auto", "overview_resampling": "nearest"}
 
 
 class DensityMapWriter:
@@ -76,6 +82,6 @@ class DensityMapWriter:
             tmp = self.out_dir / f".{name}.tmp.tif"
             if exc_type is None:
                 final = self.out_dir / f"{name}.tif"
-                rasterio.shutil.copy(tmp, final, driver="COG", compress="deflate")
+                rasterio.shutil.copy(tmp, final, driver="COG", compress="deflate", **COG_OVERVIEWS)
                 self.paths.append(final)
             os.remove(tmp)

@@ -5,6 +5,7 @@ headers only (docs/methods.md §2, §5; docs/data-contracts.md, Sites)."""
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import defaultdict
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from affine import Affine
 
 from carbon.errors import InputError
 from carbon.io.rasters import YearReader, examine_raster
@@ -180,16 +182,35 @@ def legend_of(year_meta: dict[int, YearPlan], path: str) -> str:
 
 def read_site_codes(site: Site, catalog: list[CatalogEntry], coefficients: CoefficientSet,
                     legends_dir: str | Path | None = None, years: list[int] | None = None,
+                    max_px: int | None = None,
                     ) -> tuple[Grid, Any, dict[int, tuple[np.ndarray, np.ndarray, Crosswalk]]]:
     """The site's reference grid, its polygon in that grid's CRS, and per year the codes and
-    validity of the whole window with the year's crosswalk (for figures: small sites only)."""
+    validity of the whole window with the year's crosswalk (for figures).
+
+    ``max_px``: read the window decimated to at most that many pixels a side (nearest
+    neighbour, every k-th pixel of the reference grid: :func:`decimated_grid`), so that a large
+    site is never held at full resolution; the grid returned is still the full one."""
     year_meta = plan_site(site, catalog, coefficients, legends_dir, years)
     _, ref_info = reference_grid(site, year_meta)
     geom_ref = to_crs(site.geometry, site.crs, ref_info.crs)
     grid = site_grid(ref_info, geom_ref)
+    shown = decimated_grid(grid, max_px)[0] if max_px else grid
     out = {}
     with ExitStack() as stack:
         for y, meta in sorted(year_meta.items()):
-            codes, valid, _ = YearReader(meta.infos, grid, stack).read(0, grid.height)
+            codes, valid, _ = YearReader(meta.infos, shown, stack).read(0, shown.height)
             out[y] = (codes, valid, meta.crosswalk)
     return grid, geom_ref, out
+
+
+def decimated_grid(grid: Grid, max_px: int) -> tuple[Grid, int]:
+    """The grid with pixels ``k`` times larger (same origin, ``ceil(size / k)`` pixels a side),
+    ``k`` the smallest whole factor that brings both sides to ``max_px`` or fewer; ``(grid, 1)``
+    when it is small enough. Its pixel ``(r, c)`` covers pixels ``k*r..k*r+k-1`` (rows) and
+    ``k*c..`` (columns) of ``grid``; a read onto it by nearest neighbour takes the one at their
+    centre."""
+    k = max(1, math.ceil(max(grid.width, grid.height) / max_px))
+    if k == 1:
+        return grid, 1
+    return Grid(crs=grid.crs, transform=grid.transform @ Affine.scale(k), width=math.ceil(grid.width / k),
+                height=math.ceil(grid.height / k)), k
