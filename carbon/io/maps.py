@@ -16,6 +16,7 @@ import rasterio
 import rasterio.shutil
 from rasterio.windows import Window
 
+from carbon.io.rasters import gdal_env
 from carbon.rules.grid import Grid
 
 NODATA = np.float32(np.nan)
@@ -82,6 +83,7 @@ class DensityMapWriter:
             tmp = self.out_dir / f".{name}.tmp.tif"
             if exc_type is None:
                 final = self.out_dir / f"{name}.tif"
-                rasterio.shutil.copy(tmp, final, driver="COG", compress="deflate", **COG_OVERVIEWS)
+                with gdal_env():  # GDAL's default block cache (5% of RAM) held ~300 MB more at 8000^2
+                    rasterio.shutil.copy(tmp, final, driver="COG", compress="deflate", **COG_OVERVIEWS)
                 self.paths.append(final)
             os.remove(tmp)
