@@ -42,6 +42,7 @@ import sys
 import threading
 import time
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,10 @@ T_MARGINAL_RATIO = 1.5
 T_MANY_S_PER_10K = 180.0
 T_MANY_RSS_MIB = 2 * GIB
 T_ENGINE_IO = 1.5
+
+
+#: Writes the results so far (set by ``main``), so that a run cut short keeps its figures.
+SAVE: Callable[[], object] | None = None
 
 
 def log(msg: str) -> None:
@@ -298,6 +303,21 @@ def child_engine(config: str, site_id: str) -> None:
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
 
 
+def child_prefect() -> None:
+    """A no-op Prefect flow: what any ``carbon-sink run`` pays before its first site (the
+    import of Prefect, the start of its temporary local server)."""
+    t0 = time.perf_counter()
+    from prefect import flow
+
+    @flow(name="bench-noop")
+    def noop() -> int:
+        return 1
+
+    t1 = time.perf_counter()
+    noop()
+    print("BENCH-JSON " + json.dumps({"import_s": t1 - t0, "flow_s": time.perf_counter() - t1}), flush=True)
+
+
 def engine_in_process(config: Path, site_id: str) -> dict[str, Any]:
     proc = subprocess.run([sys.executable, __file__, "_engine", str(config), site_id], capture_output=True, text=True,
                           cwd=ROOT)
@@ -338,6 +358,9 @@ def step_startup(R: dict, a: argparse.Namespace) -> None:
             shutil.rmtree(export_dir, ignore_errors=True)
             runs.append(cli(f"demo-{args[0]}-{i + 1}", *args))
         S["commands"][label] = median_of(runs)
+    log("(1) a no-op Prefect flow, fresh process (the same PREFECT_HOME)")
+    S["prefect_noop"] = measure([sys.executable, __file__, "_prefect"], "demo-prefect-noop")
+    log(f"    {S['prefect_noop']['wall_s']:.2f} s")
     log("(1) engine alone: compute_site on the demo site, fresh process")
     S["engine"] = engine_in_process(cfg, DEMO_SITE)
     log(f"    {S['engine']['wall_s']:.2f} s")
@@ -374,6 +397,9 @@ def step_many(R: dict, a: argparse.Namespace) -> None:
     out = cfg.parent / "out_serial"
     shutil.rmtree(out, ignore_errors=True)
     M["serial"] = cli(f"many{a.sites}-serial", "--output", str(out), "run", "--config", str(cfg), "--no-reports")
+    R["many"] = M
+    if SAVE is not None:
+        SAVE()
     if a.skip_dask:
         M["dask_skipped"] = "--skip-dask"
     elif a.sites < 200:
@@ -416,7 +442,7 @@ def report(R: dict) -> str:
              f"{m['ram_gb']} GB RAM, load average {R['load_start'][0]:.2f} at the start, {R['load_end'][0]:.2f} at "
              "the end",
              f"command: {R['command']}",
-             f"code: {R['tree']['head']}" + (" (+ uncommitted: " + R["tree"]["dirty"].replace("\n", ", ") + ")"
+             f"code: {R['tree']['head'][:72]}" + (" (+ uncommitted: " + R["tree"]["dirty"].replace("\n", ", ") + ")"
                                              if R["tree"]["dirty"] else ""),
              f"total: {R['total_s'] / 60:.1f} min", "",
              "| # | measure | value | target | met |", "|---|---|---|---|---|"]
@@ -444,6 +470,9 @@ def report(R: dict) -> str:
                 f"{secs(r)}{runs}", f"≤ {T_CMD_S:g} s", r["wall_s"] <= T_CMD_S if ran(r, ok_exits) else None)
         if "help" in S:
             row("1", "diagnostic: `carbon-sink --help` (the interpreter and Typer)", secs(S["help"]))
+        if "prefect_noop" in S:
+            row("1", "diagnostic: a no-op Prefect flow in a fresh process (import, temporary server start, "
+                "the same PREFECT_HOME)", secs(S["prefect_noop"]))
         if "engine" in S:
             row("1", f"diagnostic: `compute_site` alone on {DEMO_SITE} (fresh process, inputs read)",
                 f"{S['engine']['wall_s']:.2f} s")
@@ -493,7 +522,8 @@ def report(R: dict) -> str:
                 f"(peak tree RSS {dk['peak_tree_rss_mib']:.0f} MiB)", "faster than serial",
                 dk["wall_s"] < s["wall_s"] if ran(dk) and ran(s) else None)
         else:
-            row("4", "Dask", f"skipped ({M.get('dask_skipped')})", "faster than serial", None)
+            why = f"skipped ({M['dask_skipped']})" if "dask_skipped" in M else "not run (the run ended before it)"
+            row("4", "Dask", why, "faster than serial", None)
     E = R.get("engine")
     if E:
         ratio = E["wall_s"] / E["io_s"]
@@ -514,6 +544,9 @@ def report(R: dict) -> str:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_engine":
         child_engine(sys.argv[2], sys.argv[3])
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "_prefect":
+        child_prefect()
         return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = p.add_mutually_exclusive_group()
@@ -560,7 +593,7 @@ def main() -> None:
         R["complete"] = final
         text = report(R)
         if R["tree_end"] != R["tree"]:
-            text += f"\n\nnote: the code changed during the run; at the end: {R['tree_end']['head']}"
+            text += f"\n\nnote: the code changed during the run; at the end: {R['tree_end']['head'][:72]}"
         if not final:
             text += "\n\nnote: partial results: the run has not finished"
         R["report"] = text
@@ -568,6 +601,8 @@ def main() -> None:
         out.write_text(json.dumps(R, indent=1, default=str) + "\n")
         return text
 
+    global SAVE
+    SAVE = save
     pair = None
     if not a.skip_startup:
         step_startup(R, a)
