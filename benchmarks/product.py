@@ -1,7 +1,7 @@
 """The product benchmark: what a user runs, the ``carbon-sink`` command, in fresh processes.
 
-    uv run python benchmarks/product.py            # --quick (the default): about 4 min on 2 cores
-    uv run python benchmarks/product.py --full     # 8000^2 pair, 1,000 sites, 3 repeats of the engine
+    uv run python benchmarks/product.py            # --quick (the default): about 9 min on 2 busy cores
+    uv run python benchmarks/product.py --full     # 8000^2 pair, 1,000 sites, 3 repeats (about 23 min)
     uv run python benchmarks/product.py --big 8000 --sites 10000 --tag big   # any size
     uv run python benchmarks/product.py --report benchmarks/results/product-quick.json   # print a table again
 
@@ -360,6 +360,9 @@ def step_startup(R: dict, a: argparse.Namespace) -> None:
         S["commands"][label] = median_of(runs)
     log("(1) a no-op Prefect flow, fresh process (the same PREFECT_HOME)")
     S["prefect_noop"] = measure([sys.executable, __file__, "_prefect"], "demo-prefect-noop")
+    line = next((ln for ln in (WORK / "logs" / "demo-prefect-noop.out").read_text().splitlines()
+                 if ln.startswith("BENCH-JSON ")), None)
+    S["prefect_noop"]["parts"] = json.loads(line[len("BENCH-JSON "):]) if line else None
     log(f"    {S['prefect_noop']['wall_s']:.2f} s")
     log("(1) engine alone: compute_site on the demo site, fresh process")
     S["engine"] = engine_in_process(cfg, DEMO_SITE)
@@ -472,7 +475,9 @@ def report(R: dict) -> str:
             row("1", "diagnostic: `carbon-sink --help` (the interpreter and Typer)", secs(S["help"]))
         if "prefect_noop" in S:
             row("1", "diagnostic: a no-op Prefect flow in a fresh process (import, temporary server start, "
-                "the same PREFECT_HOME)", secs(S["prefect_noop"]))
+                "the same PREFECT_HOME)", secs(S["prefect_noop"]) + (
+                    f" (import {parts['import_s']:.1f} s, server start and flow {parts['flow_s']:.1f} s)"
+                    if (parts := S["prefect_noop"].get("parts")) else ""))
         if "engine" in S:
             row("1", f"diagnostic: `compute_site` alone on {DEMO_SITE} (fresh process, inputs read)",
                 f"{S['engine']['wall_s']:.2f} s")
