@@ -39,7 +39,9 @@ NORTH = 3_450_000.0
 NODATA = 255
 TILE = 256
 SEED = 20240611
-YEARS = (2020, 2030)
+#: The map years of the pair: both observed years (an official run refuses a map year after the
+#: current one), ten years apart as InVEST's current and future maps.
+YEARS = (2014, 2024)
 SPECKLE = 0.15
 
 # CLCD codes
