@@ -144,7 +144,7 @@ def density_parts(agg: dynamics.Aggregates, coef: dynamics.Coefficients) -> np.n
                 near = shown[np.argmin(np.abs(shown - gap) * 2 - (shown > gap))]  # nearest; the later on a tie
                 out[gap, c] = out[near, c]
             else:
-                out[i, c, c, :] = coef.stock[c]
+                out[gap, c, c, :] = coef.stock[c]
     return out
 
 

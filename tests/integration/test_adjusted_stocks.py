@@ -173,3 +173,29 @@ def test_gain_loss_sinks_move_the_adjusted_hectares_at_each_class_density(tmp_pa
     assert sink["sink_tco2e_lower95"] < sink["sink_tco2e"] < sink["sink_tco2e_upper95"]
     g = [f"gain_{p}_tc" for p in ("agb", "bgb", "deadwood", "litter")]
     assert (adj.sinks[g] >= 0).all().all()
+
+
+def test_a_class_the_map_never_shows_gets_its_coefficient_in_every_year(tmp_path: Path) -> None:
+    """The sample says some mapped cropland and forest is really shrubland, which the map never
+    shows at the site: those hectares carry shrubland's coefficient in every year alike (so the
+    same map twice has the same stock, and no sink)."""
+    _map(tmp_path, "m.tif", {1: 200, 2: 400})  # 18 ha cropland, 36 ha forest, no shrubland
+    sample = {(1, 1): 90, (1, 2): 5, (1, 3): 5, (2, 1): 2, (2, 2): 90, (2, 3): 8}
+    r = compute_site(_site("stock_difference"), load_catalog(_catalog(tmp_path, {2018: "m.tif", 2020: "m.tif",
+                                                                                  2024: "m.tif"}, sample)),
+                     load_coefficients(IPCC), draws=500)
+    # by hand: shrubland = 18 x 5/100 + 36 x 8/100 = 0.9 + 2.88 = 3.78 ha
+    n_i = {1: 100, 2: 100}
+    adjusted = {CLASS[j]: sum(a * sample.get((i, j), 0) / n_i[i] for i, a in {1: 18.0, 2: 36.0}.items())
+                for j in CLASS}
+    assert adjusted["shrubland"] == pytest.approx(3.78)
+    expected = sum(a * _ipcc_density(c) for c, a in adjusted.items())
+    for year in (2018, 2020, 2024):
+        assert r.stocks.set_index("year").loc[year, "stock_tc"] == pytest.approx(expected, rel=1e-9), year
+    assert r.sinks["sink_tco2e"].abs().max() == pytest.approx(0.0, abs=1e-9)
+    gl = compute_site(_site("gain_loss"), load_catalog(_catalog(tmp_path, {2018: "m.tif", 2020: "m.tif",
+                                                                           2024: "m.tif"}, sample)),
+                      load_coefficients(IPCC), draws=500)
+    shrub = gl.stocks_by_class.set_index(["year", "carbon_class"])
+    assert shrub.loc[(2018, "shrubland"), "stock_tc"] == pytest.approx(shrub.loc[(2024, "shrubland"), "stock_tc"])
+    assert shrub.loc[(2018, "shrubland"), "stock_tc"] == pytest.approx(3.78 * _ipcc_density("shrubland"), rel=1e-9)
