@@ -133,7 +133,8 @@ def finish_run(ctx: RunContext, outcomes: list[Outcome], reports: dict[str, str]
         for r in sinks.itertuples()
     ]
     create_table_artifact(table=table or [{"site_id": "-", "note": "no published sinks"}], key="site-sinks",
-                          description=f"Current full-period sinks (t CO2e, removals positive), run {ctx.run_id}")
+                          description=f"Current official full-period sinks of the sites of run {ctx.run_id} (t CO2e, "
+                                      "removals positive; a scenario run leaves them unchanged)")
     failed = summary["failures"]
     lines = [f"# Metering run {ctx.run_id}", "", f"Status: **{summary['status']}** - {summary['n_sites']} sites, "
              f"{summary['n_sites'] - summary['n_failed'] - summary['n_skipped']} published, "
