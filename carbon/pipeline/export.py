@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import codecs
 import datetime as dt
-import hashlib
 import json
 import shutil
 import tempfile
@@ -93,11 +92,6 @@ def _refuse_overlaps(ledger: Ledger, kind: str, sites: tuple[Site, ...], exporti
                          problems=problems)
 
 
-def _geometry_sha256(site: Site) -> str:
-    """The digest of a site's polygon and CRS, as its run recorded it (carbon/pipeline/key.py)."""
-    return hashlib.sha256(site.geometry_wkb + site.crs.to_wkt().encode()).hexdigest()
-
-
 def _recorded_site(inputs: dict[str, Any]) -> dict[str, Any]:
     """What a site run recorded of its site: the input key's ``site`` record (a metering run), or
     the provenance's geometry digest (a site published from ``compute_site``'s provenance)."""
@@ -118,7 +112,7 @@ def _refuse_changed_sites(ledger: Ledger, sinks: pd.DataFrame, sites: dict[str, 
     for site_id, site_run_id in sorted(set(zip(sinks["site_id"], sinks["site_run_id"], strict=True))):
         recorded = _recorded_site(json.loads(ledger.site_run_inputs(int(site_run_id)) or "{}"))
         site = sites[site_id]
-        now: dict[str, Any] = {"geometry_sha256": _geometry_sha256(site), "ecozone": site.ecozone,
+        now: dict[str, Any] = {"geometry_sha256": site.geometry_sha256, "ecozone": site.ecozone,
                                "baseline_year": site.baseline_year}
         changed = [("polygon or CRS" if k == "geometry_sha256" else k) for k, v in recorded.items()
                    if k != "properties" and now[k] != v]

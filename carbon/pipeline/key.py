@@ -29,7 +29,7 @@ def site_input_key(site: Site, catalog: list[CatalogEntry], coefficients: Coeffi
     inputs = {
         "site": {
             "site_id": site.site_id,
-            "geometry_sha256": hashlib.sha256(site.geometry_wkb + site.crs.to_wkt().encode()).hexdigest(),
+            "geometry_sha256": site.geometry_sha256,
             "ecozone": site.ecozone,
             "baseline_year": site.baseline_year,
             "method": dyn.method,

@@ -89,7 +89,7 @@ def compute_site(
         part = _scan(plan, site, coefficients, class_names, start, maps, maps_dir)
         agg, site_area_ha = _settle(plan, part, site)
         area = dynamics.class_area(agg, class_names)
-        seed = policies.monte_carlo_seed(_geometry_sha256(site), coefficients.sha256, dyn, period_list,
+        seed = policies.monte_carlo_seed(site.geometry_sha256, coefficients.sha256, dyn, period_list,
                                          [year_meta[y].digest.hexdigest() for y in year_list]
                                          + _sample_digests(year_meta))
         shift = _area_shift(site, year_meta, year_list, len(class_names), draws, seed)
@@ -357,15 +357,11 @@ def _coefficients_used(site: Site, densities: pd.DataFrame, coefficients: Coeffi
                                        "growth_curve", "source", "coefficient_set"])
 
 
-def _geometry_sha256(site: Site) -> str:
-    return hashlib.sha256(site.geometry_wkb + site.crs.to_wkt().encode()).hexdigest()
-
-
 def _provenance(site: Site, year_meta: dict[int, YearPlan], coefficients: CoefficientSet, grid: Grid,
                 ref_year: int, site_area_ha: float, start: int) -> dict[str, Any]:
     return {
         "site_id": site.site_id,
-        "site_geometry_sha256": _geometry_sha256(site),
+        "site_geometry_sha256": site.geometry_sha256,
         "site_area_ha": site_area_ha,
         "period_start": start,
         "coefficient_set": coefficients.name,

@@ -6,6 +6,7 @@ limits of its size. Pure: loading a sites file is carbon/io/sites.py.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -78,6 +79,12 @@ class Site:
     @property
     def geometry_wkb(self) -> bytes:
         return shapely.to_wkb(self.geometry, hex=False)
+
+    @property
+    def geometry_sha256(self) -> str:
+        """The digest of the polygon and its CRS: what a run records of the land it metered
+        (input key, provenance), what exports compare, and what seeds the site's draws."""
+        return hashlib.sha256(self.geometry_wkb + self.crs.to_wkt().encode()).hexdigest()
 
     def recorded_properties(self) -> dict[str, Any]:
         """The site's name, type and extra properties as a run records them (JSON values: text,
