@@ -27,6 +27,7 @@ import pandas as pd
 
 from carbon.errors import CarbonSinkError, InputError
 from carbon.io.config import Config, load_config
+from carbon.io.hashing import cached_sha256
 from carbon.io.layers import write_run_layer
 from carbon.io.ledger import Ledger, LedgerError
 from carbon.io.outputs import (
@@ -287,17 +288,12 @@ def site_key(ctx: RunContext, site_id: str, params: SiteParams) -> dict[str, Any
     site, catalog, coefficients = site_inputs(cfg, site_id)
     ledger = Ledger(cfg.ledger_url)
 
-    def cached_sha256(path: str) -> str:
-        st = Path(path).stat()
-        known = ledger.cached_hash(path, st.st_size, st.st_mtime_ns)
-        if known is None:
-            known = sha256_file(path)
-            ledger.store_hash(path, st.st_size, st.st_mtime_ns, known)
-        return known
+    def hash_file(path: str) -> str:
+        return cached_sha256(ledger, path)
 
     key, inputs = site_input_key(site, catalog, coefficients, cfg.legends,
                                  years=site_years(site, params), start_year=params.start_year,
-                                 method=params.method, hash_file=cached_sha256,
+                                 method=params.method, hash_file=hash_file,
                                  uncertainty={"draws": cfg.monte_carlo_draws, "rule": cfg.conservative_rule,
                                               "sd_defaults": None if cfg.sd_defaults is None else cfg.sd_defaults.key()},
                                  code=ctx.code_version, limits=cfg.site_limits)
