@@ -591,6 +591,50 @@ def _print_table(df: pd.DataFrame, title: str) -> None:
             out.print()
 
 
+runner_app = typer.Typer(no_args_is_help=True, help="The local runner: a background process that keeps the "
+                         "command line's libraries loaded and Prefect's server up (docs/operations.md, Start-up).")
+app.add_typer(runner_app, name="runner")
+
+
+@runner_app.command("start")
+def runner_start() -> None:
+    """Start the runner of this installation and environment (the first command on a terminal
+    starts it too)."""
+    from flows import runner as local  # noqa: PLC0415
+
+    paths = local.start()
+    if paths is None:
+        _fail(RuntimeError(f"the runner did not start; its log: {local.runner_dir()}"), 1)
+    console.print(f"runner ready: {paths['sock']} (stops after {os.environ.get(local.IDLE_VAR, '900')} s idle; "
+                  "carbon-sink runner stop)", markup=False, highlight=False)
+
+
+@runner_app.command("stop")
+def runner_stop() -> None:
+    """Stop every runner of this user."""
+    from flows import runner as local  # noqa: PLC0415
+
+    stopped = local.stop_all()
+    console.print(f"{len(stopped)} runner(s) stopped", markup=False)
+
+
+@runner_app.command("status")
+def runner_status() -> None:
+    """This user's runners: process, commands served, idle time."""
+    import time  # noqa: PLC0415
+
+    from flows import runner as local  # noqa: PLC0415
+
+    found = local.runners()
+    if not found:
+        out.print("no runner (CARBON_SINK_RUNNER=" + os.environ.get(local.MODE_VAR, "auto") + ")", markup=False)
+    for r in found:
+        idle = f"{time.time() - r['last']:.0f} s" if "last" in r else "?"
+        out.print(f"runner {r['fingerprint']}: pid {r['pid']} {'alive' if r['alive'] else 'gone'}"
+                  f"{', busy' if r['busy'] else ''}{', this environment' if r['current'] else ''}; "
+                  f"{r.get('commands', 0)} command(s) served, idle {idle}", markup=False, highlight=False)
+
+
 def main() -> None:
     app()
 
