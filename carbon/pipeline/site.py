@@ -61,6 +61,7 @@ def compute_site(
     conservative_rule: str = "ar_tool14",
     sd_defaults: uncertainty.SdDefaults | None = DEFAULT_SD_POLICY,
     limits: SiteLimits | None = None,
+    validate: bool = True,
 ) -> SiteResult:
     """Stocks, sinks and transitions of one site from every catalog year that covers it.
 
@@ -73,6 +74,8 @@ def compute_site(
     ``lower90``) makes the conservative sink (docs/methods.md §10). A coefficient without an SD
     gets the default of ``sd_defaults`` (None: none; its uncertainty is then marked unknown, §10).
     ``limits``: the smallest site area and largest pixel window accepted (the configuration's).
+    ``validate``: check every table against its contract (``schemas/outputs.py``); a batch of
+    sites leaves it to ``validate_site_results``, which checks the whole batch at once.
     """
     year_meta = plan_site(site, catalog, coefficients, legends_dir, years, limits=limits)
     year_list = sorted(year_meta)
@@ -144,7 +147,8 @@ def compute_site(
         aggregates=agg,
         coefficients=coef,
     )
-    validate_site_result(result)
+    if validate:
+        validate_site_result(result)
     return result
 
 
