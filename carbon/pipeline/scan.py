@@ -196,10 +196,18 @@ def _read_block(plan: ScanPlan, row0: int, nrows: int) -> tuple[np.ndarray, np.n
         return _read_rows(plan, [YearReader(plan.year_meta[y].infos, plan.grid, stack) for y in plan.years],
                           row0, nrows)
 
-def _read_rows(plan: ScanPlan, readers: list[YearReader], row0: int, nrows: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every year's codes and validity of rows ``row0 .. row0 + nrows``: (year, rows, columns)."""
-    raw = np.empty((len(plan.years), nrows, plan.grid.width), dtype=plan.codes_dtype)
-    valid = np.empty(raw.shape, dtype=bool)
+def _read_rows(plan: ScanPlan, readers: list[YearReader], row0: int, nrows: int,
+               buffers: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Every year's codes and validity of rows ``row0 .. row0 + nrows``: (year, rows, columns),
+    read into ``buffers`` (flat codes and validity, room for at least ``nrows`` rows) when
+    given: a previous strip's, overwritten (fresh arrays cost a page fault per 4 KiB each strip)."""
+    if buffers is None:
+        raw = np.empty((len(plan.years), nrows, plan.grid.width), dtype=plan.codes_dtype)
+        valid = np.empty(raw.shape, dtype=bool)
+    else:  # the first cells of the flat buffers, so the arrays stay C-contiguous
+        shape = (len(plan.years), nrows, plan.grid.width)
+        size = shape[0] * nrows * plan.grid.width
+        raw, valid = buffers[0][:size].reshape(shape), buffers[1][:size].reshape(shape)
     for i, reader in enumerate(readers):
         reader.read_into(row0, nrows, raw[i], valid[i])
     return raw, valid
@@ -266,6 +274,10 @@ def scan_rows(plan: ScanPlan, row0: int, row1: int, map_writer: Any = None, map_
     periods = plan.period_index[:0] if write else plan.period_index  # with classes, Aggregates counts transitions
     n_years = len(plan.years)
     rows_per_strip = strip_rows(plan, write)
+    size = n_years * min(rows_per_strip, max(row1 - row0, 0)) * g.width
+    buffers = (np.empty(size, dtype=plan.codes_dtype), np.empty(size, dtype=bool))
+    cells = size // n_years if write else 0
+    pixel_buffers = (np.empty(n_years * cells, dtype=np.int32), np.empty(cells))
     with ExitStack() as stack:
         if readers is None:
             readers = [YearReader(plan.year_meta[y].infos, g, stack) for y in plan.years]
@@ -281,15 +293,18 @@ def scan_rows(plan: ScanPlan, row0: int, row1: int, map_writer: Any = None, map_
                     if map_writer is not None:
                         map_writer.write_empty(row_off, nrows)
                     continue
-            raw, valid = _read_rows(plan, readers, row_off, nrows)
+            raw, valid = _read_rows(plan, readers, row_off, nrows, buffers)
             # the digest of the codes read (the seed of the draws) goes row by row over the rows
             # that reach into the site, so it does not depend on strips, chunks or threads
             rows = range(nrows) if inside is None else np.flatnonzero(inside.any(axis=1))
             for i in range(n_years):
+                packed = np.packbits(valid[i], axis=1)  # each row packed on its own, as np.packbits(row)
+                digests = part.digests[i]
+                codes_i = raw[i]
                 for r in rows:
-                    h = hashlib.sha256(raw[i, r])
-                    h.update(np.packbits(valid[i, r]).tobytes())
-                    part.digests[i].append(h.digest())
+                    h = hashlib.sha256(codes_i[r])
+                    h.update(packed[r])
+                    digests.append(h.digest())
             if plan.direct:
                 codes = raw
             else:  # wide codes: their crosswalk rows (n_codes where unknown) go to the kernel
@@ -299,8 +314,8 @@ def scan_rows(plan: ScanPlan, row0: int, row1: int, map_writer: Any = None, map_
                     codes[i] = np.where(known, idx, plan.n_codes[i])
             strip = plan.areas.strip(row_off, nrows)
             n = nrows * g.width if write else 0
-            classes = np.empty((n_years, n), dtype=np.int32)
-            weight = np.empty(n)
+            classes = pixel_buffers[0][: n_years * n].reshape(n_years, n)  # overwritten by the kernel
+            weight = pixel_buffers[1][:n]
             # stock difference with maps takes the strip's class areas from its code areas
             code_area = np.zeros_like(part.code_area) if strip_areas else part.code_area
             part.site_ha += kernels.accumulate_strip(

@@ -220,7 +220,7 @@ class Aggregates:
         if span is None or not (span > 1).any():
             return np.bincount(cls * N_AGE + age_bins(age), weights=w, minlength=k * N_AGE).reshape(k, N_AGE)
         out = np.zeros(k * N_AGE)
-        for d in np.unique(span):
+        for d in np.flatnonzero(np.bincount(span)):  # np.unique(span): spans are whole years >= 1
             m = span == d
             share = w[m] / d
             for offset in range(int(d)):
@@ -256,18 +256,21 @@ class Aggregates:
             age = np.where(start[i] == -1, -1 if init_age is None else init_age, y - start[i])
             ages[i] = np.where(valid[i], age, -2)
         index = {y: i for i, y in enumerate(self.years)}
-        for i, lam in enumerate(soc_weights(classes, years, k, dynamics.soc_years)):
+        for i, lam in enumerate(_soc_weights(classes, years, k, dynamics.soc_years, fresh=on_year is not None)):
             y = self.years[i]
             v = valid[i]
             self.area[y] += self._hist(classes[i][v], ages[i][v], weight[v], span[i][v])
-            self.soc[y] += _by_class(classes[i][v], None if lam is None else lam[v], weight[v], k)
+            in_year = _soc_by_class(v, classes[i], lam, weight, k)
+            self.soc[y] += in_year
             for p in self.periods:
                 if y not in p:
                     continue
                 other = index[p[1] if y == p[0] else p[0]]
-                both = v & valid[other]
                 acc = self.soc_start if y == p[0] else self.soc_end
-                acc[p] += _by_class(classes[i][both], None if lam is None else lam[both], weight[both], k)
+                if not (v & ~valid[other]).any():  # the same pixels as the year's: the same sums
+                    acc[p] += in_year
+                else:
+                    acc[p] += _soc_by_class(v & valid[other], classes[i], lam, weight, k)
             if on_year is not None:
                 on_year(y, classes[i], ages[i], lam, span[i])
         for p in self.periods:
@@ -342,6 +345,45 @@ class Aggregates:
                 mine[key] += theirs[key]
         for y in self.flicker_ha:
             self.flicker_ha[y] += other.flicker_ha[y]
+
+
+def _soc_by_class(sel: np.ndarray, cls: np.ndarray, lam: np.ndarray | None, w: np.ndarray, k: int) -> np.ndarray:
+    """``_by_class(cls[sel], lam[sel], w[sel], k)``, the same numbers: each class's pixels are
+    gathered once, in pixel order, and weighted by the same matrix product."""
+    if lam is None:
+        return _by_class(cls[sel], None, w[sel], k)
+    from carbon.rules import kernels  # noqa: PLC0415 - numba, only where pixels are summed
+
+    offsets, w_sorted, lam_sorted = kernels.group_by_class(sel, cls, w, lam, k)
+    out = np.zeros((k, k))
+    for c in range(k):
+        a, b = offsets[c], offsets[c + 1]
+        if b > a:
+            out[c] = w_sorted[a:b] @ lam_sorted[a:b]
+    return out
+
+
+def _soc_weights(classes: np.ndarray, years: np.ndarray, k: int, soc_years: int,
+                 fresh: bool = True) -> Iterator[np.ndarray | None]:
+    """``soc_weights``, the same numbers, from the compiled per-pixel step
+    (``kernels.soc_step``); with ``fresh=False`` every year's weights are written into the
+    same array (the caller is done with a year's before asking for the next)."""
+    n_years, n = classes.shape
+    if soc_years == 0:
+        yield from soc_weights(classes, years, k, soc_years)
+        return
+    from carbon.rules import kernels  # noqa: PLC0415 - numba, only where pixels are summed
+
+    anchor = np.zeros((n, k))
+    target = np.full(n, INVALID, dtype=np.int64)
+    run_start = np.zeros(n, dtype=np.float64)
+    last_seen = np.zeros(n, dtype=np.float64)
+    lam = np.empty((n, k))
+    for i in range(n_years):
+        if fresh and i:
+            lam = np.empty((n, k))
+        kernels.soc_step(classes[i], int(years[i]), int(soc_years), anchor, target, run_start, last_seen, lam)
+        yield lam
 
 
 def _by_class(cls: np.ndarray, lam: np.ndarray | None, w: np.ndarray, k: int) -> np.ndarray:

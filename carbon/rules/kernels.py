@@ -118,3 +118,73 @@ def accumulate_strip(codes, valid, tables, offsets, n_codes, class_of_code,  # n
     for lane in range(LANES):
         site_ha += site_l[lane]
     return site_ha
+
+
+# --- gain-loss: soil carbon weights per pixel ------------------------------------------
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False)
+def soc_step(cls, year, soc_years, anchor, target, run_start, last_seen, lam):  # noqa: PLR0913, ANN001, ANN201
+    """One map year of ``dynamics.soc_weights``, element by element with the same operations
+    in the same order (so the same numbers): advances the per-pixel state (``anchor`` (pixel,
+    class), ``target``, ``run_start``, ``last_seen``) with the year's classes ``cls``
+    (``INVALID``: no data) and writes the year's SOC weights into ``lam`` (pixel, class)."""
+    n, k = anchor.shape
+    for p in range(n):
+        c = cls[p]
+        if c != INVALID:
+            t = target[p]
+            if t == INVALID:  # first observation: at equilibrium in its class
+                for q in range(k):
+                    anchor[p, q] = 0.0
+                anchor[p, c] = 1.0
+                run_start[p] = year - soc_years
+                target[p] = c
+            elif c != t:  # a change: the weights at the change become the new anchor
+                when = (last_seen[p] + 1 + year) / 2
+                f = (when - run_start[p]) / soc_years
+                f = f if f > 0.0 else 0.0  # np.clip(f, 0, 1)
+                f = f if f < 1.0 else 1.0
+                g = 1 - f
+                for q in range(k):
+                    anchor[p, q] = anchor[p, q] * g + (f if q == t else 0.0)
+                run_start[p] = when
+                target[p] = c
+            last_seen[p] = year
+        f = (year - run_start[p]) / soc_years
+        f = f if f > 0.0 else 0.0
+        f = f if f < 1.0 else 1.0
+        g = 1 - f
+        for q in range(k):
+            lam[p, q] = anchor[p, q] * g
+        t = target[p]
+        if t != INVALID:
+            lam[p, t] += f
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False)
+def group_by_class(sel, cls, w, lam, k):  # noqa: ANN001, ANN201
+    """The selected pixels (``sel``) grouped by class, each group in pixel order: returns
+    ``(offsets, w_sorted, lam_sorted)``, class c's pixels at rows ``offsets[c]:offsets[c + 1]``
+    (what ``w[sel][cls[sel] == c]`` and ``lam[sel][cls[sel] == c]`` give)."""
+    n = cls.shape[0]
+    m = lam.shape[1]
+    counts = np.zeros(k, dtype=np.int64)
+    for p in range(n):
+        if sel[p]:
+            counts[cls[p]] += 1
+    offsets = np.zeros(k + 1, dtype=np.int64)
+    for c in range(k):
+        offsets[c + 1] = offsets[c] + counts[c]
+    cursor = offsets[:k].copy()
+    w_out = np.empty(offsets[k])
+    lam_out = np.empty((offsets[k], m))
+    for p in range(n):
+        if sel[p]:
+            c = cls[p]
+            i = cursor[c]
+            cursor[c] = i + 1
+            w_out[i] = w[p]
+            for q in range(m):
+                lam_out[i, q] = lam[p, q]
+    return offsets, w_out, lam_out
