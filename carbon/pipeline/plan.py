@@ -5,7 +5,6 @@ headers only (docs/methods.md §2, §5; docs/data-contracts.md, Sites)."""
 from __future__ import annotations
 
 import hashlib
-import math
 from collections import defaultdict
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -13,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from affine import Affine
 
 from carbon.errors import InputError
+from carbon.io.maps import decimated_grid
 from carbon.io.rasters import YearReader, examine_raster
 from carbon.io.tables import load_accuracy, load_crosswalk
 from carbon.rules import policies
@@ -201,16 +200,3 @@ def read_site_codes(site: Site, catalog: list[CatalogEntry], coefficients: Coeff
             codes, valid, _ = YearReader(meta.infos, shown, stack).read(0, shown.height)
             out[y] = (codes, valid, meta.crosswalk)
     return grid, geom_ref, out
-
-
-def decimated_grid(grid: Grid, max_px: int) -> tuple[Grid, int]:
-    """The grid with pixels ``k`` times larger (same origin, ``ceil(size / k)`` pixels a side),
-    ``k`` the smallest whole factor that brings both sides to ``max_px`` or fewer; ``(grid, 1)``
-    when it is small enough. Its pixel ``(r, c)`` covers pixels ``k*r..k*r+k-1`` (rows) and
-    ``k*c..`` (columns) of ``grid``; a read onto it by nearest neighbour takes the one at their
-    centre."""
-    k = max(1, math.ceil(max(grid.width, grid.height) / max_px))
-    if k == 1:
-        return grid, 1
-    return Grid(crs=grid.crs, transform=grid.transform @ Affine.scale(k), width=math.ceil(grid.width / k),
-                height=math.ceil(grid.height / k)), k

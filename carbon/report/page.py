@@ -26,10 +26,11 @@ from rasterio.enums import Resampling
 from carbon.errors import CarbonSinkError, InputError
 from carbon.io.config import Config
 from carbon.io.ledger import Ledger
+from carbon.io.maps import REPORT_MAP_PX, decimated_grid
 from carbon.io.outputs import inside, run_maps
 from carbon.io.sites import load_per_version, load_sites
 from carbon.io.tables import load_catalog, load_coefficients
-from carbon.pipeline.plan import decimated_grid, read_site_codes
+from carbon.pipeline.plan import read_site_codes
 from carbon.report.fonts import figure_fonts, write_web_font
 from carbon.report.i18n import DEFAULT_LANGUAGE, Messages
 from carbon.report.methods import write_methods
@@ -44,9 +45,10 @@ from carbon.rules.vocabulary import GAIN_LOSS_POOLS, POOLS
 #: palette's colour at the code's place in its legend (distinct for the first 80 codes).
 PALETTE = tuple(dict.fromkeys(to_hex(c) for name in ("tab20", "tab20b", "tab20c", "Set3", "Pastel1")
                               for c in colormaps[name].colors))  # type: ignore[attr-defined]
-#: Resolution of the figures (dots per inch) and the most pixels a map panel needs across.
+#: Resolution of the figures (dots per inch) and the most pixels a map panel needs across
+#: (the size the maps written for a report have: carbon/io/maps.py).
 DPI = 100
-MAX_PANEL_PX = 400
+MAX_PANEL_PX = REPORT_MAP_PX
 #: zlib level of the PNG figures: 3 writes them about a third faster than the default 6, 10-20 % larger.
 PNG = {"compress_level": 3}
 
@@ -369,15 +371,21 @@ def _land_cover_figure(grid: Grid, geom: Any, codes: dict[int, tuple[np.ndarray,
     return path
 
 
-def _read_map(path: Path) -> np.ndarray:
+def _read_map(path: Path, grid: Grid) -> tuple[np.ndarray, tuple[float, float]]:
     """A density map decimated on read to the panel's size, as the land cover is
-    (``decimated_grid``). The maps are COGs with overviews (carbon/io/maps.py): GDAL reads the
-    overview nearest the size asked for, not the full map."""
+    (``decimated_grid``), and how many pixels of the site's ``grid`` each of its pixels is
+    (columns, rows). A map written for the report is already that size (carbon/io/maps.py),
+    and read whole; a full-resolution map is a COG with overviews: GDAL reads the overview
+    nearest the size asked for, not the full map."""
     with rasterio.open(path) as src:  # nodata is NaN (carbon/io/maps.py)
         k = decimated_grid(Grid(src.crs, src.transform, src.width, src.height), MAX_PANEL_PX)[1]
         if k == 1:
-            return src.read(1)
-        return src.read(1, out_shape=(-(-src.height // k), -(-src.width // k)), resampling=Resampling.nearest)
+            arr = src.read(1)
+        else:
+            arr = src.read(1, out_shape=(-(-src.height // k), -(-src.width // k)), resampling=Resampling.nearest)
+        sx = src.transform.a * src.width / arr.shape[1] / grid.transform.a
+        sy = src.transform.e * src.height / arr.shape[0] / grid.transform.e
+    return arr, (sx, sy)
 
 
 def _density_maps(maps_dir: Path, site_id: str, years: list[int], start: int,
@@ -394,14 +402,14 @@ def _density_maps(maps_dir: Path, site_id: str, years: list[int], start: int,
 
 
 def _density_figure(grid: Grid, geom: Any, maps: dict[str, tuple[Path, bool]], path: Path) -> Path:
-    panels: list[tuple[str, np.ndarray, str, tuple[float, float] | None]] = []
+    panels: list[tuple[str, np.ndarray, tuple[float, float], str, tuple[float, float] | None]] = []
     for title, (p, change) in maps.items():
-        a = _read_map(p)
+        a, scale = _read_map(p, grid)
         if not change:
-            panels.append((title, a, "YlGn", None))
+            panels.append((title, a, scale, "YlGn", None))
             continue
         lim = float(np.nanmax(np.abs(a))) if np.isfinite(a).any() else 1.0
-        panels.append((title, a, "RdBu", (-lim or -1, lim or 1)))
+        panels.append((title, a, scale, "RdBu", (-lim or -1, lim or 1)))
     # the density panels share one colour scale, hence one colour bar (right of the last of
     # them); the change panel has its own
     shared = [lims is None for *_, lims in panels]
@@ -409,12 +417,12 @@ def _density_figure(grid: Grid, geom: Any, maps: dict[str, tuple[Path, bool]], p
     panel, bar, gap, side = 3.6, 0.65, 0.15, 0.1
     fig = Figure(figsize=(side + len(panels) * (panel + gap) + bar * sum(bars), panel + 0.6))
     fw, fh = fig.get_size_inches()
-    vmax = max(float(np.nanmax(arr)) if np.isfinite(arr).any() else 1.0 for _, arr, _, lims in panels if lims is None)
+    vmax = max(float(np.nanmax(arr)) if np.isfinite(arr).any() else 1.0 for _, arr, _, _, lims in panels if lims is None)
     x = side
-    for (title, arr, cmap, lims), with_bar in zip(panels, bars, strict=True):
+    for (title, arr, scale, cmap, lims), with_bar in zip(panels, bars, strict=True):
         ax = fig.add_axes((x / fw, 0.25 / fh, panel / fw, panel / fh))
         vmin, vmax_i = lims if lims else (0.0, vmax)
-        im = _show(ax, arr, grid, (grid.width / arr.shape[1], grid.height / arr.shape[0]), cmap=cmap, vmin=vmin, vmax=vmax_i)
+        im = _show(ax, arr, grid, scale, cmap=cmap, vmin=vmin, vmax=vmax_i)
         _outline(ax, geom, grid)
         _bare(ax, title)
         x += panel + gap
