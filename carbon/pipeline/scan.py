@@ -278,6 +278,7 @@ def scan_rows(plan: ScanPlan, row0: int, row1: int, map_writer: Any = None, map_
     buffers = (np.empty(size, dtype=plan.codes_dtype), np.empty(size, dtype=bool))
     cells = size // n_years if write else 0
     pixel_buffers = (np.empty(n_years * cells, dtype=np.int32), np.empty(cells))
+    scratch: dict[str, np.ndarray] = {}  # the per-pixel history's working arrays, kept from strip to strip
     with ExitStack() as stack:
         if readers is None:
             readers = [YearReader(plan.year_meta[y].infos, g, stack) for y in plan.years]
@@ -344,7 +345,7 @@ def scan_rows(plan: ScanPlan, row0: int, row1: int, map_writer: Any = None, map_
                     map_writer.write_year(y, _r, _n, _inside, density)
             assert part.agg is not None
             part.agg.add(classes, weight, plan.dyn, on_year=on_year,
-                         year_area=plan.class_areas(code_area) if strip_areas else None)
+                         year_area=plan.class_areas(code_area) if strip_areas else None, scratch=scratch)
     return part
 
 def unknown_codes(plan: ScanPlan) -> dict[str, set[int]]:

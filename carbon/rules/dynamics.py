@@ -229,38 +229,39 @@ class Aggregates:
 
     def add(self, classes: np.ndarray, weight: np.ndarray, dynamics: Dynamics,
             on_year: Callable[[int, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None], None] | None = None,
-            year_area: np.ndarray | None = None) -> None:
+            year_area: np.ndarray | None = None, scratch: dict[str, np.ndarray] | None = None) -> None:
         """Accumulate one block of pixels: ``classes`` (year, pixel) class indices with
         ``INVALID`` for no data, ``weight`` (pixel) in ha. ``on_year(year, classes, ages,
         soc_weights, spans)`` is called for each year with the classes as the history reads them
         (flicker filtered), the ages (years, -1 mature, -2 no data, each spread over its span of
         change years), for per-pixel maps.
-        ``year_area`` (year, class) ha, when the caller has it, saves a pass over the pixels."""
+        ``year_area`` (year, class) ha, when the caller has it, saves a pass over the pixels.
+        ``scratch``: working arrays kept by the caller from one block to the next (a dict, one
+        per thread), so that large ones are not allocated (and faulted in) again for each block."""
         years = np.asarray(self.years)
         k = self.n_classes
         if dynamics.method == "stock_difference":
             self._add_stock_difference(classes, weight, on_year, year_area)
             return
+        from carbon.rules import kernels  # noqa: PLC0415 - numba, only where pixels are summed
+
+        # flicker filter, runs, spans and ages in one compiled pass (filter_flicker, run_history)
+        init_age = dynamics.age_of_initial(0)
+        classes, flicker, start, span, ages = kernels.history(
+            classes, years, 0 if init_age is None else int(init_age), init_age is not None,
+            dynamics.method == "gain_loss", MAX_FLICKER_SPAN_YEARS)
         if dynamics.method == "gain_loss":
-            classes, flicker = filter_flicker(classes, years)
             for i, y in enumerate(self.years):
                 self.flicker_ha[y] += float(weight[flicker[i]].sum())
-        start, _, span = run_history(classes, years)
         valid = classes != INVALID
-        # a run that began at the pixel's first observation is not a dated change
-        span = np.where(start >= 0, span, 1)
-        since_first = years - years[0]
-        ages = np.empty(classes.shape, dtype=np.int64)
-        for i, y in enumerate(self.years):
-            init_age = dynamics.age_of_initial(since_first[i])
-            age = np.where(start[i] == -1, -1 if init_age is None else init_age, y - start[i])
-            ages[i] = np.where(valid[i], age, -2)
         index = {y: i for i, y in enumerate(self.years)}
-        for i, lam in enumerate(_soc_weights(classes, years, k, dynamics.soc_years, fresh=on_year is not None)):
+        scratch = {} if scratch is None else scratch
+        for i, lam in enumerate(_soc_weights(classes, years, k, dynamics.soc_years, fresh=on_year is not None,
+                                             scratch=scratch)):
             y = self.years[i]
             v = valid[i]
-            self.area[y] += self._hist(classes[i][v], ages[i][v], weight[v], span[i][v])
-            in_year = _soc_by_class(v, classes[i], lam, weight, k)
+            kernels.age_hist_add(v, classes[i], ages[i], weight, span[i], N_AGE, AGE_MAX, self.area[y].reshape(-1))
+            in_year = _soc_by_class(v, classes[i], lam, weight, k, scratch)
             self.soc[y] += in_year
             for p in self.periods:
                 if y not in p:
@@ -270,7 +271,7 @@ class Aggregates:
                 if not (v & ~valid[other]).any():  # the same pixels as the year's: the same sums
                     acc[p] += in_year
                 else:
-                    acc[p] += _soc_by_class(v & valid[other], classes[i], lam, weight, k)
+                    acc[p] += _soc_by_class(v & valid[other], classes[i], lam, weight, k, scratch)
             if on_year is not None:
                 on_year(y, classes[i], ages[i], lam, span[i])
         for p in self.periods:
@@ -279,12 +280,10 @@ class Aggregates:
             same = both & (start[i1] == start[i2]) & (classes[i1] == classes[i2])
             conv = both & ~same
             c1, c2 = classes[i1], classes[i2]
-            self.same[p] += self._hist(c1[same], ages[i1][same], weight[same], span[i1][same])
-            self.before[p] += self._hist(c1[conv], ages[i1][conv], weight[conv], span[i1][conv])
-            self.after[p] += self._hist(c2[conv], ages[i2][conv], weight[conv], span[i2][conv])
-            self.transitions[p] += np.bincount(c1[both] * k + c2[both], weights=weight[both],
-                                               minlength=k * k).reshape(k, k)
-
+            kernels.age_hist_add(same, c1, ages[i1], weight, span[i1], N_AGE, AGE_MAX, self.same[p].reshape(-1))
+            kernels.age_hist_add(conv, c1, ages[i1], weight, span[i1], N_AGE, AGE_MAX, self.before[p].reshape(-1))
+            kernels.age_hist_add(conv, c2, ages[i2], weight, span[i2], N_AGE, AGE_MAX, self.after[p].reshape(-1))
+            kernels.pair_hist_add(both, c1, c2, k, weight, self.transitions[p].reshape(-1))
 
     def _add_stock_difference(self, classes: np.ndarray, weight: np.ndarray,
                               on_year: Callable[[int, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None], None] | None,
@@ -347,14 +346,28 @@ class Aggregates:
             self.flicker_ha[y] += other.flicker_ha[y]
 
 
-def _soc_by_class(sel: np.ndarray, cls: np.ndarray, lam: np.ndarray | None, w: np.ndarray, k: int) -> np.ndarray:
+def _scratch(scratch: dict[str, np.ndarray] | None, name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """A C-contiguous array of ``shape`` (contents undefined) from ``scratch[name]``, grown as needed."""
+    size = math.prod(shape)
+    if scratch is None:
+        return np.empty(shape, dtype=dtype)
+    buf = scratch.get(name)
+    if buf is None or buf.size < size or buf.dtype != np.dtype(dtype):
+        buf = scratch[name] = np.empty(size, dtype=dtype)
+    return buf[:size].reshape(shape)
+
+
+def _soc_by_class(sel: np.ndarray, cls: np.ndarray, lam: np.ndarray | None, w: np.ndarray, k: int,
+                  scratch: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """``_by_class(cls[sel], lam[sel], w[sel], k)``, the same numbers: each class's pixels are
     gathered once, in pixel order, and weighted by the same matrix product."""
     if lam is None:
         return _by_class(cls[sel], None, w[sel], k)
     from carbon.rules import kernels  # noqa: PLC0415 - numba, only where pixels are summed
 
-    offsets, w_sorted, lam_sorted = kernels.group_by_class(sel, cls, w, lam, k)
+    w_sorted = _scratch(scratch, "w_sorted", (len(cls),), np.float64)
+    lam_sorted = _scratch(scratch, "lam_sorted", lam.shape, np.float64)
+    offsets = kernels.group_by_class(sel, cls, w, lam, k, w_sorted, lam_sorted)
     out = np.zeros((k, k))
     for c in range(k):
         a, b = offsets[c], offsets[c + 1]
@@ -363,22 +376,27 @@ def _soc_by_class(sel: np.ndarray, cls: np.ndarray, lam: np.ndarray | None, w: n
     return out
 
 
-def _soc_weights(classes: np.ndarray, years: np.ndarray, k: int, soc_years: int,
-                 fresh: bool = True) -> Iterator[np.ndarray | None]:
+def _soc_weights(classes: np.ndarray, years: np.ndarray, k: int, soc_years: int, fresh: bool = True,
+                 scratch: dict[str, np.ndarray] | None = None) -> Iterator[np.ndarray | None]:
     """``soc_weights``, the same numbers, from the compiled per-pixel step
     (``kernels.soc_step``); with ``fresh=False`` every year's weights are written into the
-    same array (the caller is done with a year's before asking for the next)."""
+    same array (the caller is done with a year's before asking for the next), taken with the
+    per-pixel state from ``scratch``."""
     n_years, n = classes.shape
     if soc_years == 0:
         yield from soc_weights(classes, years, k, soc_years)
         return
     from carbon.rules import kernels  # noqa: PLC0415 - numba, only where pixels are summed
 
-    anchor = np.zeros((n, k))
-    target = np.full(n, INVALID, dtype=np.int64)
-    run_start = np.zeros(n, dtype=np.float64)
-    last_seen = np.zeros(n, dtype=np.float64)
-    lam = np.empty((n, k))
+    anchor = _scratch(scratch, "anchor", (n, k), np.float64)
+    anchor.fill(0.0)
+    target = _scratch(scratch, "target", (n,), np.int64)
+    target.fill(INVALID)
+    run_start = _scratch(scratch, "run_start", (n,), np.float64)
+    run_start.fill(0.0)
+    last_seen = _scratch(scratch, "last_seen", (n,), np.float64)
+    last_seen.fill(0.0)
+    lam = np.empty((n, k)) if fresh else _scratch(scratch, "lam", (n, k), np.float64)
     for i in range(n_years):
         if fresh and i:
             lam = np.empty((n, k))

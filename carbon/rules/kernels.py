@@ -163,10 +163,11 @@ def soc_step(cls, year, soc_years, anchor, target, run_start, last_seen, lam):  
 
 
 @numba.njit(nogil=True, cache=True, boundscheck=False)
-def group_by_class(sel, cls, w, lam, k):  # noqa: ANN001, ANN201
-    """The selected pixels (``sel``) grouped by class, each group in pixel order: returns
-    ``(offsets, w_sorted, lam_sorted)``, class c's pixels at rows ``offsets[c]:offsets[c + 1]``
-    (what ``w[sel][cls[sel] == c]`` and ``lam[sel][cls[sel] == c]`` give)."""
+def group_by_class(sel, cls, w, lam, k, w_out, lam_out):  # noqa: PLR0913, ANN001, ANN201
+    """The selected pixels (``sel``) grouped by class, each group in pixel order, written to
+    ``w_out`` and ``lam_out`` (at least as many rows as pixels selected); returns ``offsets``:
+    class c's pixels are at rows ``offsets[c]:offsets[c + 1]`` (what ``w[sel][cls[sel] == c]``
+    and ``lam[sel][cls[sel] == c]`` give)."""
     n = cls.shape[0]
     m = lam.shape[1]
     counts = np.zeros(k, dtype=np.int64)
@@ -177,8 +178,6 @@ def group_by_class(sel, cls, w, lam, k):  # noqa: ANN001, ANN201
     for c in range(k):
         offsets[c + 1] = offsets[c] + counts[c]
     cursor = offsets[:k].copy()
-    w_out = np.empty(offsets[k])
-    lam_out = np.empty((offsets[k], m))
     for p in range(n):
         if sel[p]:
             c = cls[p]
@@ -187,4 +186,124 @@ def group_by_class(sel, cls, w, lam, k):  # noqa: ANN001, ANN201
             w_out[i] = w[p]
             for q in range(m):
                 lam_out[i, q] = lam[p, q]
-    return offsets, w_out, lam_out
+    return offsets
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False)
+def age_hist_add(sel, cls, age, w, span, n_age, age_max, out):  # noqa: PLR0913, PLR0912, ANN001, ANN201
+    """``out += dynamics.Aggregates._hist(cls[sel], age[sel], w[sel], span[sel])`` (``out``
+    flat, class x age bin), with the same additions in the same order: ``np.bincount`` sums
+    into zeros in pixel order; a change spread over ``d`` years adds ``w / d`` at each of its
+    ages, one spread length (ascending) and one offset at a time."""
+    n = cls.shape[0]
+    size = out.shape[0]
+    mature = n_age - 1
+    longest = 1
+    for p in range(n):
+        if sel[p] and span[p] > longest:
+            longest = span[p]
+    tmp = np.zeros(size)
+    if longest <= 1:
+        for p in range(n):
+            if sel[p]:
+                a = age[p]
+                b = mature if a < 0 else (a if a < age_max else age_max)
+                tmp[cls[p] * n_age + b] += w[p]
+        for j in range(size):
+            out[j] += tmp[j]
+        return
+    present = np.zeros(longest + 1, dtype=np.bool_)
+    for p in range(n):
+        if sel[p]:
+            present[span[p]] = True
+    res = np.zeros(size)
+    for d in range(longest + 1):
+        if not present[d]:
+            continue
+        for offset in range(d):
+            tmp[:] = 0.0
+            for p in range(n):
+                if sel[p] and span[p] == d:
+                    a = age[p] + offset
+                    b = mature if a < 0 else (a if a < age_max else age_max)
+                    tmp[cls[p] * n_age + b] += w[p] / d
+            for j in range(size):
+                res[j] += tmp[j]
+    for j in range(size):
+        out[j] += res[j]
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False)
+def pair_hist_add(sel, a, b, k, w, out):  # noqa: ANN001, ANN201
+    """``out += np.bincount(a[sel] * k + b[sel], weights=w[sel], minlength=out.size)``, the same
+    additions in the same order (``out`` flat)."""
+    size = out.shape[0]
+    tmp = np.zeros(size)
+    for p in range(a.shape[0]):
+        if sel[p]:
+            tmp[a[p] * k + b[p]] += w[p]
+    for j in range(size):
+        out[j] += tmp[j]
+
+
+@numba.njit(nogil=True, cache=True, boundscheck=False)
+def history(classes, years, init_age, has_init, flicker, max_flicker_span):  # noqa: PLR0913, PLR0912, PLR0915, ANN001, ANN201
+    """``dynamics.filter_flicker`` (when ``flicker``), then ``run_history`` and the ages of
+    ``Aggregates.add``, pixel by pixel (integers only: the same values). Returns the filtered
+    classes, the filtered mask, the run starts, the spans (1 where the run is not a dated
+    change) and the ages (``init_age + years since the first map`` or -1 (mature) for runs that
+    began at the first observation, -2 without data)."""
+    n_years, n = classes.shape
+    out = classes.copy()
+    changed = np.zeros(classes.shape, dtype=np.bool_)
+    start = np.empty((n_years, n), dtype=np.int64)
+    span = np.empty((n_years, n), dtype=np.int64)
+    ages = np.empty((n_years, n), dtype=np.int64)
+    following = np.empty(n_years, dtype=np.int64)
+    following_year = np.empty(n_years, dtype=np.int64)
+    for p in range(n):
+        if flicker:
+            ahead = INVALID
+            ahead_year = 0
+            for i in range(n_years - 1, -1, -1):
+                following[i] = ahead
+                following_year[i] = ahead_year
+                if classes[i, p] != INVALID:
+                    ahead = classes[i, p]
+                    ahead_year = years[i]
+            before = INVALID
+            before_year = 0
+            for i in range(n_years):
+                here = classes[i, p]
+                after = following[i]
+                if (before != INVALID and after != INVALID and here != INVALID and before == after
+                        and here != before and following_year[i] - before_year <= max_flicker_span):
+                    out[i, p] = before
+                    changed[i, p] = True
+                if out[i, p] != INVALID:
+                    before = out[i, p]
+                    before_year = years[i]
+        cur = INVALID
+        cur_start = -1
+        cur_span = 1
+        last_seen = -1
+        for i in range(n_years):
+            c = out[i, p]
+            if c == INVALID:
+                start[i, p] = -2
+                span[i, p] = 1  # np.where(start >= 0, span, 1)
+                ages[i, p] = -2
+                continue
+            if cur != c:
+                if cur != INVALID:
+                    cur_start = years[i]
+                    cur_span = years[i] - last_seen
+                cur = c
+            last_seen = years[i]
+            start[i, p] = cur_start
+            span[i, p] = cur_span if cur_start >= 0 else 1
+            if cur_start == -1:
+                ages[i, p] = init_age + (years[i] - years[0]) if has_init else -1
+            else:
+                ages[i, p] = years[i] - cur_start
+    return out, changed, start, span, ages

@@ -55,3 +55,35 @@ def test_gain_loss_aggregates_keep_their_numbers() -> None:
         assert lam is not None
         v = filtered[i] != INVALID
         assert np.array_equal(agg.soc[int(years[i])], dynamics._by_class(filtered[i][v], lam[v], w[v], 5))
+
+
+def test_history_and_age_sums_compiled_are_the_numpy_rules_bit_for_bit() -> None:
+    from carbon.rules import kernels
+
+    for seed in range(3):
+        classes, years = _history(seed, n=3000)
+        w = np.random.default_rng(seed).random(classes.shape[1]) * 0.09
+        for flicker, init in ((True, None), (False, 5)):
+            filtered, changed = dynamics.filter_flicker(classes, years) if flicker else (classes, None)
+            start, _, span = dynamics.run_history(filtered, years)
+            valid = filtered != INVALID
+            span = np.where(start >= 0, span, 1)
+            ages = np.empty(filtered.shape, dtype=np.int64)
+            for i, y in enumerate(years):
+                a = np.where(start[i] == -1, -1 if init is None else init + (y - years[0]), y - start[i])
+                ages[i] = np.where(valid[i], a, -2)
+            out, flick, k_start, k_span, k_ages = kernels.history(
+                classes, years, 0 if init is None else init, init is not None, flicker,
+                dynamics.MAX_FLICKER_SPAN_YEARS)
+            assert np.array_equal(out, filtered) and np.array_equal(k_start, start)
+            assert np.array_equal(k_span, span) and np.array_equal(k_ages, ages)
+            if changed is not None:
+                assert np.array_equal(flick, changed)
+            agg = dynamics.Aggregates(6, [int(y) for y in years], [])
+            for i in range(len(years)):
+                for sel in (valid[i], valid[i] & valid[0]):
+                    expected = agg._hist(filtered[i][sel], ages[i][sel], w[sel], span[i][sel])
+                    got = np.zeros(6 * dynamics.N_AGE)
+                    kernels.age_hist_add(sel, filtered[i], ages[i], w, span[i], dynamics.N_AGE,
+                                         dynamics.AGE_MAX, got)
+                    assert np.array_equal(got.reshape(6, -1), expected)
