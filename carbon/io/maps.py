@@ -109,6 +109,25 @@ class DensityMapWriter:
         r0, r1 = np.searchsorted(self._rows, (row_off, row_off + nrows))
         return int(r0), self._rows[r0:r1] - row_off
 
+    def _places(self, row_off: int, nrows: int, inside: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+        """Decimated: the first map row of the strip, which of the map's pixels there are inside
+        the site (rows, columns), and the place of each of those among the strip's inside
+        pixels (row-major: the order of a strip's densities)."""
+        r0, rows = self._strip_rows(row_off, nrows)
+        if not len(rows):
+            return r0, np.zeros((0, len(self._cols)), dtype=bool), np.zeros(0, dtype=np.int64)
+        before = np.concatenate(([0], np.cumsum(np.count_nonzero(inside[: rows[-1]], axis=1))))[rows]
+        taken = inside[rows]
+        at = (before[:, None] + np.cumsum(taken, axis=1) - 1)[:, self._cols]
+        keep = taken[:, self._cols]
+        return r0, keep, at[keep]
+
+    def pixels(self, row_off: int, nrows: int, inside: np.ndarray) -> np.ndarray | None:
+        """The places, among the inside pixels of rows ``row_off..row_off+nrows`` (row-major),
+        of those the maps keep, in that order: decimated maps need the density of no other
+        (``write_year(..., taken=True)``); ``None``: full resolution, every one."""
+        return self._places(row_off, nrows, inside)[2] if self.decimated else None
+
     def write_empty(self, row_off: int, nrows: int) -> None:
         if self.decimated:
             return  # the decimated maps start as nodata
@@ -116,18 +135,19 @@ class DensityMapWriter:
         for ds in self._tmp.values():
             ds.write(block, 1, window=Window(0, row_off, self.grid.width, nrows))
 
-    def write_year(self, year: int, row_off: int, nrows: int, inside: np.ndarray, density: np.ndarray) -> None:
-        """Density (t C/ha) of the inside pixels of rows ``row_off..row_off+nrows`` for ``year``."""
+    def write_year(self, year: int, row_off: int, nrows: int, inside: np.ndarray, density: np.ndarray,
+                   taken: bool = False) -> None:
+        """Density (t C/ha) of the inside pixels of rows ``row_off..row_off+nrows`` for
+        ``year``; ``taken``: of those at ``pixels(row_off, nrows, inside)`` only."""
         if self.decimated:
-            r0, rows = self._strip_rows(row_off, nrows)
-            if len(rows):
-                # the place of each inside pixel in ``density`` (row-major), at the rows and
-                # columns the map takes
-                at = np.cumsum(inside[: rows[-1] + 1], axis=None).reshape(-1, inside.shape[1])[rows][:, self._cols] - 1
-                keep = inside[rows][:, self._cols]
-                self._small[year][r0:r0 + len(rows), : len(self._cols)] = np.where(keep, density[np.maximum(at, 0)],
-                                                                                  NODATA)
+            r0, keep, at = self._places(row_off, nrows, inside)
+            if keep.size:
+                block = np.full(keep.shape, NODATA, dtype=np.float32)
+                block[keep] = density if taken else density[at]
+                self._small[year][r0:r0 + len(keep), : len(self._cols)] = block
             return
+        if taken:
+            raise ValueError("full-resolution maps take the density of every inside pixel")
         window = Window(0, row_off, self.grid.width, nrows)
         block = np.full((nrows, self.grid.width), NODATA, dtype=np.float32)
         block[inside] = density

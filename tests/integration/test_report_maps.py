@@ -20,14 +20,19 @@ YEARS = [2018, 2021, 2024]
 GRID = Grid(crs=CRS.from_epsg(32650), transform=Affine(30, 0, 380_000, 0, -30, 3_450_000), width=1303, height=905)
 
 
-def _write(out_dir: Path, max_px: int | None | str, strips: list[tuple[int, int, np.ndarray | None, dict]]) -> DensityMapWriter:
+def _write(out_dir: Path, max_px: int | None | str, strips: list[tuple[int, int, np.ndarray | None, dict]],
+           taken: bool = False) -> DensityMapWriter:
+    """The maps of ``strips``; ``taken``: each strip's densities given only at the pixels the
+    writer keeps (``pixels``), as a scan that computes no other gives them."""
     with DensityMapWriter(out_dir, "s", GRID, YEARS, 2018, max_px=max_px) as writer:  # type: ignore[arg-type]
         for row_off, nrows, inside, density in strips:
             if inside is None:
                 writer.write_empty(row_off, nrows)
                 continue
+            at = writer.pixels(row_off, nrows, inside) if taken else None
             for y in YEARS:
-                writer.write_year(y, row_off, nrows, inside, density[y])
+                writer.write_year(y, row_off, nrows, inside, density[y] if at is None else density[y][at],
+                                  taken=at is not None)
     return writer
 
 
@@ -71,6 +76,19 @@ def test_report_maps_hold_the_full_maps_pixels_a_nearest_read_takes(tmp_path: Pa
             np.testing.assert_array_equal(got[:226], want)  # NaN where NaN: outside the site, empty strips
             assert np.isnan(got[226:]).all()
             assert np.isnan(want).any() and np.isfinite(want).any()
+
+
+def test_report_maps_need_the_density_of_their_own_pixels_only(tmp_path: Path, strips: list) -> None:
+    every = _write(tmp_path / "every", REPORT_MAP_PX, strips)
+    taken = _write(tmp_path / "taken", REPORT_MAP_PX, strips, taken=True)
+    row_off, nrows, inside, _ = strips[0]
+    at = taken.pixels(row_off, nrows, inside)
+    assert at is not None and 0 < len(at) < inside.sum() / 10  # about one pixel in 16
+    for a, b in zip(every.paths, taken.paths, strict=True):
+        with rasterio.open(a) as x, rasterio.open(b) as y:
+            np.testing.assert_array_equal(x.read(1), y.read(1))
+    full = DensityMapWriter(tmp_path / "full", "s", GRID, YEARS, 2018, max_px=None)
+    assert full.pixels(row_off, nrows, inside) is None
 
 
 def test_maps_written_for_a_report_only_are_small_and_maps_asked_for_full(tmp_path: Path, strips: list) -> None:
