@@ -9,6 +9,10 @@ without an SD: a number for every pool, a table by pool, or ``false`` for none; 
 docs/methods.md §10), ``min_site_area_ha`` (smallest site, geodesic ha; default 0.01) and
 ``max_site_pixels`` (largest window of a site on a raster's grid, in pixels; default 2e9) and
 ``report_language`` (``en`` or ``zh``: the language of the reports; default ``en``).
+
+``sites``, ``landcover``, ``coefficients`` and ``baseline_landcover`` may be URLs
+(``s3://bucket/key``): they are kept as strings (carbon/io/storage.py); local paths are resolved
+:class:`Path`s. ``legends`` and ``output_dir`` (and a SQLite ledger) are local folders.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from carbon.errors import InputError
+from carbon.io import storage
 from carbon.io.resources import DEMO_CONFIG, PACKAGED, demo_output_dir
 from carbon.rules.site import SiteLimits
 from carbon.rules.uncertainty import SdDefaults
@@ -35,9 +40,9 @@ NUMBER_KEYS = {"monte_carlo_draws", "buffer_pct", "leakage_pct", "uncertainty_de
 @dataclass(frozen=True)
 class Config:
     path: Path
-    sites: Path
-    landcover: Path
-    coefficients: Path
+    sites: str | Path  # a local path (resolved) or a URL (carbon/io/storage.py), as the next three
+    landcover: str | Path
+    coefficients: str | Path
     output_dir: Path
     ledger_url: str
     legends: Path | None = None
@@ -46,7 +51,7 @@ class Config:
     buffer_pct: float | None = None
     leakage_pct: float | None = None
     buffer_base: str = "net_stock_change"
-    baseline_landcover: Path | None = None
+    baseline_landcover: str | Path | None = None
     sd_defaults: SdDefaults | None = field(default_factory=SdDefaults.ipcc_nominal)
     site_limits: SiteLimits = field(default_factory=SiteLimits)
     report_language: str = "en"
@@ -85,19 +90,23 @@ def load_config(path: str | Path | None = None, output_dir: str | Path | None = 
         problems.append(f"report_language must be {' or '.join(map(repr, REPORT_LANGUAGES))}, not {language!r}")
     sd_defaults = _sd_defaults(raw.get("uncertainty_default_pct", DEFAULT_U95), problems)
     limits = _site_limits(raw, problems)
+    for k in ("output_dir", "legends"):
+        if isinstance(raw.get(k), str) and storage.is_url(raw[k]) and not (k == "output_dir" and output_dir):
+            problems.append(f"{k} must be a local folder, not a URL ({raw[k]})")
     if problems:
         raise InputError("configuration is invalid", path=path, problems=problems)
     base = path.resolve().parent
 
-    def rel(key: str) -> Path:
-        return (base / raw[key]).resolve()
+    def rel(key: str) -> str | Path:
+        """A path relative to the configuration's folder, or a URL as it is given."""
+        return storage.resolve(base, raw[key])
 
     if output_dir is not None:
         out_dir = Path(output_dir).resolve()
     elif PACKAGED and path.resolve() == DEMO_CONFIG.resolve():
         out_dir = demo_output_dir().resolve()
     else:
-        out_dir = rel("output_dir")
+        out_dir = (base / raw["output_dir"]).resolve()
     ledger = raw.get("ledger") or f"sqlite:///{out_dir / 'ledger.db'}"
     if ledger.startswith("sqlite:///") and not ledger.startswith("sqlite:////") and not Path(ledger[10:]).is_absolute():
         ledger = f"sqlite:///{(base / ledger[10:]).resolve()}"
@@ -108,7 +117,7 @@ def load_config(path: str | Path | None = None, output_dir: str | Path | None = 
         coefficients=rel("coefficients"),
         output_dir=out_dir,
         ledger_url=ledger,
-        legends=rel("legends") if raw.get("legends") else None,
+        legends=(base / raw["legends"]).resolve() if raw.get("legends") else None,
         monte_carlo_draws=draws,
         conservative_rule=rule,
         buffer_pct=None if raw.get("buffer_pct") is None else float(raw["buffer_pct"]),

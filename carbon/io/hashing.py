@@ -1,19 +1,42 @@
-"""Content hashes of input files, cached in the ledger by (path, size, modification time), so
-that an unchanged mosaic is hashed once, not at every run."""
+"""Content hashes of input files, cached in the ledger so that an unchanged mosaic is hashed
+once, not at every run.
+
+The cache key is (location, size, version): for a local file its modification time (ns); for an
+object on storage (``s3://…``) an integer digest of its ETag, or of its last-modified time when
+the store gives no ETag (storage.signature), asked with one HEAD request. An object is only
+downloaded (streamed once, never held whole) when its key is not in the cache; threads of one
+process asking for the same file at once wait for the first one's hash instead of downloading it
+again."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import threading
 
+from carbon.io import storage
 from carbon.io.ledger import Ledger
-from carbon.io.tables import sha256_file
+
+_LOCKS: dict[tuple[str, int, int], threading.Lock] = {}
+_LOCKS_LOCK = threading.Lock()
+
+
+def _lock(key: tuple[str, int, int]) -> threading.Lock:
+    with _LOCKS_LOCK:
+        if len(_LOCKS) > 4096:  # forget idle ones (a lock held now stays referenced by its holder)
+            for k in [k for k, v in _LOCKS.items() if not v.locked()]:
+                del _LOCKS[k]
+        return _LOCKS.setdefault(key, threading.Lock())
 
 
 def cached_sha256(ledger: Ledger, path: str) -> str:
-    """The SHA-256 of a file, from the ledger's cache when its size and time are unchanged."""
-    st = Path(path).stat()
-    known = ledger.cached_hash(path, st.st_size, st.st_mtime_ns)
-    if known is None:
-        known = sha256_file(path)
-        ledger.store_hash(path, st.st_size, st.st_mtime_ns, known)
+    """The SHA-256 of a file or object, from the ledger's cache when its size and version (local
+    modification time; ETag on object storage) are unchanged."""
+    size, version = storage.signature(path)
+    known = ledger.cached_hash(path, size, version)
+    if known is not None:
+        return known
+    with _lock((path, size, version)):
+        known = ledger.cached_hash(path, size, version)  # another thread may have hashed it meanwhile
+        if known is None:
+            known = storage.sha256(path)
+            ledger.store_hash(path, size, version, known)
     return known

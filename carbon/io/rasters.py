@@ -3,6 +3,8 @@
 The only module that opens rasters for reading. Every GDAL failure becomes an
 :class:`InputError` naming the file. Reads are windowed (only the rows asked for,
 only the part covering the site), so memory does not grow with raster size.
+A raster may be a URL (``s3://bucket/key``): GDAL reads it through its virtual file systems
+(``/vsis3/``), in ranged requests, with the settings ``gdal_env`` gives it (storage.gdal_options).
 Alignment rule (docs/methods.md §5): each year is brought onto the site's reference
 grid by nearest neighbour; a raster already on that grid is read as it is.
 """
@@ -22,6 +24,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from carbon.errors import InputError
+from carbon.io.storage import gdal_options
 from carbon.rules.grid import Grid, RasterInfo, aligned_offset
 
 #: GDAL's block cache (MB) while a site is read. GDAL's default is 5% of the machine's memory;
@@ -31,9 +34,15 @@ GDAL_CACHE_MB = 64
 
 
 def gdal_env() -> rasterio.Env:
-    """The GDAL settings of every read (entered around the reads, never set at import)."""
-    # rasterio passes an integer GDAL_CACHEMAX to GDALSetCacheMax64: bytes, not MB
-    return rasterio.Env() if "GDAL_CACHEMAX" in os.environ else rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB << 20)
+    """The GDAL settings of every read (entered around the reads, never set at import): the block
+    cache, and the S3 endpoint derived from ``AWS_ENDPOINT_URL`` when GDAL's own variables are
+    not set (storage.gdal_options)."""
+    options: dict[str, Any] = dict(gdal_options())
+    if "GDAL_CACHEMAX" not in os.environ:
+        # rasterio passes an integer GDAL_CACHEMAX to GDALSetCacheMax64: bytes, not MB
+        options["GDAL_CACHEMAX"] = GDAL_CACHE_MB << 20
+    return rasterio.Env(**options)
+
 
 def inspect_raster(path: str) -> RasterInfo:
     """Open a land-cover raster header and check its structure (single band, integer, CRS)."""
@@ -50,7 +59,7 @@ def examine_raster(path: str) -> tuple[RasterInfo | None, InputError | None]:
     transform), so a caller can tell whether the bad raster touches a site at all; an unreadable
     file, or one without a usable CRS or georeferencing, has no header."""
     try:
-        with rasterio.open(path) as src:
+        with gdal_env(), rasterio.open(path) as src:
             try:
                 crs = CRS.from_wkt(src.crs.to_wkt()) if src.crs else None
             except Exception as exc:  # pyproj CRSError / ProjError: an engineering or broken CRS

@@ -6,10 +6,15 @@ the file's (and its sidecars') size, modification time, change time and inode, a
 returns them again while none of these has changed. The sites it returns are immutable
 (a tuple of frozen ``Site``s whose ``properties`` cannot be changed), so no caller can
 change what the next one gets.
+
+A sites file may be a URL (``s3://bucket/sites.gpkg``): it is read through fsspec as one file
+(GeoJSON, GeoPackage, FlatGeobuf, a zipped Shapefile; not a Shapefile's loose parts), and its
+version is the object's size and ETag (storage.signature, one HEAD request).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 from collections import OrderedDict
@@ -23,6 +28,7 @@ import shapely
 from pyproj import CRS
 
 from carbon.errors import InputError
+from carbon.io import storage
 from carbon.rules.site import FrozenProperties, Site, lonlat_geometry
 from schemas._validate import failure_messages
 from schemas.inputs import SitesTable
@@ -39,8 +45,22 @@ _CACHE_LOCK = threading.Lock()
 _SIDECARS = (".dbf", ".shx", ".prj", ".cpg")
 
 
-def _version(path: Path) -> tuple[Any, ...]:
-    """What changes when the file (or a sidecar holding part of its content) changes."""
+#: How long (s) an object's version, once asked for, stands for the sites file, catalog and
+#: coefficient caches (each site of a run asks several times; a HEAD request each otherwise).
+URL_VERSION_AGE = 2.0
+
+
+def _version(path: str | Path) -> tuple[Any, ...]:
+    """What changes when the file (or a sidecar holding part of its content) changes; for an
+    object on storage, its size and ETag (None when it does not exist)."""
+    if storage.is_url(path):
+        try:
+            return (storage.signature(path, max_age=URL_VERSION_AGE),)
+        except InputError as exc:
+            if exc.message.startswith("file not found"):
+                return (None,)
+            raise
+    path = Path(path)
     stamps: list[tuple[int, ...] | None] = []
     candidates = [path, Path(f"{path}-wal")]
     if path.suffix.lower() == ".shp":
@@ -59,13 +79,19 @@ def load_sites(path: str | Path) -> tuple[Site, ...]:
     """Every site of a sites file, validated; raise one InputError listing every problem
     (row = feature number). Read once per process and file version (see the module's
     docstring); a file that changed is read again."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("sites file not found", path=path)
-    resolved = path.resolve()
+    if storage.is_url(path):
+        path = str(path)
+        resolved: str | Path = path
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise InputError("sites file not found", path=path)
+        resolved = path.resolve()
     key = (str(path), str(resolved))
     with _CACHE_LOCK:  # one reader at a time: concurrent tasks wait for the first one's read
         version = _version(resolved)
+        if version == (None,):  # an object that does not exist
+            raise InputError("sites file not found", path=path)
         hit = _CACHE.get(key)
         if hit is not None and hit[0] == version:
             _CACHE.move_to_end(key)
@@ -88,12 +114,13 @@ _PER_THREAD = threading.local()
 T = TypeVar("T")
 
 
-def load_per_version(loader: Callable[[Path], T], path: str | Path) -> T:
-    """``loader(path)`` read once per thread and file version (inode, size, mtime, ctime),
-    for the other shared inputs of a run (catalog, coefficient set): per thread, because
-    what they hold (pandas tables) is not for threads to share. Errors are not kept."""
-    path = Path(path)
-    version = _version(path.resolve())[0]
+def load_per_version(loader: Callable[[str | Path], T], path: str | Path) -> T:
+    """``loader(path)`` read once per thread and file version (inode, size, mtime, ctime; an
+    object's size and ETag), for the other shared inputs of a run (catalog, coefficient set):
+    per thread, because what they hold (pandas tables) is not for threads to share. Errors are
+    not kept."""
+    path = str(path) if storage.is_url(path) else Path(path)
+    version = _version(path if storage.is_url(path) else Path(path).resolve())[0]
     key = (getattr(loader, "__qualname__", repr(loader)), str(path))
     cache: dict[tuple[str, str], tuple[Any, Any]] = _PER_THREAD.__dict__.setdefault("cache", {})
     hit = cache.get(key)
@@ -106,9 +133,13 @@ def load_per_version(loader: Callable[[Path], T], path: str | Path) -> T:
     return value
 
 
-def _read_sites(path: Path) -> tuple[Site, ...]:
+def _read_sites(path: str | Path) -> tuple[Site, ...]:
+    if storage.is_url(path):  # one file's bytes through fsspec (a missing object: one line naming it)
+        source: Any = io.BytesIO(storage.read_bytes(path, what="sites file"))
+    else:
+        source = path
     try:
-        gdf = gpd.read_file(path)
+        gdf = gpd.read_file(source)
     except Exception as exc:  # pyogrio/GDAL raise many kinds: name the file, hide the traceback
         raise InputError(f"sites file cannot be read as vector data: {exc}", path=path) from None
     return sites_from_frame(gdf, path)
