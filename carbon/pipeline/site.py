@@ -34,7 +34,7 @@ from carbon.pipeline.scan import (
     scan_site,
     unknown_codes,
 )
-from carbon.rules import accounting, accuracy, adjustment, dynamics, policies, uncertainty
+from carbon.rules import accounting, accuracy, adjustment, dynamics, kernels, policies, uncertainty
 from carbon.rules.coefficients import CatalogEntry, CoefficientSet
 from carbon.rules.grid import Grid, site_grid, to_crs
 from carbon.rules.results import SiteResult
@@ -77,6 +77,7 @@ def compute_site(
     ``validate``: check every table against its contract (``schemas/outputs.py``); a batch of
     sites leaves it to ``validate_site_results``, which checks the whole batch at once.
     """
+    kernels.warm_in_background()  # numba's start in a fresh process, beside the planning and first reads
     year_meta = plan_site(site, catalog, coefficients, legends_dir, years, limits=limits)
     year_list = sorted(year_meta)
     start = policies.period_start(site, year_list, start_year)

@@ -10,6 +10,8 @@ large site can run on several threads.
 
 from __future__ import annotations
 
+import threading
+
 import numba
 import numpy as np
 
@@ -307,3 +309,45 @@ def history(classes, years, init_age, has_init, flicker, max_flicker_span):  # n
             else:
                 ages[i, p] = years[i] - cur_start
     return out, changed, start, span, ages
+
+
+def warm(codes_dtype: str = "uint8") -> None:
+    """Load the strip kernel for codes of ``codes_dtype`` (and the gain-loss steps) from numba's
+    on-disk cache by calling each once on a few cells. The first compiled call of a process
+    pays numba's own start (its type registries, about 0.3-0.5 s of Python) whatever the
+    kernel; a later one with other argument types only loads its own code."""
+    n_years, ncols = 2, 4
+    codes = np.zeros((n_years, 1, ncols), dtype=codes_dtype)
+    valid = np.ones((n_years, 1, ncols), dtype=np.bool_)
+    tables = np.zeros((n_years, 2), dtype=np.int64)
+    ones = np.ones(n_years, dtype=np.int64)
+    accumulate_strip(codes, valid, tables, np.zeros(n_years, dtype=np.int64), ones,
+                     np.zeros((n_years, 1), dtype=np.int64), np.ones(1), np.ones((2, ncols)),
+                     np.zeros(1, dtype=np.int64), np.zeros(1), np.ones((1, 1)), False,
+                     np.zeros((1, 2), dtype=np.int64), np.zeros((n_years, 1)), np.zeros((n_years, 1), dtype=np.int64),
+                     np.zeros(n_years), np.zeros(n_years, dtype=np.int64), np.zeros((1, 1, 1)),
+                     np.empty((n_years, 0), dtype=np.int32), np.empty(0), False)
+
+
+_warming: threading.Thread | None = None
+_warming_lock = threading.Lock()
+
+
+def warm_in_background(codes_dtype: str = "uint8") -> None:
+    """Start :func:`warm` on a thread once per process, so that numba's start overlaps the
+    work before the first strip (planning, pixel-area nodes, the first reads: mostly outside
+    the GIL); a kernel called meanwhile waits for numba's compiler lock, then runs."""
+    global _warming  # noqa: PLW0603
+    with _warming_lock:
+        if _warming is not None or accumulate_strip.signatures:
+            return
+        # not a daemon: an interpreter that exits meanwhile waits for it rather than stop numba mid-load
+        _warming = threading.Thread(target=_warm_quietly, args=(codes_dtype,), name="carbon-kernel-warm")
+        _warming.start()
+
+
+def _warm_quietly(codes_dtype: str) -> None:
+    try:
+        warm(codes_dtype)
+    except Exception:  # noqa: BLE001, S110 - the first real call compiles or fails on its own
+        pass
