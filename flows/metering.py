@@ -1,6 +1,7 @@
 """Flows: wiring only. Reads like the pipeline diagram:
 
-    prepare run -> per site (mapped, one task run): input key -> compute + validate -> publish
+    prepare run -> per batch of sites (one task run each): per site input key -> compute;
+                   the batch's tables validated together -> published in one transaction
                 -> (each site done: its report, drawn in a process pool meanwhile) -> finish run
 """
 
@@ -10,7 +11,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from prefect import Flow, flow, unmapped
+from prefect import Flow, flow
 from prefect.futures import as_completed
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -21,29 +22,49 @@ from carbon.pipeline.loop import Outcome, SiteParams
 from carbon.report.pool import ReportPool, report_workers
 from flows import progress
 from flows.tasks import (
+    batch_label,
     finish_run,
     hand_over,
-    meter_site,
-    outcome_of,
+    meter_batch,
+    outcomes_of,
     prepare_run,
     site_reports,
 )
 
 
-def _collect(futures: list[Any], site_ids: tuple[str, ...] | list[str],
+def _collect(futures: list[Any], batches: list[list[str]],
              on_done: Callable[[Outcome], None] | None = None) -> list[Outcome]:
-    """Every site's outcome, in order. As each site ends, in whatever order and wherever it ran
-    (threads here, Dask workers elsewhere), this process tells the progress listeners (the
+    """Every site's outcome, in order. As each batch ends, in whatever order and wherever it
+    ran (threads here, Dask workers elsewhere), this process tells the progress listeners (the
     CLI's bar) and ``on_done`` (the reports are drawn while the other sites are metered)."""
-    site_of = {id(f): s for s, f in zip(site_ids, futures, strict=True)}
+    batch_of = {id(f): b for b, f in zip(batches, futures, strict=True)}
     done: dict[str, Outcome] = {}
     for future in as_completed(list(futures)):
-        site_id = site_of[id(future)]
-        done[site_id] = outcome = outcome_of(site_id, future)
-        progress.emit(site_id, outcome.status)
-        if on_done is not None:
-            on_done(outcome)
-    return [done[s] for s in site_ids]
+        for outcome in outcomes_of(batch_of[id(future)], future):
+            done[outcome.site_id] = outcome
+            progress.emit(outcome.site_id, outcome.status)
+            if on_done is not None:
+                on_done(outcome)
+    return [done[s] for b in batches for s in b]
+
+
+#: Sites per task run (``CARBON_SINK_BATCH_SITES``; default: about four batches per worker, at
+#: most ``MAX_BATCH``): a batch is one task run, one contract check and one ledger transaction.
+MAX_BATCH = 100
+
+
+def batches_of(site_ids: list[str] | tuple[str, ...], workers: int) -> list[list[str]]:
+    """The sites in batches, in order (docs/operations.md, "Many sites")."""
+    ids = list(site_ids)
+    size = int(os.environ.get("CARBON_SINK_BATCH_SITES", "0")) or min(MAX_BATCH, -(-len(ids) // (4 * workers)))
+    size = max(1, size)
+    return [ids[i:i + size] for i in range(0, len(ids), size)]
+
+
+def _meter(ctx: Any, params: SiteParams, workers: int, report_maps: bool) -> tuple[list[Any], list[list[str]]]:
+    batches = batches_of(ctx.site_ids, workers)
+    futures = [meter_batch.submit(ctx, b, params, report_maps=report_maps, label=batch_label(b)) for b in batches]
+    return futures, batches
 
 
 def _final(summary: dict[str, Any]) -> State:
@@ -72,15 +93,26 @@ def metering_run(config: str | None = None, site_ids: list[str] | None = None, f
     configuration's output folder."""
     ctx = prepare_run(str(config or DEMO_CONFIG), site_ids, output_dir=output_dir)
     params = SiteParams(method=method, maps=maps, force=force)
-    futures = meter_site.map(unmapped(ctx), list(ctx.site_ids), params=unmapped(params),
-                             report_maps=unmapped(reports))
+    futures, batches = _meter(ctx, params, _workers(), reports)
     if not reports:
-        return _final(finish_run(ctx, _collect(futures, ctx.site_ids), None))
+        return _final(finish_run(ctx, _collect(futures, batches), None))
     # reports are drawn by child processes of this (the flow's) process while the sites are metered
     with ReportPool(ctx.config, min(report_workers(), len(ctx.site_ids)), nice=REPORT_NICE) as pool:
-        outcomes = _collect(futures, ctx.site_ids, lambda o: hand_over(pool, o))
+        outcomes = _collect(futures, batches, lambda o: hand_over(pool, o))
         pages = pool.pages()
     return _final(finish_run(ctx, outcomes, pages))
+
+
+def _workers() -> int:
+    """Workers of the flow's task runner (threads, Dask processes): batches are sized for them."""
+    from prefect.context import FlowRunContext  # noqa: PLC0415
+
+    ctx = FlowRunContext.get()
+    runner = getattr(ctx, "task_runner", None) if ctx else None
+    n = getattr(runner, "_max_workers", None) or getattr(runner, "max_workers", None)
+    if not n and runner is not None and getattr(runner, "cluster_kwargs", None):
+        n = runner.cluster_kwargs.get("n_workers")
+    return int(n or MAX_WORKERS)
 
 
 def with_dask(address: str | None = None, workers: int = 2) -> Flow[..., State]:
@@ -105,7 +137,7 @@ def site_run(site_id: str, config: str | None = None, years: list[int] | None = 
     ctx = prepare_run(str(config or DEMO_CONFIG), [site_id], coefficients, output_dir)
     params = SiteParams(years=tuple(years) if years else None, start_year=start_year, method=method, maps=maps,
                         force=True, scenario=scenario)
-    future = meter_site.submit(ctx, site_id, params, report_maps=reports)
-    outcomes = _collect([future], [site_id])
+    future = meter_batch.submit(ctx, [site_id], params, report_maps=reports, label=site_id)
+    outcomes = _collect([future], [[site_id]])
     summary = finish_run(ctx, outcomes, site_reports(ctx, outcomes) if reports else None)
     return _final(summary)

@@ -1,8 +1,9 @@
 """Prefect tasks: each wraps one step of carbon/pipeline/loop.py and passes the typed run
 context, keys and paths between them (never arrays).
 
-A site is one task run (``meter_site``): its steps (input key, compute, publish, record)
-run inside it, so a site costs one task run's server round trips, not five. The run-level
+A batch of sites is one task run (``meter_batch``): each site's steps (input key, compute)
+run inside it, then the batch's contract check and its one ledger transaction, so that a site
+costs a share of one task run's server round trips, not five of its own. The run-level
 IO tasks retry on transient errors with Prefect's retry options; inside a site,
 ``carbon.pipeline.loop.with_retries`` does. Computation never retries, and bad input never
 retries.
@@ -68,22 +69,50 @@ def prepare_run(config_path: str, site_ids: list[str] | None, coefficients: str 
     return loop.start_run(config_path, site_ids, coefficients, flow_run_id=_flow_run_id(), output_dir=output_dir)
 
 
-@task(name="meter-site", task_run_name="meter-{site_id}")
-def meter_site(ctx: RunContext, site_id: str, params: SiteParams, report_maps: bool = False
-               ) -> dict[str, Any] | State:
-    """One site (``carbon.pipeline.loop.meter_site``); a failed site fails this task run alone,
-    with the site's message."""
-    progress.emit(site_id, "started")
-    outcome = loop.attempt(site_id, lambda: loop.meter_site(ctx, site_id, params, report_maps=report_maps))
-    if isinstance(outcome.value, Outcome):
-        outcome = outcome.value
-    if outcome.status == "failed":
-        # the site's message as the task run's state: one line in the log, the traceback only
-        # at debug level (a failed site is an input problem to read, not a crash to debug)
-        if outcome.exception is not None:
-            log.debug("site %s failed", site_id, exc_info=outcome.exception)
-        return Failed(message=FAILED_SITE.format(site_id) + (outcome.error or "failed"))
-    return loop.outcome_record(outcome)
+@task(name="meter-sites", task_run_name="meter-{label}")
+def meter_batch(ctx: RunContext, site_ids: list[str], params: SiteParams, report_maps: bool = False,
+                label: str = "") -> list[dict[str, Any]] | State:
+    """A batch of sites (``carbon.pipeline.loop.meter_sites``): one task run, one contract check
+    of their tables, one ledger transaction. Each site's record, failed ones with their message
+    (each also logged, one line); a batch of one failed site fails this task run, with the
+    site's message."""
+    for site_id in site_ids:
+        progress.emit(site_id, "started")
+    outcomes = loop.meter_sites(ctx, list(site_ids), params, report_maps=report_maps)
+    for o in outcomes:
+        if o.status == "failed":
+            if o.exception is not None:
+                log.debug("site %s failed", o.site_id, exc_info=o.exception)
+            if len(outcomes) > 1:
+                log.warning("%s%s", FAILED_SITE.format(o.site_id), o.error)
+    if len(outcomes) == 1 and outcomes[0].status == "failed":
+        return Failed(message=FAILED_SITE.format(outcomes[0].site_id) + (outcomes[0].error or "failed"))
+    return [loop.outcome_record(o) for o in outcomes]
+
+
+def batch_label(site_ids: list[str]) -> str:
+    """A batch's task run name: its site, or its first site and how many more."""
+    return site_ids[0] if len(site_ids) == 1 else f"{site_ids[0]}+{len(site_ids) - 1}"
+
+
+def outcomes_of(site_ids: list[str], future: Any) -> list[Outcome]:
+    """The outcomes of a batch's sites from its task run (``meter_batch``)."""
+    if len(site_ids) == 1:
+        return [outcome_of(site_ids[0], future)]
+    future.wait()
+    if future.state.is_completed():
+        found = []
+        for rec in future.result():
+            rec = dict(rec)
+            site_id = rec.pop("site_id")
+            found.append(Outcome(site_id, rec.pop("status"), error=rec.pop("error", None), value=rec))
+        return found
+    try:  # the batch's task run itself failed (a crash, a lost worker): each of its sites failed with it
+        future.result(raise_on_failure=True)
+        message = future.state.message or "failed"
+    except Exception as exc:  # noqa: BLE001 - reported as text
+        message = str(exc)
+    return [Outcome(s, "failed", error=message) for s in site_ids]
 
 
 def outcome_of(site_id: str, future: Any) -> Outcome:
@@ -93,7 +122,8 @@ def outcome_of(site_id: str, future: Any) -> Outcome:
     if future.state.is_failed() and str(future.state.message or "").startswith(head):
         return Outcome(site_id, "failed", error=str(future.state.message)[len(head):])
     if future.state.is_completed():
-        rec = dict(future.result())
+        res = future.result()
+        rec = dict(res[0] if isinstance(res, list) else res)  # a batch of one site: its one record
         rec.pop("site_id")
         return Outcome(site_id, rec.pop("status"), error=rec.pop("error", None), value=rec)
     try:

@@ -324,6 +324,39 @@ def validate_site_result(result: SiteResult) -> None:
         raise OutputValidationError(f"computed tables of site {result.site_id!r} fail their contracts", problems)
 
 
+def validate_site_results(results: list[SiteResult]) -> dict[str, list[str]]:
+    """The check of ``validate_site_result`` for a batch of sites: each table of the whole
+    batch validated at once (one contract check per table, not per site and table), then each
+    site's cross-table consistency. Site id -> its problems; a site without problems is absent.
+    When the batch breaks a contract, its sites are checked one by one, so that each problem is
+    named with its site and the others stay publishable."""
+    if not results:
+        return {}
+    batch_ok = True
+    for name, model in MODELS.items():
+        frames = [t for t in (r.tables()[name] for r in results) if not t.empty]
+        if not frames:
+            continue
+        df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+        _, msgs = failure_messages(model, df, where=f"table {name}", row_offset=0)
+        if msgs:
+            batch_ok = False
+            break
+    problems: dict[str, list[str]] = {}
+    for r in results:
+        if batch_ok:
+            found = _cross_checks(r)
+        else:
+            try:
+                validate_site_result(r)
+                found = []
+            except OutputValidationError as exc:
+                found = exc.problems
+        if found:
+            problems[r.site_id] = found
+    return problems
+
+
 def _cross_checks(r: SiteResult) -> list[str]:
     out = []
     by_year = r.stocks_by_class.groupby("year")[["area_ha", "stock_tc"]].sum()

@@ -322,46 +322,50 @@ class Ledger:
 
         Idempotent within a run: publishing the same site and inputs again for the same run
         (a task re-run after a worker died past the commit) returns the row already written."""
+        return self.publish_sites([dict(
+            run_id=run_id, flow_run_id=flow_run_id, site_id=site_id, tables=tables, input_key=input_key,
+            inputs=inputs, coefficient_set=coefficient_set, coefficient_sha256=coefficient_sha256,
+            code_version=code_version, scenario=scenario, parameters=parameters)])[0]
+
+    def publish_sites(self, sites: list[dict[str, Any]]) -> list[int]:
+        """Several sites' results (each a dict of ``publish_site``'s arguments) in one
+        transaction: all are published or none; their site_run_ids, in order."""
+        ids: list[int] = []
         with self._tx() as c:
             _lock(c)
-            done = c.execute(sa.select(site_runs.c.site_run_id).where(
-                site_runs.c.run_id == run_id, site_runs.c.site_id == site_id, site_runs.c.status == "succeeded",
-                site_runs.c.input_key == input_key, _same_scenario(scenario))).scalar_one_or_none()
-            if done is not None:
-                return int(done)
-            site_run_id = c.execute(site_runs.insert().values(
-                run_id=run_id, flow_run_id=flow_run_id, site_id=site_id, status="succeeded", created_at=now(),
-                input_key=input_key, inputs_json=json.dumps(inputs, sort_keys=True, default=str),
-                coefficient_set=coefficient_set, coefficient_sha256=coefficient_sha256, code_version=code_version,
-                scenario=scenario,
-                parameters_json=None if parameters is None else json.dumps(parameters, sort_keys=True, default=str),
-            )).inserted_primary_key[0]  # type: ignore[index]
-            for name, table in TABLES.items():
-                df = tables[name]
-                if df.empty:
-                    continue
-                cols = [col.name for col in table.columns if col.name != "site_run_id"]
-                records = df[cols].to_dict("records")
-                for rec in records:
-                    rec["site_run_id"] = site_run_id
-                c.execute(table.insert(), [_plain(r) for r in records])
-            _heartbeat(c, run_id)
-            _chain_site_run(c, int(site_run_id))
-        return int(site_run_id)
+            for site in sites:
+                ids.append(_publish_one(c, **site))
+            for run_id in dict.fromkeys(site["run_id"] for site in sites):
+                _heartbeat(c, run_id)
+        return ids
 
     def record_site(self, *, run_id: str, flow_run_id: str | None, site_id: str, status: str, code_version: str,
                     error: str | None = None, input_key: str | None = None, scenario: str | None = None,
                     parameters: dict[str, Any] | None = None) -> None:
         """A failed or skipped site: one row, no results."""
+        self.record_sites([dict(run_id=run_id, flow_run_id=flow_run_id, site_id=site_id, status=status,
+                                code_version=code_version, error=error, input_key=input_key, scenario=scenario,
+                                parameters=parameters)])
+
+    def record_sites(self, sites: list[dict[str, Any]]) -> None:
+        """Several failed or skipped sites (each a dict of ``record_site``'s arguments), one
+        transaction."""
+        if not sites:
+            return
         with self._tx() as c:
             _lock(c)
-            site_run_id = c.execute(site_runs.insert().values(
-                run_id=run_id, flow_run_id=flow_run_id, site_id=site_id, status=status, created_at=now(),
-                code_version=code_version, error=error, input_key=input_key, scenario=scenario,
-                parameters_json=None if parameters is None else json.dumps(parameters, sort_keys=True, default=str),
-            )).inserted_primary_key[0]  # type: ignore[index]
-            _heartbeat(c, run_id)
-            _chain_site_run(c, int(site_run_id))
+            for site in sites:
+                parameters = site.get("parameters")
+                site_run_id = c.execute(site_runs.insert().values(
+                    run_id=site["run_id"], flow_run_id=site["flow_run_id"], site_id=site["site_id"],
+                    status=site["status"], created_at=now(), code_version=site["code_version"],
+                    error=site.get("error"), input_key=site.get("input_key"), scenario=site.get("scenario"),
+                    parameters_json=None if parameters is None else json.dumps(parameters, sort_keys=True,
+                                                                              default=str),
+                )).inserted_primary_key[0]  # type: ignore[index]
+                _chain_site_run(c, int(site_run_id))
+            for run_id in dict.fromkeys(site["run_id"] for site in sites):
+                _heartbeat(c, run_id)
 
     def last_success_key(self, site_id: str) -> str | None:
         """The input key of the site's current official estimate (scenarios never count)."""
@@ -755,6 +759,36 @@ def _append(c: sa.Connection, content: dict[str, Any], *, run_id: str | None, si
     c.execute(ledger_chain.insert().values(kind=content["kind"], ref=content["ref"], run_id=run_id, site_id=site_id,
                                            created_at=now(), content=text, prev_hash=prev, record_hash=record_hash))
     return record_hash
+
+
+def _publish_one(c: sa.Connection, *, run_id: str, flow_run_id: str | None, site_id: str,
+                 tables: dict[str, pd.DataFrame], input_key: str, inputs: dict[str, Any], coefficient_set: str,
+                 coefficient_sha256: str, code_version: str, scenario: str | None = None,
+                 parameters: dict[str, Any] | None = None) -> int:
+    """One site's rows inside the caller's transaction (``Ledger.publish_sites``)."""
+    done = c.execute(sa.select(site_runs.c.site_run_id).where(
+        site_runs.c.run_id == run_id, site_runs.c.site_id == site_id, site_runs.c.status == "succeeded",
+        site_runs.c.input_key == input_key, _same_scenario(scenario))).scalar_one_or_none()
+    if done is not None:
+        return int(done)
+    site_run_id = c.execute(site_runs.insert().values(
+        run_id=run_id, flow_run_id=flow_run_id, site_id=site_id, status="succeeded", created_at=now(),
+        input_key=input_key, inputs_json=json.dumps(inputs, sort_keys=True, default=str),
+        coefficient_set=coefficient_set, coefficient_sha256=coefficient_sha256, code_version=code_version,
+        scenario=scenario,
+        parameters_json=None if parameters is None else json.dumps(parameters, sort_keys=True, default=str),
+    )).inserted_primary_key[0]  # type: ignore[index]
+    for name, table in TABLES.items():
+        df = tables[name]
+        if df.empty:
+            continue
+        cols = [col.name for col in table.columns if col.name != "site_run_id"]
+        records = df[cols].to_dict("records")
+        for rec in records:
+            rec["site_run_id"] = site_run_id
+        c.execute(table.insert(), [_plain(r) for r in records])
+    _chain_site_run(c, int(site_run_id))
+    return int(site_run_id)
 
 
 def _chain_site_run(c: sa.Connection, site_run_id: int) -> None:

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
-from carbon.errors import CarbonSinkError, InputError
+from carbon.errors import CarbonSinkError, InputError, OutputValidationError
 from carbon.io.config import Config, load_config
 from carbon.io.hashing import cached_sha256
 from carbon.io.layers import write_run_layer
@@ -51,6 +51,7 @@ from carbon.rules import policies
 from carbon.rules.coefficients import CatalogEntry, CoefficientSet
 from carbon.rules.results import SiteResult
 from carbon.rules.site import Site, select_sites
+from schemas.outputs import validate_site_results
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -300,20 +301,31 @@ def site_key(ctx: RunContext, site_id: str, params: SiteParams) -> dict[str, Any
     return {"key": key, "inputs": inputs, "last_key": ledger.last_success_key(site_id)}
 
 
-def compute_site_tables(ctx: RunContext, site_id: str, params: SiteParams, maps: bool) -> Path:
-    """Compute and validate a site's tables and write them (CSV, Parquet; density maps when
-    ``maps``: kept with the run when the run asked for maps, else for the report) under the
-    run's folder; returns the site's folder."""
+def compute_site_result(ctx: RunContext, site_id: str, params: SiteParams, maps: bool,
+                        validate: bool = True) -> SiteResult:
+    """Compute a site (density maps when ``maps``: kept with the run when the run asked for
+    maps, else for the report); ``validate=False`` leaves its contract check to the caller
+    (a batch checks its sites together, ``meter_sites``)."""
     cfg = ctx.config
     site, catalog, coefficients = site_inputs(cfg, site_id)
-    site_dir = inside(cfg.output_dir, "runs", ctx.run_id, "sites", site.site_id)
-    result = compute_site(site, catalog, coefficients, legends_dir=cfg.legends,
-                          years=site_years(site, params), start_year=params.start_year,
-                          method=params.method, draws=cfg.monte_carlo_draws,
-                          conservative_rule=cfg.conservative_rule, sd_defaults=cfg.sd_defaults,
-                          maps_dir=maps_dir(ctx, site_id, kept=params.maps) if maps else None,
-                          limits=cfg.site_limits)
-    write_site_tables(result, site_dir)
+    return compute_site(site, catalog, coefficients, legends_dir=cfg.legends,
+                        years=site_years(site, params), start_year=params.start_year,
+                        method=params.method, draws=cfg.monte_carlo_draws,
+                        conservative_rule=cfg.conservative_rule, sd_defaults=cfg.sd_defaults,
+                        maps_dir=maps_dir(ctx, site_id, kept=params.maps) if maps else None,
+                        limits=cfg.site_limits, validate=validate)
+
+
+def site_dir_of(ctx: RunContext, site_id: str) -> Path:
+    """Where a run writes a site's tables (CSV, Parquet, provenance.json)."""
+    return inside(ctx.config.output_dir, "runs", ctx.run_id, "sites", site_id)
+
+
+def compute_site_tables(ctx: RunContext, site_id: str, params: SiteParams, maps: bool) -> Path:
+    """Compute and validate a site's tables and write them under the run's folder; returns
+    the site's folder."""
+    site_dir = site_dir_of(ctx, site_id)
+    write_site_tables(compute_site_result(ctx, site_id, params, maps), site_dir)
     return site_dir
 
 
@@ -321,55 +333,139 @@ def publish_site(ctx: RunContext, site_id: str, site_dir: Path, key: dict[str, A
                  scenario: tuple[str | None, dict[str, Any]] = (None, {})) -> int:
     """Write the site's tables to the ledger in one transaction (idempotent within a run), as
     the official estimate or as the ``scenario`` (name, parameters) it is."""
+    return Ledger(ctx.config.ledger_url).publish_site(**_publication(ctx, site_id, read_site_tables(site_dir), key,
+                                                                     scenario))
+
+
+def _publication(ctx: RunContext, site_id: str, tables: dict[str, pd.DataFrame], key: dict[str, Any],
+                 scenario: tuple[str | None, dict[str, Any]]) -> dict[str, Any]:
     inputs = key["inputs"]
-    return Ledger(ctx.config.ledger_url).publish_site(
-        run_id=ctx.run_id, flow_run_id=ctx.flow_run_id, site_id=site_id, tables=read_site_tables(site_dir),
-        input_key=key["key"], inputs=inputs, coefficient_set=inputs["coefficient_set"],
-        coefficient_sha256=inputs["coefficient_sha256"], code_version=ctx.code_version,
-        scenario=scenario[0], parameters=scenario[1] if scenario[0] is not None else None,
-    )
+    return dict(run_id=ctx.run_id, flow_run_id=ctx.flow_run_id, site_id=site_id, tables=tables,
+                input_key=key["key"], inputs=inputs, coefficient_set=inputs["coefficient_set"],
+                coefficient_sha256=inputs["coefficient_sha256"], code_version=ctx.code_version,
+                scenario=scenario[0], parameters=scenario[1] if scenario[0] is not None else None)
+
+
+def _record(ctx: RunContext, site_id: str, status: str, error: str | None = None, input_key: str | None = None,
+            scenario: tuple[str | None, dict[str, Any]] = (None, {})) -> dict[str, Any]:
+    return dict(run_id=ctx.run_id, flow_run_id=ctx.flow_run_id, site_id=site_id, status=status,
+                code_version=ctx.code_version, error=error, input_key=input_key, scenario=scenario[0],
+                parameters=scenario[1] if scenario[0] is not None else None)
 
 
 def record_site(ctx: RunContext, site_id: str, status: str, error: str | None = None,
                 input_key: str | None = None, scenario: tuple[str | None, dict[str, Any]] = (None, {})) -> None:
     """A skipped or failed site: one ledger row."""
-    Ledger(ctx.config.ledger_url).record_site(run_id=ctx.run_id, flow_run_id=ctx.flow_run_id, site_id=site_id,
-                                              status=status, code_version=ctx.code_version, error=error,
-                                              input_key=input_key, scenario=scenario[0],
-                                              parameters=scenario[1] if scenario[0] is not None else None)
+    Ledger(ctx.config.ledger_url).record_site(**_record(ctx, site_id, status, error, input_key, scenario))
 
 
 def meter_site(ctx: RunContext, site_id: str, params: SiteParams, *, report_maps: bool = False) -> Outcome:
-    """One site: input key -> (skip if unchanged) -> compute and validate -> publish.
+    """One site: ``meter_sites`` on a batch of one. Raises the site's error after recording it
+    in the ledger; ``attempt`` turns it into the site's outcome."""
+    (outcome,) = meter_sites(ctx, [site_id], params, report_maps=report_maps)
+    if outcome.status == "failed":
+        assert outcome.exception is not None
+        raise outcome.exception
+    return outcome
 
-    Raises the site's error after recording it in the ledger (a failure that cannot be
-    recorded is noted on the error); ``attempt`` turns it into the site's outcome.
-    ``report_maps``: also write the density maps its report draws.
-    """
-    scenario: tuple[str | None, dict[str, Any]] = (None, {})
-    try:
-        scenario = site_scenario(ctx, site_id, params)
-        key = with_retries(site_key, ctx, site_id, params)
-        if scenario[0] is None:
-            refuse_future_maps(ctx, site_id, key["inputs"])
-        unchanged = scenario[0] is None and key["last_key"] == key["key"]  # a scenario is always computed
-        if not params.force and not params.maps and unchanged:  # maps asked for: compute
-            with_retries(record_site, ctx, site_id, "skipped", input_key=key["key"])
-            log.info("site %s unchanged since its last published run: skipped", site_id)
-            return Outcome(site_id, "skipped", value={"input_key": key["key"]})
-        site_dir = compute_site_tables(ctx, site_id, params, params.maps or report_maps)
-        site_run_id = with_retries(publish_site, ctx, site_id, site_dir, key, scenario)
-        log.info("site %s published (site run %s%s)", site_id, site_run_id,
-                 "" if scenario[0] is None else f", scenario {scenario[0]!r}: not the official estimate")
-    except Exception as exc:
+
+@dataclass
+class _Computed:
+    site_id: str
+    key: dict[str, Any]
+    scenario: tuple[str | None, dict[str, Any]]
+    result: SiteResult
+
+
+def meter_sites(ctx: RunContext, site_ids: list[str], params: SiteParams, *,
+                report_maps: bool = False) -> list[Outcome]:
+    """A batch of sites, each: input key -> (skip if unchanged) -> compute; then the computed
+    sites' tables checked against their contracts together, written, and published in one
+    ledger transaction, and the skipped and failed sites recorded in another. Every site's
+    outcome, in order.
+
+    A site fails alone: its bad input, its broken contract, even a ledger error on its rows
+    (the batch is then published site by site) fail that site, and the ledger records it.
+    ``report_maps``: also write the density maps the sites' reports draw."""
+    outcomes: dict[str, Outcome] = {}
+    records: list[dict[str, Any]] = []
+    computed: list[_Computed] = []
+
+    def fail(site_id: str, exc: BaseException, scenario: tuple[str | None, dict[str, Any]] = (None, {})) -> None:
+        if not isinstance(exc, CarbonSinkError):  # a bug, not bad input: say so at error level
+            log.error("site %s failed with an unexpected %s: %s", site_id, type(exc).__name__, exc)
+        log.debug("site %s failed", site_id, exc_info=exc)
+        outcomes[site_id] = Outcome(site_id, "failed", error=failure_message(exc), exception=exc)
+        records.append(_record(ctx, site_id, "failed", error=failure_message(exc), scenario=scenario))
+
+    for site_id in site_ids:
+        scenario: tuple[str | None, dict[str, Any]] = (None, {})
         try:
-            with_retries(record_site, ctx, site_id, "failed", error=failure_message(exc), scenario=scenario)
-        except Exception as not_recorded:  # noqa: BLE001 - the site's own error is the one to report
-            exc.add_note(f"the failure could not be recorded in the ledger: {not_recorded}")
-        raise
-    return Outcome(site_id, "succeeded", value={"site_run_id": site_run_id, "site_dir": str(site_dir),
-                                                "input_key": key["key"], "inputs": key["inputs"],
-                                                "scenario": scenario[0]})
+            scenario = site_scenario(ctx, site_id, params)
+            key = with_retries(site_key, ctx, site_id, params)
+            if scenario[0] is None:
+                refuse_future_maps(ctx, site_id, key["inputs"])
+            unchanged = scenario[0] is None and key["last_key"] == key["key"]  # a scenario is always computed
+            if not params.force and not params.maps and unchanged:  # maps asked for: compute
+                log.info("site %s unchanged since its last published run: skipped", site_id)
+                outcomes[site_id] = Outcome(site_id, "skipped", value={"input_key": key["key"]})
+                records.append(_record(ctx, site_id, "skipped", input_key=key["key"]))
+                continue
+            result = compute_site_result(ctx, site_id, params, params.maps or report_maps, validate=False)
+            computed.append(_Computed(site_id, key, scenario, result))
+        except Exception as exc:  # noqa: BLE001 - the failure policy: the site fails alone, named
+            fail(site_id, exc, scenario)
+
+    broken = validate_site_results([c.result for c in computed])
+    ready: list[tuple[_Computed, Path]] = []
+    for c in computed:
+        try:
+            if c.site_id in broken:
+                raise OutputValidationError(f"computed tables of site {c.site_id!r} fail their contracts",
+                                            broken[c.site_id])
+            site_dir = site_dir_of(ctx, c.site_id)
+            write_site_tables(c.result, site_dir)
+            ready.append((c, site_dir))
+        except Exception as exc:  # noqa: BLE001 - as above
+            fail(c.site_id, exc, c.scenario)
+
+    ledger = Ledger(ctx.config.ledger_url)
+    batches = [ready] if len(ready) > 1 else []
+    try:
+        ids = with_retries(ledger.publish_sites, [_publication(ctx, c.site_id, c.result.tables(), c.key, c.scenario)
+                                                  for c, _ in ready]) if ready else []
+    except Exception as exc:  # noqa: BLE001 - one site's rows may be the cause: publish them one by one
+        if not batches:
+            ids = []
+            fail(ready[0][0].site_id, exc, ready[0][0].scenario)
+            ready = []
+        else:
+            log.warning("publishing %d sites together failed (%s); publishing them one by one", len(ready), exc)
+            kept, ids = [], []
+            for c, site_dir in ready:
+                try:
+                    ids.append(with_retries(ledger.publish_sites,
+                                            [_publication(ctx, c.site_id, c.result.tables(), c.key, c.scenario)])[0])
+                    kept.append((c, site_dir))
+                except Exception as one:  # noqa: BLE001 - as above
+                    fail(c.site_id, one, c.scenario)
+            ready = kept
+    for (c, site_dir), site_run_id in zip(ready, ids, strict=True):
+        log.info("site %s published (site run %s%s)", c.site_id, site_run_id,
+                 "" if c.scenario[0] is None else f", scenario {c.scenario[0]!r}: not the official estimate")
+        outcomes[c.site_id] = Outcome(c.site_id, "succeeded", value={
+            "site_run_id": site_run_id, "site_dir": str(site_dir), "input_key": c.key["key"],
+            "inputs": c.key["inputs"], "scenario": c.scenario[0]})
+    if records:
+        try:
+            with_retries(ledger.record_sites, records)
+        except Exception as not_recorded:  # noqa: BLE001 - the sites' own errors are the ones to report
+            for rec in records:
+                o = outcomes[rec["site_id"]]
+                if o.status == "failed" and o.exception is not None:
+                    o.exception.add_note(f"the failure could not be recorded in the ledger: {not_recorded}")
+                    o.error = failure_message(o.exception)
+    return [outcomes[s] for s in site_ids]
 
 
 def outcome_record(o: Outcome) -> dict[str, Any]:

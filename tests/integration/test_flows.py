@@ -243,7 +243,7 @@ def test_a_metering_run_reads_the_sites_file_once_and_runs_one_task_per_site(tmp
     assert len(reads) == 1, reads  # prepare-run and every site share one validated read
 
     flow_run_id = state.state_details.flow_run_id
-    want = {"prepare-run": 1, "meter-site": len(SITES), "finish-run": 1}
+    want = {"prepare-run": 1, "meter-batch": len(SITES), "finish-run": 1}  # 4 sites, 4 workers: one site a batch
     deadline = time.monotonic() + 60
     while True:  # task runs reach the server as events: wait until every expected one is there
         with get_client(sync_client=True) as client:
@@ -256,35 +256,46 @@ def test_a_metering_run_reads_the_sites_file_once_and_runs_one_task_per_site(tmp
     assert sorted(r.name for r in runs if r.name.startswith("meter-")) == sorted(f"meter-{s}" for s in SITES)
 
 
-def test_transient_ledger_error_in_publish_is_retried_and_then_succeeds(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("batch", [1, 4])
+def test_transient_ledger_error_in_publish_is_retried_and_then_succeeds(tmp_path: Path, monkeypatch,
+                                                                         batch: int) -> None:
+    """Sites one per task run (batch 1) or all four in one task run and one transaction (batch
+    4): a transient ledger error is retried; a lasting one on one site's rows fails that site
+    alone (a batch is then published site by site)."""
     from carbon.io.ledger import LedgerError
     from carbon.pipeline import loop
 
+    monkeypatch.setenv("CARBON_SINK_BATCH_SITES", str(batch))
     monkeypatch.setattr(loop, "IO_RETRY_DELAYS", (0.05, 0.1, 0.2))
     waits = []
     monkeypatch.setattr(loop, "_sleep", lambda s: waits.append(s) or time.sleep(s))
     calls: Counter[str] = Counter()
-    real_publish = Ledger.publish_site
+    real_publish = Ledger.publish_sites
 
-    def flaky_publish(self, **kw):  # noqa: ANN001, ANN003, ANN202
-        calls[kw["site_id"]] += 1
-        if kw["site_id"] == "daye-mine-wc" and calls["daye-mine-wc"] <= 2:
+    def flaky_publish(self, sites):  # noqa: ANN001, ANN202
+        ids = [kw["site_id"] for kw in sites]
+        calls.update(ids)
+        if "daye-mine-wc" in ids and calls["daye-mine-wc"] <= 2:
             raise LedgerError("ledger is locked (database is locked)", transient=True)
-        if kw["site_id"] == "jiufeng-forest-park":
+        if "jiufeng-forest-park" in ids:
             raise LedgerError("ledger has schema version 3")  # not transient: never tried again
-        return real_publish(self, **kw)
+        return real_publish(self, sites)
 
-    monkeypatch.setattr(Ledger, "publish_site", flaky_publish)
+    monkeypatch.setattr(Ledger, "publish_sites", flaky_publish)
     cfg = write_config(tmp_path / "c.toml")
     state = metering_run(config=str(cfg), reports=False, return_state=True)
     assert state.is_failed()
     assert "1 of 4 sites failed (jiufeng-forest-park)" in state.message
-    assert calls["daye-mine-wc"] == 3 and calls["jiufeng-forest-park"] == 1
-    assert calls["wuhan-quarry-reclaim"] == 1
+    if batch == 1:
+        assert calls["daye-mine-wc"] == 3 and calls["jiufeng-forest-park"] == 1
+        assert calls["wuhan-quarry-reclaim"] == 1
+    else:  # the batch: tried three times (twice transient), then each site on its own
+        assert calls["jiufeng-forest-park"] == 4 and calls["wuhan-quarry-reclaim"] == 4
     assert waits == [0.05, 0.1]  # exponential backoff, only for the transient failures
     ledger = ledger_of(tmp_path)
-    assert ledger.history("daye-mine-wc")["status"].tolist() == ["succeeded"]
-    assert "daye-mine-wc" in set(ledger.current("sinks")["site_id"])
+    for site_id in ("daye-mine-wc", "wuhan-quarry-reclaim", "liangzi-lakeside-wetland"):
+        assert ledger.history(site_id)["status"].tolist() == ["succeeded"]
+        assert site_id in set(ledger.current("sinks")["site_id"])
     failed = ledger.history("jiufeng-forest-park")
     assert failed["status"].tolist() == ["failed"] and "schema version 3" in failed["error"].iloc[0]
 

@@ -1,0 +1,116 @@
+"""Sites metered in batches (one contract check and one ledger transaction per batch) publish
+exactly what the same sites publish one by one: real municipalities of the Swiss
+Arealstatistik (../shared/datasets), four map years."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+import pytest
+
+from carbon.io.config import load_config
+from carbon.io.ledger import Ledger
+from carbon.io.outputs import read_site_tables
+from carbon.pipeline import loop
+from tests.conftest import ALL_CLASSES, write_catalog, write_coefficients, write_config, write_legend
+from tests.integration.test_real_data import DENSITY, SWISS_LEGEND, YEARS
+
+TABLES = ("stocks", "sinks", "transitions", "class_areas")  # the ledger's; the run folders hold every table
+#: what differs between two publications of the same estimate: the run and when
+RUN_COLUMNS = ["run_id", "created_at", "site_run_id", "code_version"]
+N_SITES = 12
+
+
+def _config(shared: Path, tmp_path: Path, name: str, extra_sites: list[dict] | None = None) -> Path:
+    d = shared / "swiss_arealstatistik_as17"
+    muni = gpd.read_file(d / "boundaries" / "municipalities_in_study_extent.gpkg")
+    muni = muni.sort_values("GMDNR").head(N_SITES)
+    sites = gpd.GeoDataFrame({
+        "site_id": [f"ch-{n}" for n in muni["GMDNR"]], "name": muni["GMDNAME"].tolist(),
+        "site_type": "forest", "ecozone": "*"}, geometry=muni.geometry.values, crs=muni.crs)
+    if extra_sites:
+        sites = pd.concat([sites, gpd.GeoDataFrame(extra_sites, crs=muni.crs)], ignore_index=True)
+    folder = tmp_path / name
+    folder.mkdir()
+    sites.to_file(folder / "sites.gpkg")
+    catalog = write_catalog(folder / "catalog.csv", [(y, d / f, "arealstatistik17") for y, f in YEARS.items()])
+    write_legend(folder / "legends" / "arealstatistik17.csv", SWISS_LEGEND)
+    coef = write_coefficients(folder / "coefficients.csv", {**{c: {} for c in ALL_CLASSES}, **DENSITY})
+    cfg = write_config(folder / "c.toml", sites=folder / "sites.gpkg", landcover=catalog, coefficients=coef)
+    cfg.write_text(cfg.read_text() + f'legends = "{folder / "legends"}"\nmonte_carlo_draws = 2000\n')
+    return cfg
+
+
+def _published(cfg: Path) -> dict[str, pd.DataFrame]:
+    ledger = Ledger(load_config(cfg).ledger_url)
+    return {name: ledger.current(name).drop(columns=RUN_COLUMNS, errors="ignore").reset_index(drop=True)
+            for name in TABLES}
+
+
+def _meter(cfg: Path, batch: int) -> list[loop.Outcome]:
+    ctx = loop.start_run(str(cfg))
+    ids = list(ctx.site_ids)
+    outcomes: list[loop.Outcome] = []
+    for i in range(0, len(ids), batch):
+        outcomes += loop.meter_sites(ctx, ids[i:i + batch], loop.SiteParams())
+    loop.finish_run(ctx, outcomes)
+    return outcomes
+
+
+def test_a_batch_publishes_what_the_sites_publish_one_by_one(shared: Path, tmp_path: Path) -> None:
+    one = _meter(_config(shared, tmp_path, "one", None), batch=1)
+    many = _meter(_config(shared, tmp_path, "many", None), batch=N_SITES)
+    assert [o.status for o in one] == [o.status for o in many] == ["succeeded"] * N_SITES
+    a, b = _published(tmp_path / "one" / "c.toml"), _published(tmp_path / "many" / "c.toml")
+    assert len(a["sinks"]) >= N_SITES * 3  # three periods a site, and the whole period
+    for name in TABLES:
+        pd.testing.assert_frame_equal(a[name], b[name], check_exact=True, obj=name)
+    for x, y in zip(one, many, strict=True):  # every table the run wrote, CSV and Parquet alike
+        tx, ty = (read_site_tables(Path(o.value["site_dir"])) for o in (x, y))
+        assert sorted(tx) == sorted(ty) and len(tx) == 7
+        for name in tx:
+            pd.testing.assert_frame_equal(tx[name], ty[name], check_exact=True, obj=f"{x.site_id} {name}")
+        assert (Path(x.value["site_dir"]) / "stocks.csv").read_text() == (Path(y.value["site_dir"]) / "stocks.csv").read_text()
+    # the same sites in one transaction: one ledger row per site, every one succeeded
+    ledger = Ledger(load_config(tmp_path / "many" / "c.toml").ledger_url)
+    assert sorted(ledger.current("sinks")["site_id"].unique()) == sorted(o.site_id for o in many)
+
+
+def test_a_bad_site_in_a_batch_fails_alone(shared: Path, tmp_path: Path) -> None:
+    import shapely
+
+    outside = {"site_id": "nowhere", "name": "off the map", "site_type": "forest", "ecozone": "*",
+               "geometry": shapely.box(2400000, 1300000, 2401000, 1301000)}  # north-west of the rasters
+    cfg = _config(shared, tmp_path, "bad", [outside])
+    outcomes = _meter(cfg, batch=N_SITES + 1)
+    status = {o.site_id: o.status for o in outcomes}
+    assert status.pop("nowhere") == "failed"
+    assert set(status.values()) == {"succeeded"}
+    bad = next(o for o in outcomes if o.site_id == "nowhere")
+    assert bad.error is not None
+    ledger = Ledger(load_config(cfg).ledger_url)
+    assert ledger.history("nowhere")["status"].tolist() == ["failed"]
+    # the other sites' estimates are those of a batch without the bad site
+    good = _meter(_config(shared, tmp_path, "good", None), batch=N_SITES)
+    assert all(o.status == "succeeded" for o in good)
+    a, b = _published(cfg), _published(tmp_path / "good" / "c.toml")
+    for name in TABLES:
+        pd.testing.assert_frame_equal(a[name], b[name], check_exact=True, obj=name)
+
+
+@pytest.mark.prefect
+def test_the_metering_flow_in_batches_publishes_the_same_estimates(shared: Path, tmp_path: Path, prefect_server,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.metering import batches_of, metering_run
+
+    monkeypatch.setenv("CARBON_SINK_BATCH_SITES", "5")
+    assert [len(b) for b in batches_of([f"s{i}" for i in range(N_SITES)], 4)] == [5, 5, 2]
+    cfg = _config(shared, tmp_path, "flow", None)
+    state = metering_run(config=str(cfg), reports=False, return_state=True)
+    assert state.is_completed(), state.message
+    _meter(_config(shared, tmp_path, "loop", None), batch=1)
+    a, b = _published(cfg), _published(tmp_path / "loop" / "c.toml")
+    for name in TABLES:
+        pd.testing.assert_frame_equal(a[name], b[name], check_exact=True, obj=name)
