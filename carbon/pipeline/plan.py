@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
 
 from carbon.errors import InputError
 from carbon.io.maps import decimated_grid
@@ -179,6 +180,12 @@ def legend_of(year_meta: dict[int, YearPlan], path: str) -> str:
     return "?"
 
 
+#: GDAL's block cache while a site's land cover is read decimated (``read_site_codes``): one
+#: row of tiles of each year's raster is all the rows read at once need (the default,
+#: ``carbon.io.rasters.GDAL_CACHE_MB``, would keep every tile of a large site read).
+DECIMATED_READ_CACHE_MB = 16
+
+
 def read_site_codes(site: Site, catalog: list[CatalogEntry], coefficients: CoefficientSet,
                     legends_dir: str | Path | None = None, years: list[int] | None = None,
                     max_px: int | None = None,
@@ -186,17 +193,34 @@ def read_site_codes(site: Site, catalog: list[CatalogEntry], coefficients: Coeff
     """The site's reference grid, its polygon in that grid's CRS, and per year the codes and
     validity of the whole window with the year's crosswalk (for figures).
 
-    ``max_px``: read the window decimated to at most that many pixels a side (nearest
-    neighbour, every k-th pixel of the reference grid: :func:`decimated_grid`), so that a large
-    site is never held at full resolution; the grid returned is still the full one."""
+    ``max_px``: the window decimated to at most that many pixels a side (:func:`decimated_grid`:
+    the pixel at the centre of each k x k block of the reference grid, nodata where that centre
+    lies beyond the grid), read one such row of the grid at a time, so that a large site is
+    never held at full resolution, in a small block cache; the grid returned is still the full
+    one."""
     year_meta = plan_site(site, catalog, coefficients, legends_dir, years)
     _, ref_info = reference_grid(site, year_meta)
     geom_ref = to_crs(site.geometry, site.crs, ref_info.crs)
     grid = site_grid(ref_info, geom_ref)
-    shown = decimated_grid(grid, max_px)[0] if max_px else grid
+    shown, k = decimated_grid(grid, max_px) if max_px else (grid, 1)
     out = {}
     with ExitStack() as stack:
-        for y, meta in sorted(year_meta.items()):
-            codes, valid, _ = YearReader(meta.infos, shown, stack).read(0, shown.height)
-            out[y] = (codes, valid, meta.crosswalk)
+        readers = {y: YearReader(meta.infos, grid, stack) for y, meta in sorted(year_meta.items())}
+        if k == 1:
+            for y, reader in readers.items():
+                codes, valid, _ = reader.read(0, grid.height)
+                out[y] = (codes, valid, year_meta[y].crosswalk)
+            return grid, geom_ref, out
+        rows = np.arange(shown.height) * k + k // 2
+        cols = np.arange(shown.width) * k + k // 2
+        rows, cols = rows[rows < grid.height], cols[cols < grid.width]
+        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=DECIMATED_READ_CACHE_MB << 20))  # bytes (see gdal_env)
+        for y, reader in readers.items():
+            codes = np.zeros(shown.shape, dtype=np.result_type(*[np.dtype(i.dtype) for i in year_meta[y].infos]))
+            valid = np.zeros(shown.shape, dtype=bool)
+            for i, r in enumerate(rows):
+                row_codes, row_valid, _ = reader.read(int(r), 1)
+                codes[i, : len(cols)] = row_codes[0, cols]
+                valid[i, : len(cols)] = row_valid[0, cols]
+            out[y] = (codes, valid, year_meta[y].crosswalk)
     return grid, geom_ref, out
