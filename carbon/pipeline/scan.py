@@ -12,6 +12,7 @@ import os
 import queue
 import uuid
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -215,19 +216,12 @@ def _read_rows(plan: ScanPlan, readers: list[YearReader], row0: int, nrows: int,
 def scan_site(plan: ScanPlan) -> Partial:
     """The whole site, strip by strip; a large one (more than ``CHUNK_CELLS`` cells) in
     chunks of rows cut where the reference raster's tiles are (the chunks of
-    :func:`site_landcover`), accumulated on Dask's threaded scheduler, their partial sums
-    added pairwise in row order."""
+    :func:`site_landcover`), accumulated on ``THREADS`` threads, their partial sums added
+    pairwise in row order (a balanced tree: the same sums whatever thread ran which chunk)."""
     g = plan.grid
     if g.width * g.height <= CHUNK_CELLS or THREADS == 1:
         return scan_rows(plan, 0, g.height)
-    import dask.threaded  # noqa: PLC0415
-
     bounds = chunk_bounds(plan)
-    parts = [dask.delayed(_scan_chunk, pure=True)(plan, r0, r1, dask_key_name=f"sum-{plan.key}-{r0}")
-             for r0, r1 in zip(bounds[:-1], bounds[1:], strict=True)]
-    while len(parts) > 1:  # a balanced tree: partial sums are freed as soon as they are added
-        parts = [dask.delayed(_add)(parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i]
-                 for i in range(0, len(parts), 2)]
     with ExitStack() as stack:
         # one set of open rasters per thread, lent to a task for all its strips (a dataset is
         # used by one thread at a time; consecutive strips then share GDAL's cached tiles), with
@@ -236,8 +230,13 @@ def scan_site(plan: ScanPlan) -> Partial:
             geom = shapely.from_wkb(shapely.to_wkb(plan.geom))
             shapely.prepare(geom)
             plan.reader_sets.put(([YearReader(plan.year_meta[y].infos, g, stack) for y in plan.years], geom))
-        # a failed chunk comes back as a value, so every task has ended before the rasters close
-        (total,) = dask.compute(parts[0], scheduler=dask.threaded.get, num_workers=THREADS)
+        # a failed chunk comes back as a value, so every task has ended (the pool is shut down)
+        # before the rasters close
+        with ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="carbon-scan") as pool:
+            parts = list(pool.map(_scan_chunk, [plan] * (len(bounds) - 1), bounds[:-1], bounds[1:]))
+    while len(parts) > 1:  # the balanced tree, in row order
+        parts = [_add(parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i] for i in range(0, len(parts), 2)]
+    total = parts[0]
     if isinstance(total, BaseException):
         raise total
     return total
