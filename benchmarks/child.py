@@ -1,6 +1,6 @@
 """One measurement, run by benchmarks/run.py in a fresh process; prints one JSON line.
 
-    python benchmarks/child.py engine  --catalog C --coefficients P --bounds L B R T --draws N
+    python benchmarks/child.py engine  --catalog C --coefficients P --bounds L B R T --draws N [--warm]
     python benchmarks/child.py io      --paths A B [--strip-cells 262144]
     python benchmarks/child.py flow    --config T --n N        (Prefect; PREFECT_HOME set by the caller)
     python benchmarks/child.py config  --config T --n N        (compute_config, no Prefect)
@@ -47,8 +47,20 @@ def cmd_engine(a: argparse.Namespace) -> dict:
     rss_import = current_rss_mb()
     catalog = load_catalog(a.catalog)
     coefficients = load_coefficients(a.coefficients)
-    site = Site("bench-full-extent", "full raster extent", "other", "*", shapely.box(*a.bounds),
-                pyproj.CRS("EPSG:32650"))
+    crs = pyproj.CRS("EPSG:32650")
+    site = Site("bench-full-extent", "full raster extent", a.site_type, a.ecozone, shapely.box(*a.bounds), crs,
+                baseline_year=a.baseline_year)
+    warm_s = None
+    if a.warm:
+        # a warm process (the command line's runner after an earlier command): a 300 x 300 pixel
+        # site of the same maps computed first, so the libraries' first-call costs are paid
+        left, bottom, right, top = a.bounds
+        cx, cy = (left + right) / 2, (bottom + top) / 2
+        small = Site("bench-warm-up", "warm-up", a.site_type, a.ecozone, shapely.box(cx, cy, cx + 9000, cy + 9000), crs,
+                     baseline_year=a.baseline_year)
+        t0 = time.perf_counter()
+        compute_site(small, catalog, coefficients, draws=a.draws)
+        warm_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     cpu0 = time.process_time()
     r = compute_site(site, catalog, coefficients, draws=a.draws)
@@ -61,6 +73,7 @@ def cmd_engine(a: argparse.Namespace) -> dict:
     return {
         "wall_s": wall,
         "cpu_s": cpu,
+        "warm_up_s": warm_s,
         "rss_after_import_mb": rss_import,
         "peak_rss_mb": rss_mb(),
         "method": str(r.sinks["method"].iloc[0]) if sink is not None else None,
@@ -242,6 +255,10 @@ def main() -> None:
     e.add_argument("--coefficients", required=True)
     e.add_argument("--bounds", type=float, nargs=4, required=True)
     e.add_argument("--draws", type=int, default=10_000)
+    e.add_argument("--warm", action="store_true", help="compute a small site of the same maps first (not timed)")
+    e.add_argument("--site-type", default="other")
+    e.add_argument("--ecozone", default="*")
+    e.add_argument("--baseline-year", type=int)
     i = sub.add_parser("io")
     i.add_argument("--paths", nargs="+", required=True)
     i.add_argument("--strip-cells", type=int, default=262_144)

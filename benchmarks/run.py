@@ -2,6 +2,7 @@
 
     uv run python benchmarks/run.py            # the targets (about 9 min on 2 cores)
     uv run python benchmarks/run.py --size 2000 --big 4000 --sites 50   # a quick smoke run
+    uv run python benchmarks/run.py --engine-only [--gain-loss]         # (a) and (b) only
 
 (a) carbon-sink vs InVEST Carbon 3.20.2 on the same N x N current/future pair (totals after the
     planar-area correction, and speed);
@@ -98,10 +99,11 @@ def machine() -> dict:
 
 
 def bench_engine(pair: dict, work: Path, draws: int, tag: str, gdal_cache_mb: int | None = None,
-                 threads: int | None = None) -> dict:
+                 threads: int | None = None, warm: bool = False) -> dict:
     """compute_site on the pair's full extent in a fresh process; ``gdal_cache_mb`` sets GDAL's
     block cache (the engine's default is 64 MB); ``threads`` the engine's threads per site
-    (``CARBON_SINK_THREADS``; default: every core)."""
+    (``CARBON_SINK_THREADS``; default: every core); ``warm``: after a small site of the same
+    maps in the same process (a warm runner), not timed."""
     catalog = generate.write_catalog(work / f"catalog_{tag}.csv", pair, "lucode")
     pools = generate.write_pools(work / "invest_pools.csv")
     env = dict(os.environ)
@@ -110,7 +112,28 @@ def bench_engine(pair: dict, work: Path, draws: int, tag: str, gdal_cache_mb: in
     if threads is not None:
         env["CARBON_SINK_THREADS"] = str(threads)
     return child("engine", "--catalog", str(catalog), "--coefficients", str(pools),
-                 "--bounds", *map(str, pair["bounds"]), "--draws", str(draws), env=env)
+                 "--bounds", *map(str, pair["bounds"]), "--draws", str(draws), *(["--warm"] if warm else []), env=env)
+
+
+#: The production path of bench_gain_loss: the maps as CLCD of these years, IPCC Tier 1, a site
+#: such as benchmarks/product.py's ``big`` (the pair's full extent).
+GAIN_LOSS_YEARS = (2018, 2024)
+GAIN_LOSS_SITE = ("reclaimed_mine", "subtropical_humid_asia", 2018)
+
+
+def bench_gain_loss(pair: dict, work: Path, draws: int) -> dict:
+    """compute_site with the gain-loss method (CLCD legend, IPCC Tier 1 coefficients) on the
+    pair's full extent, in a fresh process."""
+    catalog = work / f"catalog_{pair['size']}_gain_loss.csv"
+    lines = ["year,path,legend,source"]
+    for y, src in zip(GAIN_LOSS_YEARS, generate.YEARS, strict=True):
+        lines.append(f"{y},{pair['paths'][src]},clcd,synthetic benchmark (benchmarks/generate.py seed {generate.SEED})")
+    catalog.write_text("\n".join(lines) + "\n")
+    site_type, ecozone, baseline = GAIN_LOSS_SITE
+    return child("engine", "--catalog", str(catalog), "--coefficients", str(ROOT / "data" / "coefficients" /
+                                                                          "ipcc2019_tier1.csv"),
+                 "--bounds", *map(str, pair["bounds"]), "--draws", str(draws), "--site-type", site_type,
+                 "--ecozone", ecozone, "--baseline-year", str(baseline))
 
 
 def bench_invest(pair: dict, work: Path, py: str, runner: str) -> dict:
@@ -225,6 +248,16 @@ def report(R: dict) -> str:
         runs = ", ".join(f"{t:.2f}" for t in cs.get("runs_wall_s", []))
         add(f"| a | carbon-sink compute_site, {n}² pair, full extent, {a['draws']} draws | {cs['wall_s']:.2f} s "
             f"({2 * mpx / cs['wall_s']:.1f} Mpx/s over both years; CPU {cs['cpu_s']:.1f} s; runs {runs}) | | |")
+    warm = R.get("engine_warm")
+    if warm:
+        runs = ", ".join(f"{t:.2f}" for t in warm["runs_wall_s"])
+        add(f"| a | same, warm process (a 300² site of the same maps computed first in it, not timed: a runner "
+            f"after an earlier command) | {warm['wall_s']:.2f} s (CPU {warm['cpu_s']:.1f} s; runs {runs}) | | |")
+    gl = R.get("gain_loss")
+    if gl:
+        add(f"| a | compute_site with gain-loss (CLCD, IPCC Tier 1, {gl['draws']} draws), {n}² pair, full extent, "
+            f"fresh process | {gl['wall_s']:.2f} s (CPU {gl['cpu_s']:.1f} s; peak RSS {gl['peak_rss_mb']:.0f} MiB; "
+            f"runs {', '.join(f'{t:.2f}' for t in gl['runs_wall_s'])}) | | |")
     one = R.get("engine_1thread")
     if one:
         add(f"| a | same, one thread (CARBON_SINK_THREADS=1) | {one['wall_s']:.2f} s (runs "
@@ -259,6 +292,9 @@ def report(R: dict) -> str:
         add(f"| b | I/O floor: read both rasters block by block | {io['blocks_s']:.2f} s "
             f"(strips as the engine: {io['strips_s']:.2f} s; + masks: {io['strips_with_masks_s']:.2f} s) | | |")
         add(f"| b | carbon-sink / I/O floor (medians) | {r:.1f}× | ≤ 1.5× | {'yes' if r <= 1.5 else 'NO'} |")
+        if warm:
+            rw = warm["wall_s"] / io["blocks_s"]
+            add(f"| b | same, warm process | {rw:.1f}× | ≤ 1.5× | {'yes' if rw <= 1.5 else 'NO'} |")
         if one:
             add(f"| b | same, one thread | {one['wall_s'] / io['blocks_s']:.1f}× | | |")
     mem = R.get("memory", {})
@@ -329,6 +365,10 @@ def main() -> None:
     p.add_argument("--skip-invest", action="store_true")
     p.add_argument("--skip-flow", action="store_true")
     p.add_argument("--skip-no-reports", action="store_true", help="(d) skip the second flow run without reports")
+    p.add_argument("--engine-only", action="store_true",
+                   help="only (a) and (b): the engine in fresh and warm processes against the I/O floor")
+    p.add_argument("--gain-loss", action="store_true",
+                   help="(a) also compute_site with gain-loss (CLCD, IPCC Tier 1) on the same pair")
     p.add_argument("--gdal-cache-mb", type=int, default=64,
                    help="(c) also measure peak RSS with GDAL_CACHEMAX at this many MB; 0 skips [64]")
     p.add_argument("--invest-python", default=DEFAULT_INVEST_PYTHON)
@@ -365,6 +405,21 @@ def main() -> None:
                    "cpu_s": statistics.median(r["cpu_s"] for r in runs), "runs_wall_s": [r["wall_s"] for r in runs],
                    "peak_rss_mb": max(r["peak_rss_mb"] for r in runs)}
     log(f"    {R['engine']['runs_wall_s']} s, peak RSS {R['engine']['peak_rss_mb']:.0f} MiB")
+    log("(a) the same in a warm process (a small site of the same maps first, not timed)")
+    runs = [bench_engine(pair, work, a.draws, f"{a.size}", warm=True) for _ in range(a.repeat)]
+    R["engine_warm"] = {"wall_s": statistics.median(r["wall_s"] for r in runs),
+                        "cpu_s": statistics.median(r["cpu_s"] for r in runs), "runs_wall_s": [r["wall_s"] for r in runs]}
+    log(f"    {R['engine_warm']['runs_wall_s']} s")
+    if a.gain_loss:
+        log(f"(a) compute_site with gain-loss on the {a.size}² pair (fresh process)")
+        runs = [bench_gain_loss(pair, work, a.draws) for _ in range(max(1, a.repeat // 3))]
+        R["gain_loss"] = {"wall_s": statistics.median(r["wall_s"] for r in runs), "draws": a.draws,
+                          "cpu_s": statistics.median(r["cpu_s"] for r in runs), "runs_wall_s": [r["wall_s"] for r in runs],
+                          "peak_rss_mb": max(r["peak_rss_mb"] for r in runs), "method": runs[0]["method"]}
+        log(f"    {R['gain_loss']['runs_wall_s']} s ({R['gain_loss']['method']})")
+    if a.engine_only:
+        finish(R, a, work, T0, gen_s)
+        return
     runs1 = [bench_engine(pair, work, a.draws, f"{a.size}", threads=1) for _ in range(a.repeat)]
     R["engine_1thread"] = {"wall_s": statistics.median(r["wall_s"] for r in runs1),
                            "runs_wall_s": [r["wall_s"] for r in runs1],
@@ -426,6 +481,10 @@ def main() -> None:
     log(f"(e) Monte Carlo cost on site {first}")
     R["mc"] = child("mc", "--config", str(cfg), "--site-id", first)
 
+    finish(R, a, work, T0, gen_s)
+
+
+def finish(R: dict, a: argparse.Namespace, work: Path, T0: float, gen_s: float) -> None:
     R["generate_s"] = gen_s
     R["tree_end"] = tree()
     R["total_s"] = time.perf_counter() - T0
