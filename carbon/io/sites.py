@@ -50,16 +50,15 @@ _SIDECARS = (".dbf", ".shx", ".prj", ".cpg")
 URL_VERSION_AGE = 2.0
 
 
-def _version(path: str | Path) -> tuple[Any, ...]:
+def _version(path: str | Path, what: str = "file") -> tuple[Any, ...]:
     """What changes when the file (or a sidecar holding part of its content) changes; for an
-    object on storage, its size and ETag (None when it does not exist)."""
+    object on storage, its size and ETag (None when it does not exist; a store that cannot be
+    asked raises an InputError naming ``what`` and the URL)."""
     if storage.is_url(path):
         try:
-            return (storage.signature(path, max_age=URL_VERSION_AGE),)
-        except InputError as exc:
-            if exc.message.startswith("file not found"):
-                return (None,)
-            raise
+            return (storage.signature(path, max_age=URL_VERSION_AGE, what=what),)
+        except storage.MissingInput:
+            return (None,)
     path = Path(path)
     stamps: list[tuple[int, ...] | None] = []
     candidates = [path, Path(f"{path}-wal")]
@@ -89,7 +88,7 @@ def load_sites(path: str | Path) -> tuple[Site, ...]:
         resolved = path.resolve()
     key = (str(path), str(resolved))
     with _CACHE_LOCK:  # one reader at a time: concurrent tasks wait for the first one's read
-        version = _version(resolved)
+        version = _version(resolved, "sites file")
         if version == (None,):  # an object that does not exist
             raise InputError("sites file not found", path=path)
         hit = _CACHE.get(key)
@@ -97,7 +96,7 @@ def load_sites(path: str | Path) -> tuple[Site, ...]:
             _CACHE.move_to_end(key)
             return hit[1]
         sites = _read_sites(path)
-        if _version(resolved) == version:  # not changed while it was read
+        if _version(resolved, "sites file") == version:  # not changed while it was read
             _CACHE[key] = (version, sites)
             _CACHE.move_to_end(key)
             while len(_CACHE) > _CACHE_FILES:
@@ -120,7 +119,10 @@ def load_per_version(loader: Callable[[str | Path], T], path: str | Path) -> T:
     per thread, because what they hold (pandas tables) is not for threads to share. Errors are
     not kept."""
     path = str(path) if storage.is_url(path) else Path(path)
-    version = _version(path if storage.is_url(path) else Path(path).resolve())[0]
+    try:
+        version = _version(path if storage.is_url(path) else Path(path).resolve())[0]
+    except InputError:  # a store that cannot be asked: the loader says so, naming what it reads
+        version = None
     key = (getattr(loader, "__qualname__", repr(loader)), str(path))
     cache: dict[tuple[str, str], tuple[Any, Any]] = _PER_THREAD.__dict__.setdefault("cache", {})
     hit = cache.get(key)

@@ -92,6 +92,10 @@ def suffix(loc: Location) -> str:
     return "." + base.rsplit(".", 1)[1] if "." in base[1:] else ""
 
 
+class MissingInput(InputError):
+    """An input that does not exist (a local file, or an object or bucket on storage)."""
+
+
 def _fs(url: str) -> tuple[Any, str]:
     """The fsspec file system of a URL and the object's path in it (fsspec keeps one instance
     per protocol and options, so connections are reused)."""
@@ -107,7 +111,7 @@ def _remote_error(exc: BaseException, what: str, url: str) -> InputError:
     """One line naming the URL, for any failure of the object store (no such bucket, denied,
     unreachable endpoint)."""
     if isinstance(exc, FileNotFoundError):
-        return InputError(f"{what} not found", path=url)
+        return MissingInput(f"{what} not found", path=url)
     if isinstance(exc, PermissionError):
         return InputError(f"{what} cannot be read (access denied: check the credentials)", path=url)
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -125,7 +129,7 @@ def info(url: str, what: str = "file") -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - botocore/aiohttp raise many kinds: one line naming the URL
         raise _remote_error(exc, what, url) from None
     if meta.get("type") == "directory":
-        raise InputError(f"{what} not found (the URL is a folder, not a file)", path=url)
+        raise MissingInput(f"{what} not found (the URL is a folder, not a file)", path=url)
     return dict(meta)
 
 
@@ -136,10 +140,8 @@ def is_file(loc: Location) -> bool:
         return Path(loc).is_file()
     try:
         info(str(loc))
-    except InputError as exc:
-        if exc.message.endswith("not found") or "not found (" in exc.message:
-            return False
-        raise
+    except MissingInput:
+        return False
     return True
 
 
@@ -174,11 +176,12 @@ _SIGNATURES: dict[str, tuple[float, tuple[int, int]]] = {}
 _SIGNATURES_LOCK = threading.Lock()
 
 
-def signature(loc: Location, *, max_age: float = 0.0) -> tuple[int, int]:
+def signature(loc: Location, *, max_age: float = 0.0, what: str = "file") -> tuple[int, int]:
     """(size, version) of a file: for a local file its modification time (ns); for an object
     an integer digest of its ETag (its content's identity on S3) or, without one, of its
     last-modified time. The hash cache is keyed on (location, size, version). ``max_age``
-    (seconds): an object's signature asked for that recently is not asked for again."""
+    (seconds): an object's signature asked for that recently is not asked for again. A missing
+    object raises :class:`MissingInput`, any other failure an InputError, naming ``what``."""
     if not is_url(loc):
         st = Path(loc).stat()
         return st.st_size, st.st_mtime_ns
@@ -188,7 +191,7 @@ def signature(loc: Location, *, max_age: float = 0.0) -> tuple[int, int]:
             seen = _SIGNATURES.get(url)
         if seen is not None and time.monotonic() - seen[0] < max_age:
             return seen[1]
-    sig = _signature(url)
+    sig = _signature(url, what)
     with _SIGNATURES_LOCK:
         if len(_SIGNATURES) > 1024:
             _SIGNATURES.clear()
@@ -196,8 +199,8 @@ def signature(loc: Location, *, max_age: float = 0.0) -> tuple[int, int]:
     return sig
 
 
-def _signature(url: str) -> tuple[int, int]:
-    meta = info(url)
+def _signature(url: str, what: str) -> tuple[int, int]:
+    meta = info(url, what)
     tag = next((str(meta[k]) for k in ("ETag", "etag", "md5Hash", "content_md5") if meta.get(k)), None)
     if tag is None:
         stamp = next((meta[k] for k in ("LastModified", "last_modified", "mtime", "updated", "created")
