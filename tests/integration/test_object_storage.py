@@ -25,10 +25,12 @@ import pytest
 
 from carbon.errors import InputError
 from carbon.io.ledger import Ledger
+from carbon.io.tables import sha256_file
 from carbon.rules.vocabulary import SINK_COLUMNS
 from tests.conftest import DEMO, REPO, write_config
 
 ENDPOINT_VAR = "CARBON_SINK_TEST_S3_ENDPOINT"
+COEFFICIENTS = REPO / "data" / "coefficients" / "ipcc2019_tier1.csv"
 SITES = {"wuhan-quarry-reclaim", "daye-mine-wc", "liangzi-lakeside-wetland", "jiufeng-forest-park"}
 
 
@@ -113,12 +115,14 @@ def bucket(monkeypatch, tmp_path: Path) -> Iterator[Bucket]:
     fs.rm(name, recursive=True)
 
 
-def s3_config(path: Path, bucket: Bucket, output_dir: Path) -> Path:
-    """A configuration whose sites file and catalog are in the bucket (the coefficients local)."""
+def s3_config(path: Path, bucket: Bucket, output_dir: Path, *, coefficients: bool = False) -> Path:
+    """A configuration whose sites file and catalog (and, if asked, the coefficient set) are in
+    the bucket."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    coef = bucket.url("coefficients/ipcc2019_tier1.csv") if coefficients else None
     return write_config(path, sites=bucket.url("demo/sites.geojson"),  # type: ignore[arg-type]
                         landcover=bucket.url("demo/landcover/catalog.csv"),  # type: ignore[arg-type]
-                        output_dir=output_dir)
+                        coefficients=coef, output_dir=output_dir)  # type: ignore[arg-type]
 
 
 def local_config(path: Path, output_dir: Path) -> Path:
@@ -178,7 +182,6 @@ def test_the_endpoint_variable_reaches_gdal_unless_gdal_has_its_own(monkeypatch)
 
 def test_an_object_hashes_as_its_file_streamed_in_blocks(bucket: Bucket, monkeypatch) -> None:
     from carbon.io import storage
-    from carbon.io.tables import sha256_file
 
     local = DEMO / "landcover" / "clcd_2018_a.tif"
     bucket.fs.put(str(local), f"{bucket.name}/one.tif")  # type: ignore[attr-defined]
@@ -196,10 +199,11 @@ def test_an_object_hashes_as_its_file_streamed_in_blocks(bucket: Bucket, monkeyp
 def test_metering_from_s3_equals_local_skips_unchanged_sites_and_downloads_each_raster_once(
         bucket: Bucket, tmp_path: Path) -> None:
     bucket.put_demo()
+    bucket.fs.put(str(COEFFICIENTS), f"{bucket.name}/coefficients/ipcc2019_tier1.csv")  # type: ignore[attr-defined]
     local_out, s3_out = tmp_path / "local" / "out", tmp_path / "s3" / "out"
     local = meter(local_config(tmp_path / "local" / "c.toml", local_out))
     bucket.record()
-    first = meter(s3_config(tmp_path / "s3" / "c.toml", bucket, s3_out))
+    first = meter(s3_config(tmp_path / "s3" / "c.toml", bucket, s3_out, coefficients=True))
     assert first["status"] == "completed" and first["n_sites"] == 4 and first["n_skipped"] == 0, first["failures"]
     pd.testing.assert_frame_equal(sinks(s3_out), sinks(local_out), check_exact=True)
     assert set(sinks(s3_out)["site_id"]) == SITES
@@ -208,6 +212,7 @@ def test_metering_from_s3_equals_local_skips_unchanged_sites_and_downloads_each_
     assert all(p.startswith(f"s3://{bucket.name}/demo/landcover/")
                for rec in manifest["sites"].values() for y in rec["inputs"]["years"].values() for p in y["rasters"])
     assert raster_hashes(Path(first["manifest"])) == raster_hashes(Path(local["manifest"]))
+    assert {r["inputs"]["coefficient_sha256"] for r in manifest["sites"].values()} == {sha256_file(COEFFICIENTS)}
     # each raster covering a site was downloaded for its hash once, whatever the sites sharing it
     downloads = raster_downloads(bucket.requests())
     used = {p.rsplit("/", 1)[-1] for rec in manifest["sites"].values() for y in rec["inputs"]["years"].values()
@@ -216,7 +221,7 @@ def test_metering_from_s3_equals_local_skips_unchanged_sites_and_downloads_each_
     assert set(downloads.values()) == {1}, downloads
 
     bucket.record()
-    second = meter(s3_config(tmp_path / "s3" / "c.toml", bucket, s3_out))
+    second = meter(s3_config(tmp_path / "s3" / "c.toml", bucket, s3_out, coefficients=True))
     assert second["n_skipped"] == 4 and second["n_failed"] == 0
     assert raster_downloads(bucket.requests()) == Counter()  # the hash cache (url, size, ETag): no download
 
@@ -224,7 +229,7 @@ def test_metering_from_s3_equals_local_skips_unchanged_sites_and_downloads_each_
     key = "demo/landcover/worldcover_2024.tif"
     bucket.fs.put(str(DEMO / "landcover" / "worldcover_2023.tif"), f"{bucket.name}/{key}")  # type: ignore[attr-defined]
     bucket.record()
-    third = meter(s3_config(tmp_path / "s3" / "c.toml", bucket, s3_out))
+    third = meter(s3_config(tmp_path / "s3" / "c.toml", bucket, s3_out, coefficients=True))
     assert third["n_failed"] == 0 and third["n_skipped"] < 4
     assert raster_downloads(bucket.requests()) == Counter({key: 1})
 
