@@ -1,6 +1,6 @@
 """Where the time goes: profiles of the two workloads whose targets are missed.
 
-    uv run --group bench python benchmarks/profile.py engine [--size 8000]   # compute_site, full extent
+    uv run --group bench python benchmarks/profile.py engine [--size 8000] [--gain-loss]   # compute_site, full extent
     uv run --group bench python benchmarks/profile.py sites  [--n 100] [--no-reports]  # Prefect metering_run
     uv run python benchmarks/profile.py memory [--size 40000]                # what grows with the raster
 
@@ -53,7 +53,10 @@ def print_top(incl: dict, self_: dict, total: float, unit: str, n: int = 25) -> 
     return text
 
 
-def profile_engine(size: int) -> None:
+def profile_engine(size: int, gain_loss: bool = False, threads: int = 1) -> None:
+    # pyinstrument samples the thread that started it: the chunks of a large site run on
+    # threads, so by default the engine runs on this one (CARBON_SINK_THREADS=1)
+    os.environ["CARBON_SINK_THREADS"] = str(threads)
     import pyproj
     import shapely
     from pyinstrument import Profiler
@@ -63,9 +66,22 @@ def profile_engine(size: int) -> None:
     from carbon.rules.site import Site
 
     pair = generate.make_pair(size, "patchy")
-    catalog = load_catalog(generate.write_catalog(generate.WORK / f"catalog_{size}.csv", pair, "lucode"))
-    coef = load_coefficients(generate.write_pools(generate.WORK / "invest_pools.csv"))
-    site = Site("bench-full-extent", "full", "other", "*", shapely.box(*pair["bounds"]), pyproj.CRS("EPSG:32650"))
+    if gain_loss:  # the production path, as benchmarks/run.py --gain-loss measures it
+        from run import GAIN_LOSS_SITE, GAIN_LOSS_YEARS
+
+        path = generate.WORK / f"catalog_{size}_gain_loss.csv"
+        lines = ["year,path,legend,source"] + [f"{y},{pair['paths'][src]},clcd,synthetic benchmark"
+                                               for y, src in zip(GAIN_LOSS_YEARS, generate.YEARS, strict=True)]
+        path.write_text("\n".join(lines) + "\n")
+        catalog = load_catalog(path)
+        coef = load_coefficients(ROOT / "data" / "coefficients" / "ipcc2019_tier1.csv")
+        site_type, ecozone, baseline = GAIN_LOSS_SITE
+        site = Site("bench-full-extent", "full", site_type, ecozone, shapely.box(*pair["bounds"]),
+                    pyproj.CRS("EPSG:32650"), baseline_year=baseline)
+    else:
+        catalog = load_catalog(generate.write_catalog(generate.WORK / f"catalog_{size}.csv", pair, "lucode"))
+        coef = load_coefficients(generate.write_pools(generate.WORK / "invest_pools.csv"))
+        site = Site("bench-full-extent", "full", "other", "*", shapely.box(*pair["bounds"]), pyproj.CRS("EPSG:32650"))
     prof = Profiler(interval=0.001)
     t0 = time.perf_counter()
     prof.start()
@@ -91,12 +107,16 @@ def profile_engine(size: int) -> None:
 
     root = session.root_frame()
     walk(root, frozenset(), None)
-    print(f"compute_site on the {size}² pair: {wall:.1f} s wall under the profiler")
+    print(f"compute_site on the {size}² pair ({'gain-loss' if gain_loss else 'stock difference'}, {threads} "
+          f"thread(s)): {wall:.1f} s wall under the profiler")
     text = print_top(incl, self_, root.time, "s")
-    out = generate.WORK / f"profile_engine_{size}"
-    (out.with_suffix(".txt")).write_text(text + "\n")
-    (out.with_suffix(".html")).write_text(prof.output_html())
-    print(f"\nfull profile: {out.with_suffix('.html')}")
+    out = generate.WORK / f"profile_engine_{size}{'_gain_loss' if gain_loss else ''}"
+    (out.with_suffix(".txt")).write_text(text + "\n" + prof.output_text(unicode=False, color=False) + "\n")
+    try:
+        (out.with_suffix(".html")).write_text(prof.output_html())
+    except RuntimeError as exc:  # a pyinstrument wheel without its HTML renderer's assets
+        print(f"\n(no HTML profile: {exc})")
+    print(f"\nfull profile: {out.with_suffix('.txt')}")
 
 
 def profile_sites(n: int, n_file: int, reports: bool = True) -> None:
@@ -192,6 +212,8 @@ def main() -> None:
     sub = p.add_subparsers(dest="what", required=True)
     e = sub.add_parser("engine")
     e.add_argument("--size", type=int, default=8000)
+    e.add_argument("--gain-loss", action="store_true", help="CLCD legend, IPCC Tier 1: the gain-loss method")
+    e.add_argument("--threads", type=int, default=1, help="CARBON_SINK_THREADS (pyinstrument sees the main one) [1]")
     s = sub.add_parser("sites")
     s.add_argument("--n", type=int, default=100, help="sites to meter")
     s.add_argument("--sites-file", type=int, default=1000, help="sites in the configuration [1000]")
@@ -202,7 +224,7 @@ def main() -> None:
     if a.what == "memory":
         profile_memory(a.size)
     elif a.what == "engine":
-        profile_engine(a.size)
+        profile_engine(a.size, a.gain_loss, a.threads)
     else:
         profile_sites(a.n, a.sites_file, not a.no_reports)
 
