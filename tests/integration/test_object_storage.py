@@ -193,6 +193,47 @@ def test_an_object_hashes_as_its_file_streamed_in_blocks(bucket: Bucket, monkeyp
     assert storage.signature(bucket.url("one.tif"))[1] != version  # a new ETag: a new cache key
 
 
+def test_real_rasters_in_a_bucket_give_the_numbers_of_the_local_files(bucket: Bucket, shared: Path,
+                                                                       tmp_path: Path, monkeypatch) -> None:
+    """Swiss Arealstatistik (2.4 MB striped GeoTIFFs, $CARBON_SINK_DATASETS; uploaded, never copied
+    into the repository): a catalog at a URL naming them relative to itself, read by GDAL in ranged
+    requests, and hashed in several streamed blocks."""
+    import rasterio
+    import shapely
+    from pyproj import CRS
+
+    from carbon.io import storage
+    from carbon.io.tables import load_catalog, load_coefficients
+    from carbon.pipeline.site import compute_site
+    from carbon.rules.site import Site
+    from tests.conftest import write_catalog, write_coefficients, write_legend
+    from tests.integration.test_real_data import DENSITY, SWISS_LEGEND
+
+    d = shared / "swiss_arealstatistik_as17"
+    years = {1985: "AS85R_17.tif", 2018: "AS18_17.tif"}
+    for f in years.values():
+        bucket.fs.put(str(d / f), f"{bucket.name}/swiss/maps/{f}")  # type: ignore[attr-defined]
+    rows = "".join(f"{y},maps/{f},arealstatistik17\n" for y, f in years.items())
+    bucket.fs.pipe(f"{bucket.name}/swiss/catalog.csv", f"year,path,legend\n{rows}".encode())  # type: ignore[attr-defined]
+    local = load_catalog(write_catalog(tmp_path / "catalog.csv", [(y, d / f, "arealstatistik17") for y, f in years.items()]))
+    remote = load_catalog(bucket.url("swiss/catalog.csv"))
+    assert [e.path for e in remote] == [bucket.url(f"swiss/maps/{f}") for f in years.values()]
+    legends = write_legend(tmp_path / "legends" / "arealstatistik17.csv", SWISS_LEGEND).parent
+    coef = load_coefficients(write_coefficients(tmp_path / "coef.csv", DENSITY))
+    with rasterio.open(d / years[2018]) as src:  # a block in the middle of the maps
+        left, bottom, right, top = src.bounds
+        crs = CRS.from_wkt(src.crs.to_wkt())
+    w, h = right - left, top - bottom
+    box = shapely.box(left + 0.4 * w, bottom + 0.4 * h, left + 0.6 * w, bottom + 0.6 * h)
+    site = Site("swiss-block", "swiss-block", "other", "*", box, crs)
+    here = compute_site(site, local, coef, legends_dir=legends, draws=200).tables()
+    there = compute_site(site, remote, coef, legends_dir=legends, draws=200).tables()
+    for name in ("stocks", "sinks", "transitions", "area_by_code"):
+        pd.testing.assert_frame_equal(there[name], here[name], check_exact=True)
+    monkeypatch.setattr(storage, "HASH_BLOCK", 1 << 20)  # three ranged reads of 1 MB
+    assert storage.sha256(remote[0].path) == storage.sha256(local[0].path)
+
+
 # --- metering from the bucket ------------------------------------------------------------------
 
 
