@@ -53,14 +53,14 @@ def location(value: Location) -> Location:
 
 
 def resolve(base: Location, value: str | Path) -> Location:
-    """``value`` relative to the folder ``base`` (a local folder or a URL prefix); an absolute
-    path or a URL is returned as it is."""
+    """``value`` relative to the folder ``base`` (a local folder or a URL prefix); a URL, or an
+    absolute local path, is taken as it is (a catalog on S3 may name a local raster)."""
     if is_url(value):
         return str(value)
     if is_url(base):
         text = str(value)
-        if text.startswith("/"):
-            raise InputError(f"an absolute local path ({text}) cannot be relative to a URL", path=str(base))
+        if text.startswith("/") or text.lower().startswith("file://"):
+            return location(text)
         scheme, rest = str(base).split("://", 1)
         bucket, _, prefix = rest.partition("/")
         joined = posixpath.normpath(posixpath.join("/", prefix, text)).lstrip("/")

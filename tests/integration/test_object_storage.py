@@ -164,6 +164,7 @@ def test_urls_resolve_against_the_catalog_url_and_stay_strings() -> None:
     assert storage.resolve("s3://b/cat/", "x/../y.tif") == "s3://b/cat/y.tif"
     assert storage.resolve(storage.parent("s3://b/a/catalog.csv"), "../lc/2020.tif") == "s3://b/lc/2020.tif"
     assert storage.resolve("s3://b/a/", "gs://other/z.tif") == "gs://other/z.tif"
+    assert storage.resolve("s3://b/a/", "/data/z.tif") == Path("/data/z.tif").resolve()  # a local raster
     assert storage.resolve(REPO, "data") == REPO / "data"
     assert storage.stem("s3://b/a/ipcc.csv") == "ipcc" and storage.name("s3://b/a/ipcc.csv") == "ipcc.csv"
 
