@@ -233,7 +233,8 @@ def scan_site(plan: ScanPlan) -> Partial:
         # a failed chunk comes back as a value, so every task has ended (the pool is shut down)
         # before the rasters close
         with ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="carbon-scan") as pool:
-            parts = list(pool.map(_scan_chunk, [plan] * (len(bounds) - 1), bounds[:-1], bounds[1:]))
+            parts: list[Partial | BaseException] = list(
+                pool.map(_scan_chunk, [plan] * (len(bounds) - 1), bounds[:-1], bounds[1:]))
     while len(parts) > 1:  # the balanced tree, in row order
         parts = [_add(parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i] for i in range(0, len(parts), 2)]
     total = parts[0]
