@@ -136,8 +136,8 @@ def _read_pid(path: Path) -> int | None:
         return None
 
 
-def _clean(paths: dict[str, Path]) -> None:
-    for k in ("sock", "key", "pid", "busy", "state"):
+def _clean(paths: dict[str, Path], keep_socket: bool = False) -> None:
+    for k in ("key", "pid", "busy", "state") if keep_socket else ("sock", "key", "pid", "busy", "state"):
         with contextlib.suppress(FileNotFoundError):
             paths[k].unlink()
 
@@ -375,7 +375,7 @@ def serve(fp: str) -> None:
     state: dict[str, Any] = {"started": started, "commands": 0, "last": started}
 
     def leave(*_: Any) -> None:  # in the main thread: the exit handlers stop Prefect's local server
-        _clean(paths)
+        _clean(paths, keep_socket=True)  # (the listener removes its socket as it closes)
         state["stopping"] = True
         sys.exit(0)  # (a command running now ends with it, as on Ctrl-C; the loop then leaves)
 
