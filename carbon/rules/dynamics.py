@@ -234,7 +234,8 @@ class Aggregates:
         ``INVALID`` for no data, ``weight`` (pixel) in ha. ``on_year(year, classes, ages,
         soc_weights, spans)`` is called for each year with the classes as the history reads them
         (flicker filtered), the ages (years, -1 mature, -2 no data, each spread over its span of
-        change years), for per-pixel maps.
+        change years), for per-pixel maps; it must not keep ``soc_weights`` (the next year's
+        are written into the same array).
         ``year_area`` (year, class) ha, when the caller has it, saves a pass over the pixels.
         ``scratch``: working arrays kept by the caller from one block to the next (a dict, one
         per thread), so that large ones are not allocated (and faulted in) again for each block."""
@@ -256,8 +257,8 @@ class Aggregates:
         valid = classes != INVALID
         index = {y: i for i, y in enumerate(self.years)}
         scratch = {} if scratch is None else scratch
-        for i, lam in enumerate(_soc_weights(classes, years, k, dynamics.soc_years, fresh=on_year is not None,
-                                             scratch=scratch)):
+        # one array for every year's SOC weights: on_year uses a year's before the next is computed
+        for i, lam in enumerate(_soc_weights(classes, years, k, dynamics.soc_years, fresh=False, scratch=scratch)):
             y = self.years[i]
             v = valid[i]
             kernels.age_hist_add(v, classes[i], ages[i], weight, span[i], N_AGE, AGE_MAX, self.area[y].reshape(-1))
