@@ -194,7 +194,7 @@ def write_config(path: Path, **keys: Any) -> Path:
     return path
 
 
-def demo_copy() -> Path:
+def demo_copy(out: str = "out") -> Path:
     """The demo configuration with its paths made absolute and its own output folder ``out``."""
     raw = tomllib.loads((DEMO / "carbon-sink.toml").read_text())
     keys: dict[str, Any] = {}
@@ -203,8 +203,8 @@ def demo_copy() -> Path:
             keys[k] = str((DEMO / v).resolve())
         elif k not in ("output_dir", "ledger"):
             keys[k] = v
-    keys["output_dir"] = "out"
-    return write_config(WORK / "demo" / "carbon-sink.toml", **keys)
+    keys["output_dir"] = out
+    return write_config(WORK / "demo" / ("carbon-sink.toml" if out == "out" else f"carbon-sink-{out}.toml"), **keys)
 
 
 def write_catalog(path: Path, pair: dict) -> Path:
@@ -357,34 +357,40 @@ def step_startup(R: dict, a: argparse.Namespace) -> None:
     S["help"] = cli("demo-help", "--help")
     S["rerun"] = [cli(f"demo-rerun-{i}", *rerun) for i in (1, 2)]
     S["rerun_no_reports"] = cli("demo-rerun-noreports", *rerun, "--no-reports")
-    export_dir = d / "export"
-    cmds = {
-        "validate --quick": ["validate", "--config", str(cfg), "--quick"],
-        "results": ["results", "--config", str(cfg)],
-        "history --site": ["history", "--config", str(cfg), "--site", DEMO_SITE],
-        "report --site": ["report", "--config", str(cfg), "--site", DEMO_SITE],
-        "export --registry json": ["export", "--config", str(cfg), "--registry", "json", "--out", str(export_dir)],
-    }
 
-    def commands(tag: str, env: dict[str, str] | None) -> dict[str, Any]:
+    def commands(tag: str, env: dict[str, str] | None, cfg: Path) -> dict[str, Any]:
+        export_dir = cfg.parent / f"export{tag}"
+        cmds = {
+            "validate --quick": ["validate", "--config", str(cfg), "--quick"],
+            "results": ["results", "--config", str(cfg)],
+            "history --site": ["history", "--config", str(cfg), "--site", DEMO_SITE],
+            "report --site": ["report", "--config", str(cfg), "--site", DEMO_SITE],
+            # (a second export of the same vintages is refused: each repeat exports the next year alone)
+            "export --registry json": ["export", "--config", str(cfg), "--registry", "json", "--out", str(export_dir),
+                                       "--site", DEMO_SITE],
+        }
         found = {}
         for label, args in cmds.items():
             runs = []
             for i in range(a.repeat_cli):
                 shutil.rmtree(export_dir, ignore_errors=True)
-                runs.append(cli(f"demo-{tag}{args[0]}-{i + 1}", *args, env=env))
+                extra = ["--period", f"{2018 + i}:{2019 + i}"] if args[0] == "export" else []
+                runs.append(cli(f"demo-{tag}{args[0]}-{i + 1}", *args, *extra, env=env))
             found[label] = median_of(runs)
         return found
 
-    S["commands"] = commands("", None)
-    log("(1) the same on an analyst's terminal (CARBON_SINK_RUNNER=on): the first re-run starts the local runner, "
-        "the second is the target; then the commands")
+    S["commands"] = commands("", None, cfg)
+    log("(1) the same on an analyst's terminal (CARBON_SINK_RUNNER=on), its own output folder: the first re-run "
+        "starts the local runner, the second is the target; then the commands")
     stop_runner()
     renv = runner_env()
+    cfg = demo_copy("out_runner")
+    shutil.rmtree(cfg.parent / "out_runner", ignore_errors=True)
+    rerun = ["run", "--config", str(cfg), "--site", DEMO_SITE]
     S["runner_first"] = cli("demo-runner-rerun-1", *rerun, env=renv)
     S["runner_rerun"] = cli("demo-runner-rerun-2", *rerun, env=renv)
     S["runner_rerun_no_reports"] = cli("demo-runner-rerun-noreports", *rerun, "--no-reports", env=renv)
-    S["runner_commands"] = commands("runner-", renv)
+    S["runner_commands"] = commands("runner-", renv, cfg)
     stop_runner()
     log("(1) a no-op Prefect flow, fresh process (the same PREFECT_HOME)")
     S["prefect_noop"] = measure([sys.executable, __file__, "_prefect"], "demo-prefect-noop")
