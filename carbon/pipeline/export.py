@@ -103,7 +103,7 @@ def _recorded_site(inputs: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def _refuse_changed_sites(ledger: Ledger, sinks: pd.DataFrame, sites: dict[str, Site], sites_file: Path) -> None:
+def _refuse_changed_sites(ledger: Ledger, sinks: pd.DataFrame, sites: dict[str, Site], sites_file: str | Path) -> None:
     """An export credits the land its published run metered, with the properties it metered it
     with: a site whose polygon (or CRS), ecozone, baseline year or any property (name, type,
     project ids, deductions) in the sites file now differs from what its run recorded is

@@ -18,7 +18,7 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -243,9 +243,24 @@ def start_run(config: Config | str | Path | None, site_ids: list[str] | None = N
 def site_inputs(cfg: Config, site_id: str) -> tuple[Site, list[CatalogEntry], CoefficientSet]:
     """The site, the land-cover catalog and the coefficient set, each file read and validated
     once per process (sites) or thread (catalog, coefficients) and file version."""
-    site = select_sites(load_sites(cfg.sites), [site_id])[0]
+    site = _site(load_sites(cfg.sites), site_id)
     return (site, list(load_per_version(load_catalog, cfg.landcover)),
             load_per_version(load_coefficients, cfg.coefficients))
+
+
+_SITE_INDEX: dict[int, tuple[Sequence[Site], dict[str, Site]]] = {}
+
+
+def _site(sites: Sequence[Site], site_id: str) -> Site:
+    """A site of the (cached) sites file by its id, through an index built once per version of
+    the file (a run of 10,000 sites looks each one up three times)."""
+    index = _SITE_INDEX.get(id(sites))
+    if index is None or index[0] is not sites:
+        index = (sites, {s.site_id: s for s in sites})
+        _SITE_INDEX.clear()
+        _SITE_INDEX[id(sites)] = index
+    found = index[1].get(site_id)
+    return found if found is not None else select_sites(sites, [site_id])[0]  # the error naming the known ones
 
 
 def maps_dir(ctx: RunContext, site_id: str, *, kept: bool) -> Path:
