@@ -6,12 +6,14 @@ object on storage (``s3://…``) an integer digest of its ETag, or of its last-m
 the store gives no ETag (storage.signature), asked with one HEAD request. An object is only
 downloaded (streamed once, never held whole) when its key is not in the cache; threads of one
 process asking for the same file at once wait for the first one's hash instead of downloading it
-again."""
+again. A file replaced while it is read (its version changed) is hashed again, so no hash is
+cached under a version it does not belong to."""
 
 from __future__ import annotations
 
 import threading
 
+from carbon.errors import InputError
 from carbon.io import storage
 from carbon.io.ledger import Ledger
 
@@ -30,13 +32,17 @@ def _lock(key: tuple[str, int, int]) -> threading.Lock:
 def cached_sha256(ledger: Ledger, path: str) -> str:
     """The SHA-256 of a file or object, from the ledger's cache when its size and version (local
     modification time; ETag on object storage) are unchanged."""
-    size, version = storage.signature(path)
-    known = ledger.cached_hash(path, size, version)
-    if known is not None:
-        return known
-    with _lock((path, size, version)):
-        known = ledger.cached_hash(path, size, version)  # another thread may have hashed it meanwhile
-        if known is None:
+    for _ in range(3):
+        size, version = storage.signature(path)
+        known = ledger.cached_hash(path, size, version)
+        if known is not None:
+            return known
+        with _lock((path, size, version)):
+            known = ledger.cached_hash(path, size, version)  # another thread may have hashed it meanwhile
+            if known is not None:
+                return known
             known = storage.sha256(path)
-            ledger.store_hash(path, size, version, known)
-    return known
+            if storage.signature(path) == (size, version):  # not replaced while it was read
+                ledger.store_hash(path, size, version, known)
+                return known
+    raise InputError("the file changes while it is read (three times): it cannot be hashed", path=path)

@@ -181,6 +181,31 @@ def test_the_endpoint_variable_reaches_gdal_unless_gdal_has_its_own(monkeypatch)
     assert storage.gdal_options() == {}
 
 
+def test_a_file_replaced_while_it_is_hashed_is_cached_under_its_new_version(tmp_path: Path, monkeypatch) -> None:
+    import hashlib
+
+    from carbon.io import hashing, storage
+
+    path = tmp_path / "lc.tif"
+    path.write_bytes(b"old")
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    real, calls = storage.sha256, []
+
+    def replaced_during_the_first_read(loc):  # the file is rewritten while the first hash reads it
+        calls.append(loc)
+        digest = real(loc)
+        if len(calls) == 1:
+            path.write_bytes(b"newer")
+            os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+        return digest
+
+    monkeypatch.setattr(storage, "sha256", replaced_during_the_first_read)
+    assert hashing.cached_sha256(ledger, str(path)) == hashlib.sha256(b"newer").hexdigest()
+    assert len(calls) == 2
+    size, version = storage.signature(path)
+    assert ledger.cached_hash(str(path), size, version) == hashlib.sha256(b"newer").hexdigest()
+
+
 def test_an_object_hashes_as_its_file_streamed_in_blocks(bucket: Bucket, monkeypatch) -> None:
     from carbon.io import storage
 
