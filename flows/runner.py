@@ -227,6 +227,10 @@ def via_runner(argv: list[str]) -> int | None:
 
 def main() -> None:
     """The ``carbon-sink`` command."""
+    # numpy's BLAS on one thread per process: the gain-loss method's many small matrix products
+    # wake a pool of threads each (half its CPU time, the same numbers); the sites and the
+    # chunks of a large site are already run in parallel (docs/operations.md)
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     argv = sys.argv[1:]
     if wanted(argv):
         code = via_runner(argv)
@@ -358,6 +362,9 @@ def _warm() -> None:
     try:
         import carbon.report.page  # noqa: F401, PLC0415
         import flows.metering  # noqa: F401, PLC0415
+        from carbon.rules import kernels  # noqa: PLC0415
+
+        kernels.warm()  # numba's start and the strip kernel (0.4-0.8 s a process)
     except Exception as exc:  # noqa: BLE001 - a command will meet the same problem and say it
         print(f"runner: warm-up: {exc}", file=sys.__stderr__)
 

@@ -74,6 +74,9 @@ class CoefficientSet:
     sha256: str
     kind: str  # "long" or "invest"
     table: pd.DataFrame = field(repr=False)
+    #: ``densities`` by (ecozone, classes): thousands of sites share a few ecozones and classes
+    _densities: dict[tuple[str | None, tuple[str, ...], bool], pd.DataFrame] = field(
+        default_factory=dict, repr=False, compare=False, hash=False)
 
     @property
     def is_invest(self) -> bool:
@@ -92,6 +95,13 @@ class CoefficientSet:
         An ecozone-specific row wins over a ``*`` row. A class, pool or ecozone that the
         table does not cover is an error, never a silent zero (``strict=False`` leaves NaN).
         """
+        key = (ecozone, tuple(classes), strict)
+        known = self._densities.get(key)
+        if known is None:  # (an error names the site that met it, and is not kept)
+            known = self._densities[key] = self._lookup(ecozone, classes, site_id=site_id, strict=strict)
+        return known.copy()
+
+    def _lookup(self, ecozone: str | None, classes: list[str], *, site_id: str | None, strict: bool) -> pd.DataFrame:
         if self.is_invest:
             return self._invest_densities(classes, site_id=site_id, strict=strict)
         t = self.table
