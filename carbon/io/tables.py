@@ -89,6 +89,22 @@ def load_crosswalk(legend: str, legends_dir: str | Path | None = None) -> Crossw
         raise InputError(
             f"no crosswalk for legend {legend!r}: expected {legend}.csv in {searched}"
         )
+    if storage.is_url(path):
+        return _read_crosswalk(legend, path)
+    st = Path(path).stat()  # a local file is read and validated once per version, not once a site
+    key = (legend, str(path), st.st_size, st.st_mtime_ns)
+    known = _CROSSWALKS.get(key)
+    if known is None:
+        if len(_CROSSWALKS) >= 64:
+            _CROSSWALKS.clear()
+        known = _CROSSWALKS[key] = _read_crosswalk(legend, path)
+    return known
+
+
+_CROSSWALKS: dict[tuple[str, str, int, int], Crosswalk] = {}
+
+
+def _read_crosswalk(legend: str, path: str | Path) -> Crosswalk:
     table = _validated(path, "legend crosswalk", CrosswalkTable)
     if table.empty:
         raise InputError("legend crosswalk has no rows", path=path)

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from carbon.errors import CarbonSinkError, InputError, OutputValidationError
+from carbon.io import storage
 from carbon.io.config import Config, load_config
 from carbon.io.hashing import cached_sha256
 from carbon.io.layers import write_run_layer
@@ -214,7 +215,7 @@ def run_config(config: Config | str | Path | None, coefficients: str | Path | No
     """The configuration of a run, with its coefficient set and output folder if the run chose
     others."""
     cfg = config if isinstance(config, Config) else load_config(config, output_dir=output_dir)
-    return replace(cfg, coefficients=Path(coefficients).resolve()) if coefficients else cfg
+    return replace(cfg, coefficients=storage.location(coefficients)) if coefficients else cfg
 
 
 def start_run(config: Config | str | Path | None, site_ids: list[str] | None = None,
@@ -227,8 +228,7 @@ def start_run(config: Config | str | Path | None, site_ids: list[str] | None = N
     load_catalog(cfg.landcover)
     load_coefficients(cfg.coefficients)
     ensure_output_dir(cfg.output_dir)
-    override = str(cfg.coefficients) if Path(cfg.coefficients).resolve() != Path(configured.coefficients).resolve() \
-        else None
+    override = str(cfg.coefficients) if str(cfg.coefficients) != str(configured.coefficients) else None
     ctx = RunContext(run_id=str(uuid.uuid4()), config=cfg, site_ids=tuple(s.site_id for s in sites),
                      code_version=code_version(), flow_run_id=flow_run_id, coefficients_override=override)
     ledger = Ledger(cfg.ledger_url)
