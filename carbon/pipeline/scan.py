@@ -213,14 +213,16 @@ def _read_rows(plan: ScanPlan, readers: list[YearReader], row0: int, nrows: int,
         reader.read_into(row0, nrows, raw[i], valid[i])
     return raw, valid
 
-def scan_site(plan: ScanPlan) -> Partial:
+def scan_site(plan: ScanPlan, map_writer: Any = None, map_coef: Any = None) -> Partial:
     """The whole site, strip by strip; a large one (more than ``CHUNK_CELLS`` cells) in
     chunks of rows cut where the reference raster's tiles are (the chunks of
     :func:`site_landcover`), accumulated on ``THREADS`` threads, their partial sums added
-    pairwise in row order (a balanced tree: the same sums whatever thread ran which chunk)."""
+    pairwise in row order (a balanced tree: the same sums whatever thread ran which chunk).
+    ``map_writer``, ``map_coef``: see :func:`scan_rows`; the writer is then called from the
+    chunks' threads (``DensityMapWriter`` with decimated maps: each strip fills its own rows)."""
     g = plan.grid
     if g.width * g.height <= CHUNK_CELLS or THREADS == 1:
-        return scan_rows(plan, 0, g.height)
+        return scan_rows(plan, 0, g.height, map_writer=map_writer, map_coef=map_coef)
     bounds = chunk_bounds(plan)
     with ExitStack() as stack:
         # one set of open rasters per thread, lent to a task for all its strips (a dataset is
@@ -234,7 +236,8 @@ def scan_site(plan: ScanPlan) -> Partial:
         # before the rasters close
         with ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="carbon-scan") as pool:
             parts: list[Partial | BaseException] = list(
-                pool.map(_scan_chunk, [plan] * (len(bounds) - 1), bounds[:-1], bounds[1:]))
+                pool.map(lambda p, r0, r1: _scan_chunk(p, r0, r1, map_writer, map_coef),
+                         [plan] * (len(bounds) - 1), bounds[:-1], bounds[1:]))
     while len(parts) > 1:  # the balanced tree, in row order
         parts = [_add(parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i] for i in range(0, len(parts), 2)]
     total = parts[0]
@@ -249,12 +252,13 @@ def _add(a: Partial | BaseException, b: Partial | BaseException) -> Partial | Ba
         return b
     return a + b
 
-def _scan_chunk(plan: ScanPlan, row0: int, row1: int) -> Partial | Exception:
+def _scan_chunk(plan: ScanPlan, row0: int, row1: int, map_writer: Any = None,
+                map_coef: Any = None) -> Partial | Exception:
     """Rows ``row0 .. row1`` on this thread, strip by strip, with a set of open rasters lent
     for the whole chunk (consecutive strips share GDAL's cached tiles)."""
     readers, geom = plan.reader_sets.get()
     try:
-        return scan_rows(plan, row0, row1, readers=readers, geom=geom)
+        return scan_rows(plan, row0, row1, map_writer=map_writer, map_coef=map_coef, readers=readers, geom=geom)
     except Exception as exc:  # noqa: BLE001 - raised by scan_site once every chunk has ended
         return exc
     finally:
@@ -340,9 +344,15 @@ def scan_rows(plan: ScanPlan, row0: int, row1: int, map_writer: Any = None, map_
                 def on_year(y: int, cls: np.ndarray, ages: np.ndarray, lam: np.ndarray | None,
                             spans: np.ndarray | None, *, _r: int = row_off, _n: int = nrows,
                             _inside: np.ndarray = inside) -> None:
-                    # the classes as the history reads them (flicker filtered), with their ages
+                    # the classes as the history reads them (flicker filtered), with their ages;
+                    # only at the pixels the maps keep (decimated maps: carbon/io/maps.py)
+                    at = map_writer.pixels(_r, _n, _inside)
+                    if at is not None:
+                        cls, ages = cls[at], ages[at]
+                        lam = None if lam is None else lam[at]
+                        spans = None if spans is None else spans[at]
                     density = dynamics.pixel_density(cls, ages, map_coef, lam, spans)
-                    map_writer.write_year(y, _r, _n, _inside, density)
+                    map_writer.write_year(y, _r, _n, _inside, density, taken=at is not None)
             assert part.agg is not None
             part.agg.add(classes, weight, plan.dyn, on_year=on_year,
                          year_area=plan.class_areas(code_area) if strip_areas else None, scratch=scratch)

@@ -165,6 +165,8 @@ def _scan(plan: ScanPlan, site: Site, coefficients: CoefficientSet, class_names:
     ecozone = None if coefficients.is_invest else site.ecozone
     map_coef = dynamics.coefficient_arrays(coefficients.densities(ecozone, class_names, strict=False))
     writer = maps.enter_context(DensityMapWriter(Path(maps_dir), site.site_id, plan.grid, plan.years, start))
+    if writer.decimated:  # maps for a report only: each strip fills its own rows, from any thread
+        return scan_site(plan, map_writer=writer, map_coef=map_coef)
     return scan_rows(plan, 0, plan.grid.height, map_writer=writer, map_coef=map_coef)
 
 
