@@ -57,6 +57,12 @@ def runner_dir() -> Path:
     return d
 
 
+def _private(d: Path) -> bool:
+    """The runner's folder is the user's own and nobody else's (its key authenticates commands)."""
+    st = d.stat()
+    return st.st_uid == os.getuid() and not st.st_mode & 0o077
+
+
 def _package_dirs() -> list[Path]:
     here = Path(__file__).resolve().parent
     dirs = [here]
@@ -208,6 +214,9 @@ def via_runner(argv: list[str]) -> int | None:
     """Run the command in this environment's runner (started if need be); its exit code, or
     None when no runner can take it (then the command runs in this process)."""
     fp = fingerprint()
+    if not _private(runner_dir()):
+        sys.stderr.write(f"note: the runner's folder {runner_dir()} is not private to this user: no runner\n")
+        return None
     for _attempt in range(2):
         paths = _paths(fp)
         if paths["busy"].exists() and _alive(_read_pid(paths["pid"]) or -1):

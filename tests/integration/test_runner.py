@@ -120,3 +120,15 @@ def test_an_idle_runner_leaves(tmp_path: Path, runner_env) -> None:
     while _status(env) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _status(env) == []
+
+
+def test_a_runner_folder_others_can_read_is_not_used(tmp_path: Path, runner_env) -> None:
+    cfg = write_config(tmp_path / "c.toml")
+    publish(cfg, ["daye-mine-wc"])
+    shared = tmp_path / "runners"
+    shared.mkdir(mode=0o700)
+    shared.chmod(0o777)  # a key kept there would let another user run commands as this one
+    done = _cli(["results", "--config", str(cfg), "--format", "csv"], runner_env, runner=True)
+    assert done.returncode == 0 and "daye-mine-wc" in done.stdout
+    assert f"the runner's folder {shared} is not private to this user: no runner" in done.stderr
+    assert not list(shared.glob("*.sock")) and not list(shared.glob("*.pid"))
