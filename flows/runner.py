@@ -122,7 +122,7 @@ def wanted(argv: list[str]) -> bool:
         return False
     if mode in ("on", "1", "true", "yes"):
         return True
-    return sys.stderr.isatty() and sys.stdin.isatty()
+    return all(stream is not None and stream.isatty() for stream in (sys.stderr, sys.stdin))
 
 
 def _alive(pid: int) -> bool:
