@@ -184,6 +184,8 @@ def _exchange(paths: dict[str, Path], argv: list[str]) -> int | None:
 
     conn = Client(str(paths["sock"]), family="AF_UNIX", authkey=paths["key"].read_bytes())
     size = os.get_terminal_size(sys.stderr.fileno()) if sys.stderr.isatty() else None
+    if size is not None and (size.columns <= 0 or size.lines <= 0):  # a terminal that gives no size
+        size = None
     conn.send({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ),
                "tty": [sys.stdout.isatty(), sys.stderr.isatty()],
                "size": [size.columns, size.lines] if size else None})

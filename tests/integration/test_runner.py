@@ -132,3 +132,36 @@ def test_a_runner_folder_others_can_read_is_not_used(tmp_path: Path, runner_env)
     assert done.returncode == 0 and "daye-mine-wc" in done.stdout
     assert f"the runner's folder {shared} is not private to this user: no runner" in done.stderr
     assert not list(shared.glob("*.sock")) and not list(shared.glob("*.pid"))
+
+
+def _on_a_terminal(args: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """``carbon-sink`` with a pseudo-terminal as stdin, stdout and stderr (which gives no size,
+    as some terminals do not): what it printed, and its exit code."""
+    master, slave = os.openpty()
+    proc = subprocess.Popen([CLI, *args], stdin=slave, stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the terminal closed
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    return proc.wait(timeout=300), b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_on_a_terminal_commands_go_to_the_runner_and_print_there(tmp_path: Path, runner_env) -> None:
+    cfg = write_config(tmp_path / "c.toml")
+    publish(cfg, ["daye-mine-wc"])
+    env = {k: v for k, v in runner_env.items() if k not in ("CARBON_SINK_RUNNER", "COLUMNS", "LINES")}  # auto
+    own = _cli(["results", "--config", str(cfg), "--format", "csv"], env, runner=False)
+    code, text = _on_a_terminal(["results", "--config", str(cfg), "--format", "csv"], env)
+    assert code == 0
+    assert own.stdout in text.replace("\r\n", "\n")  # (stderr's notes on the same terminal)
+    (line,) = _status(runner_env)
+    assert "1 command(s) served" in line
+    code, text = _on_a_terminal(["results", "--config", str(cfg), "--site", "nope"], env)
+    assert code == 3 and "unknown site 'nope'" in text
