@@ -50,6 +50,7 @@ def _prefect_defaults() -> None:
     # A first start of the embedded Prefect server migrates its database: give it time.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")  # nor Prefect's client: the command sends no usage data
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
