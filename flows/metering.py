@@ -15,7 +15,6 @@ from prefect import Flow, flow
 from prefect.futures import as_completed
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
-from prefect_dask import DaskTaskRunner
 
 from carbon.io.resources import DEMO_CONFIG
 from carbon.pipeline.loop import Outcome, SiteParams
@@ -118,6 +117,8 @@ def _workers() -> int:
 def with_dask(address: str | None = None, workers: int = 2) -> Flow[..., State]:
     """The metering flow on Dask: a running scheduler (``address``, e.g. tcp://host:8786) or a
     LocalCluster of ``workers`` single-threaded processes (docs/operations.md)."""
+    from prefect_dask import DaskTaskRunner  # noqa: PLC0415 - Dask's distributed only for a run on Dask (18 MiB)
+
     if address:
         runner = DaskTaskRunner(address=address)
     else:
