@@ -18,6 +18,7 @@ import pandera.pandas as pa
 from carbon.errors import InputError
 from carbon.io import storage
 from carbon.io.resources import BUILTIN_LEGENDS
+from carbon.io.sites import load_per_version
 from carbon.rules.accuracy import AccuracySample
 from carbon.rules.coefficients import CatalogEntry, CoefficientSet, Crosswalk
 from schemas._validate import failure_messages
@@ -89,22 +90,12 @@ def load_crosswalk(legend: str, legends_dir: str | Path | None = None) -> Crossw
         raise InputError(
             f"no crosswalk for legend {legend!r}: expected {legend}.csv in {searched}"
         )
-    if storage.is_url(path):
-        return _read_crosswalk(legend, path)
-    st = Path(path).stat()  # a local file is read and validated once per version, not once a site
-    key = (legend, str(path), st.st_size, st.st_mtime_ns)
-    known = _CROSSWALKS.get(key)
-    if known is None:
-        if len(_CROSSWALKS) >= 64:
-            _CROSSWALKS.clear()
-        known = _CROSSWALKS[key] = _read_crosswalk(legend, path)
-    return known
+    return load_per_version(_read_crosswalk, path)  # read and validated once per file version, not once a site
 
 
-_CROSSWALKS: dict[tuple[str, str, int, int], Crosswalk] = {}
-
-
-def _read_crosswalk(legend: str, path: str | Path) -> Crosswalk:
+def _read_crosswalk(path: str | Path) -> Crosswalk:
+    """The crosswalk of the legend its file is named after (``<legend>.csv``)."""
+    legend = storage.stem(path)
     table = _validated(path, "legend crosswalk", CrosswalkTable)
     if table.empty:
         raise InputError("legend crosswalk has no rows", path=path)

@@ -38,7 +38,6 @@ from carbon.io.outputs import (
     ensure_output_dir,
     inside,
     prune_report_maps,
-    read_site_tables,
     write_json,
     write_site_tables,
 )
@@ -344,14 +343,6 @@ def compute_site_tables(ctx: RunContext, site_id: str, params: SiteParams, maps:
     return site_dir
 
 
-def publish_site(ctx: RunContext, site_id: str, site_dir: Path, key: dict[str, Any],
-                 scenario: tuple[str | None, dict[str, Any]] = (None, {})) -> int:
-    """Write the site's tables to the ledger in one transaction (idempotent within a run), as
-    the official estimate or as the ``scenario`` (name, parameters) it is."""
-    return Ledger(ctx.config.ledger_url).publish_site(**_publication(ctx, site_id, read_site_tables(site_dir), key,
-                                                                     scenario))
-
-
 def _publication(ctx: RunContext, site_id: str, tables: dict[str, pd.DataFrame], key: dict[str, Any],
                  scenario: tuple[str | None, dict[str, Any]]) -> dict[str, Any]:
     inputs = key["inputs"]
@@ -366,12 +357,6 @@ def _record(ctx: RunContext, site_id: str, status: str, error: str | None = None
     return dict(run_id=ctx.run_id, flow_run_id=ctx.flow_run_id, site_id=site_id, status=status,
                 code_version=ctx.code_version, error=error, input_key=input_key, scenario=scenario[0],
                 parameters=scenario[1] if scenario[0] is not None else None)
-
-
-def record_site(ctx: RunContext, site_id: str, status: str, error: str | None = None,
-                input_key: str | None = None, scenario: tuple[str | None, dict[str, Any]] = (None, {})) -> None:
-    """A skipped or failed site: one ledger row."""
-    Ledger(ctx.config.ledger_url).record_site(**_record(ctx, site_id, status, error, input_key, scenario))
 
 
 def meter_site(ctx: RunContext, site_id: str, params: SiteParams, *, report_maps: bool = False) -> Outcome:
@@ -445,26 +430,22 @@ def meter_sites(ctx: RunContext, site_ids: list[str], params: SiteParams, *,
             fail(c.site_id, exc, c.scenario)
 
     ledger = Ledger(ctx.config.ledger_url)
-    batches = [ready] if len(ready) > 1 else []
+    publications = [_publication(ctx, c.site_id, c.result.tables(), c.key, c.scenario) for c, _ in ready]
     try:
-        ids = with_retries(ledger.publish_sites, [_publication(ctx, c.site_id, c.result.tables(), c.key, c.scenario)
-                                                  for c, _ in ready]) if ready else []
+        ids = with_retries(ledger.publish_sites, publications) if publications else []
     except Exception as exc:  # noqa: BLE001 - one site's rows may be the cause: publish them one by one
-        if not batches:
-            ids = []
+        ids, kept = [], []
+        if len(ready) == 1:
             fail(ready[0][0].site_id, exc, ready[0][0].scenario)
-            ready = []
         else:
             log.warning("publishing %d sites together failed (%s); publishing them one by one", len(ready), exc)
-            kept, ids = [], []
-            for c, site_dir in ready:
+            for (c, site_dir), publication in zip(ready, publications, strict=True):
                 try:
-                    ids.append(with_retries(ledger.publish_sites,
-                                            [_publication(ctx, c.site_id, c.result.tables(), c.key, c.scenario)])[0])
+                    ids.append(with_retries(ledger.publish_sites, [publication])[0])
                     kept.append((c, site_dir))
                 except Exception as one:  # noqa: BLE001 - as above
                     fail(c.site_id, one, c.scenario)
-            ready = kept
+        ready = kept
     for (c, site_dir), site_run_id in zip(ready, ids, strict=True):
         log.info("site %s published (site run %s%s)", c.site_id, site_run_id,
                  "" if c.scenario[0] is None else f", scenario {c.scenario[0]!r}: not the official estimate")
