@@ -96,10 +96,13 @@ def batch_label(site_ids: list[str]) -> str:
 
 
 def outcomes_of(site_ids: list[str], future: Any) -> list[Outcome]:
-    """The outcomes of a batch's sites from its task run (``meter_batch``)."""
-    if len(site_ids) == 1:
-        return [outcome_of(site_ids[0], future)]
+    """The outcomes of a batch's sites from its task run (``meter_batch``): each site's record;
+    a batch of one failed site, its message; a task run that itself failed (a crash, a lost
+    worker), its message for each of its sites."""
     future.wait()
+    head = FAILED_SITE.format(site_ids[0])
+    if len(site_ids) == 1 and future.state.is_failed() and str(future.state.message or "").startswith(head):
+        return [Outcome(site_ids[0], "failed", error=str(future.state.message)[len(head):])]
     if future.state.is_completed():
         found = []
         for rec in future.result():
@@ -107,30 +110,12 @@ def outcomes_of(site_ids: list[str], future: Any) -> list[Outcome]:
             site_id = rec.pop("site_id")
             found.append(Outcome(site_id, rec.pop("status"), error=rec.pop("error", None), value=rec))
         return found
-    try:  # the batch's task run itself failed (a crash, a lost worker): each of its sites failed with it
+    try:
         future.result(raise_on_failure=True)
         message = future.state.message or "failed"
     except Exception as exc:  # noqa: BLE001 - reported as text
         message = str(exc)
     return [Outcome(s, "failed", error=message) for s in site_ids]
-
-
-def outcome_of(site_id: str, future: Any) -> Outcome:
-    """A site's outcome from its task run: its record, or its failure's message."""
-    future.wait()
-    head = FAILED_SITE.format(site_id)
-    if future.state.is_failed() and str(future.state.message or "").startswith(head):
-        return Outcome(site_id, "failed", error=str(future.state.message)[len(head):])
-    if future.state.is_completed():
-        res = future.result()
-        rec = dict(res[0] if isinstance(res, list) else res)  # a batch of one site: its one record
-        rec.pop("site_id")
-        return Outcome(site_id, rec.pop("status"), error=rec.pop("error", None), value=rec)
-    try:
-        future.result(raise_on_failure=True)
-    except Exception as exc:  # noqa: BLE001 - the site's own error, reported as text
-        return Outcome(site_id, "failed", error=str(exc))
-    return Outcome(site_id, "failed", error=future.state.message or "failed")
 
 
 def hand_over(reports: ReportPool, outcome: Outcome) -> None:
