@@ -126,13 +126,17 @@ def wanted(argv: list[str]) -> bool:
 
 
 def _alive(pid: int) -> bool:
+    """The process runs (a killed runner not yet reaped, a zombie, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc: the signal's answer
+        return True
 
 
 def _read_pid(path: Path) -> int | None:
@@ -429,21 +433,27 @@ def serve(fp: str) -> None:
             req = conn.recv()
             paths["busy"].touch()
             code = _execute(req, conn)
+            _done(paths, state)  # not busy, counted, before the sender hears the end
             with contextlib.suppress(OSError):
                 conn.send(("exit", code))
         except (EOFError, OSError):
             pass
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                paths["busy"].unlink()
+            if paths["busy"].exists():  # the command's end not reached (its sender went away)
+                _done(paths, state)
             conn.close()
-            state["commands"] += 1
-            state["last"] = time.time()
             if state.get("stopping"):
                 sys.exit(0)
-            with contextlib.suppress(OSError):
-                paths["state"].write_text(json.dumps(state))
 
+
+def _done(paths: dict[str, Path], state: dict[str, Any]) -> None:
+    """A command ended: the runner is no longer busy, and its state says so."""
+    with contextlib.suppress(FileNotFoundError):
+        paths["busy"].unlink()
+    state["commands"] += 1
+    state["last"] = time.time()
+    with contextlib.suppress(OSError):
+        paths["state"].write_text(json.dumps(state))
 
 if __name__ == "__main__":
     serve(sys.argv[1])
