@@ -333,19 +333,22 @@ def validate_site_results(results: list[SiteResult]) -> dict[str, list[str]]:
     if not results:
         return {}
     batch_ok = True
+    batch: dict[str, pd.DataFrame] = {}
     for name, model in MODELS.items():
         frames = [t for t in (r.tables()[name] for r in results) if not t.empty]
         if not frames:
             continue
-        df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+        df = batch[name] = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
         _, msgs = failure_messages(model, df, where=f"table {name}", row_offset=0)
         if msgs:
             batch_ok = False
             break
+    suspects = _batch_suspects(batch, {r.site_id: r.provenance.get("site_area_ha") for r in results}) \
+        if batch_ok else set()
     problems: dict[str, list[str]] = {}
     for r in results:
-        if batch_ok:
-            found = _cross_checks(r)
+        if batch_ok:  # the sites the batch's sums single out are checked one by one, for their messages
+            found = _cross_checks(r) if r.site_id in suspects else []
         else:
             try:
                 validate_site_result(r)
@@ -355,6 +358,52 @@ def validate_site_results(results: list[SiteResult]) -> dict[str, list[str]]:
         if found:
             problems[r.site_id] = found
     return problems
+
+
+def _batch_suspects(batch: dict[str, pd.DataFrame], site_area: dict[str, float | None]) -> set[str]:
+    """The sites of a batch that may fail ``_cross_checks``: the same sums and comparisons over
+    the whole batch's tables at once (grouped by site), so that only these sites are checked
+    one by one. A sum whose last bits differ from the site's own can only add a suspect."""
+    empty = pd.DataFrame(columns=["site_id", "year", "area_ha", "stock_tc", "period_start", "period_end",
+                                  "area_adjusted_ha", "nodata_ha"])
+    stocks = batch.get("stocks", empty)
+    if stocks.empty:
+        return set()
+    keys = ["site_id", "year"]
+    idx = pd.MultiIndex.from_frame(stocks[keys])
+
+    def summed(name: str, columns: list[str]) -> pd.DataFrame:
+        df = batch.get(name, empty)
+        sums = df.groupby(keys)[columns].sum() if not df.empty else pd.DataFrame(columns=columns, dtype=float)
+        return sums.reindex(idx).fillna(0.0)
+
+    def far(a: pd.Series | np.ndarray, b: pd.Series | np.ndarray, atol: float = 1e-9) -> np.ndarray:
+        return ~np.isclose(np.asarray(a, dtype=float), np.asarray(b, dtype=float), rtol=1e-9, atol=atol)
+
+    area = stocks["area_ha"].to_numpy(dtype=float)
+    by_class = summed("stocks_by_class", ["area_ha", "stock_tc"])
+    codes = summed("area_by_code", ["area_ha"])
+    bad = far(by_class["area_ha"], area) | far(codes["area_ha"], area) \
+        | far(by_class["stock_tc"], stocks["stock_tc"], ABS_TOL_TC)
+    areas = batch.get("class_areas", empty)
+    if not areas.empty:
+        mapped = summed("class_areas", ["area_ha", "area_adjusted_ha"])
+        has = stocks["site_id"].isin(set(areas["site_id"])).to_numpy()
+        bad |= has & (far(mapped["area_ha"], area) | far(mapped["area_adjusted_ha"], area, 1e-6))
+    total = stocks["site_id"].map(site_area)
+    known = total.notna().to_numpy()
+    bad |= known & far(stocks["area_ha"] + stocks["nodata_ha"], total.fillna(0.0))
+    suspects = set(stocks["site_id"][bad])
+    sinks = batch.get("sinks", empty)
+    if not sinks.empty:
+        limit = sinks["site_id"].map(site_area).astype(float)
+        over = (limit.notna() & (sinks["area_ha"] > limit * (1 + 1e-9) + 1e-9)).to_numpy()
+        pkeys = ["site_id", "period_start", "period_end"]
+        trans = batch.get("transitions", empty)
+        t = trans.groupby(pkeys)["area_ha"].sum() if not trans.empty else pd.Series(dtype=float)
+        t = t.reindex(pd.MultiIndex.from_frame(sinks[pkeys])).fillna(0.0)
+        suspects |= set(sinks["site_id"][over | far(t, sinks["area_ha"])])
+    return suspects
 
 
 def _cross_checks(r: SiteResult) -> list[str]:

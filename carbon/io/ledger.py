@@ -783,10 +783,10 @@ def _publish_one(c: sa.Connection, *, run_id: str, flow_run_id: str | None, site
         if df.empty:
             continue
         cols = [col.name for col in table.columns if col.name != "site_run_id"]
-        records = df[cols].to_dict("records")
-        for rec in records:
-            rec["site_run_id"] = site_run_id
-        c.execute(table.insert(), [_plain(r) for r in records])
+        columns = [df[col].tolist() for col in cols]  # Python values, column by column
+        records = [{"site_run_id": site_run_id, **dict(zip(cols, values, strict=True))}
+                   for values in zip(*columns, strict=True)]
+        c.execute(table.insert(), records)
     _chain_site_run(c, int(site_run_id))
     return int(site_run_id)
 
@@ -889,10 +889,3 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA busy_timeout=30000")  # two runs at once wait for each other's commits
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
-
-
-def _plain(rec: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for k, v in rec.items():
-        out[k] = v.item() if hasattr(v, "item") else v
-    return out

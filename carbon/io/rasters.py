@@ -53,11 +53,34 @@ def inspect_raster(path: str) -> RasterInfo:
     return info
 
 
+#: Headers of local rasters that passed their checks, by (path, size, modification time): a
+#: run of thousands of sites plans each against the same few rasters.
+_HEADERS: dict[tuple[str, int, int], RasterInfo] = {}
+
+
 def examine_raster(path: str) -> tuple[RasterInfo | None, InputError | None]:
     """A raster's header and, if it fails the structural checks, the error saying why. The
     header is returned with the error when its extent is known (a usable CRS and a north-up
     transform), so a caller can tell whether the bad raster touches a site at all; an unreadable
-    file, or one without a usable CRS or georeferencing, has no header."""
+    file, or one without a usable CRS or georeferencing, has no header. A local file's good
+    header is read once per version of the file."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):  # a URL, or a file that is not there (opening it says why)
+        return _examine(path)
+    key = (path, st.st_size, st.st_mtime_ns)
+    known = _HEADERS.get(key)
+    if known is not None:
+        return known, None
+    info, problem = _examine(path)
+    if info is not None and problem is None:
+        if len(_HEADERS) > 1024:
+            _HEADERS.clear()
+        _HEADERS[key] = info
+    return info, problem
+
+
+def _examine(path: str) -> tuple[RasterInfo | None, InputError | None]:
     try:
         with gdal_env(), rasterio.open(path) as src:
             try:

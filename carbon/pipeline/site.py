@@ -97,10 +97,9 @@ def compute_site(
                                          [year_meta[y].digest.hexdigest() for y in year_list]
                                          + _sample_digests(year_meta))
         shift = _area_shift(site, year_meta, year_list, len(class_names), draws, seed)
-        densities = _densities_at_site(site, coefficients, class_names, area, shift)
+        present = _present_classes(class_names, area, shift)
+        sd_fill, coef, used = _site_coefficients(site, coefficients, class_names, present, sd_defaults, dyn)
 
-    densities, sd_fill = uncertainty.fill_missing_sd(densities, sd_defaults)
-    coef = dynamics.coefficient_arrays(densities.reindex(class_names))
     stock = dynamics.year_stocks(agg, coef)
     flows = dynamics.period_flows(agg, coef)
     parts, mapped_totals = None, None
@@ -141,7 +140,7 @@ def compute_site(
         area_by_code=_area_by_code(site.site_id, year_meta),
         sinks=sinks,
         transitions=trans,
-        coefficients_used=_coefficients_used(site, densities, coefficients, sd_fill, dyn),
+        coefficients_used=used,
         class_areas=_class_areas(site.site_id, year_meta),
         provenance=provenance,
         stock=stock,
@@ -201,14 +200,40 @@ def _settle(plan: ScanPlan, part: Partial, site: Site) -> tuple[dynamics.Aggrega
     return agg, part.site_ha
 
 
-def _densities_at_site(site: Site, coefficients: CoefficientSet, class_names: list[str],
-                       area: xr.DataArray, shift: adjustment.AreaShift) -> pd.DataFrame:
-    """The coefficients of the classes present at the site in any year, mapped or after the
-    map-error adjustment (a class, pool or ecozone the table lacks is an error naming it)."""
-    ecozone = None if coefficients.is_invest else site.ecozone
+def _present_classes(class_names: list[str], area: xr.DataArray, shift: adjustment.AreaShift) -> list[str]:
+    """The classes present at the site in any year, mapped or after the map-error adjustment."""
     there = area.sum("year").values + shift.adjusted.sum(axis=0)
-    present = [c for c, a in zip(class_names, there, strict=True) if a > 0]
-    return coefficients.densities(ecozone, present, site_id=site.site_id)
+    return [c for c, a in zip(class_names, there, strict=True) if a > 0]
+
+
+#: What the coefficients of a site come to, by everything they depend on (``_site_coefficients``):
+#: thousands of sites share a few ecozones and sets of classes.
+_SITE_COEFFICIENTS: dict[tuple[Any, ...], tuple[uncertainty.SdFill, dynamics.Coefficients, pd.DataFrame]] = {}
+
+
+def _site_coefficients(site: Site, coefficients: CoefficientSet, class_names: list[str], present: list[str],
+                       sd_defaults: uncertainty.SdDefaults | None, dyn: dynamics.Dynamics,
+                       ) -> tuple[uncertainty.SdFill, dynamics.Coefficients, pd.DataFrame]:
+    """The coefficients of the classes present at the site (a class, pool or ecozone the table
+    lacks is an error naming it), their SDs filled by the default policy (docs/methods.md §10),
+    as arrays over all the site's classes, and the site's coefficients-used table; computed
+    once per coefficient set, ecozone, classes, SD policy and dynamics."""
+    ecozone = None if coefficients.is_invest else site.ecozone
+    key = (coefficients.path, coefficients.sha256, coefficients.name, ecozone, tuple(present), tuple(class_names),
+           None if sd_defaults is None else repr(sd_defaults.key()), dyn)
+    known = _SITE_COEFFICIENTS.get(key)
+    if known is None:
+        densities = coefficients.densities(ecozone, present, site_id=site.site_id)
+        densities, sd_fill = uncertainty.fill_missing_sd(densities, sd_defaults)
+        coef = dynamics.coefficient_arrays(densities.reindex(class_names))
+        used = _coefficients_used(site, densities, coefficients, sd_fill, dyn)
+        if len(_SITE_COEFFICIENTS) >= 256:
+            _SITE_COEFFICIENTS.clear()
+        known = _SITE_COEFFICIENTS[key] = (sd_fill, coef, used)
+    sd_fill, coef, used = known
+    used = used.copy()
+    used["site_id"] = site.site_id
+    return sd_fill, coef, used
 
 
 def _sample_digest(sample: accuracy.AccuracySample) -> str:
@@ -309,15 +334,16 @@ def _class_areas(site_id: str, year_meta: dict[int, YearPlan]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=CLASS_AREA_COLUMNS)
 
 
-def _growth_curve(densities: pd.DataFrame, cls: str, pool: str, dyn: dynamics.Dynamics) -> str:
-    """How the stock of a (class, pool) reaches its value over time at this site (methods §9)."""
+def _growth_curve(row: dict[str, Any], pool: str, dyn: dynamics.Dynamics) -> str:
+    """How the stock of a (class, pool) reaches its value over time at this site (methods §9);
+    ``row``: the class's row of the densities table."""
     if dyn.method == "stock_difference":
         return "none: stock difference counts the stock at once"
     if pool == "soc":
         return f"linear change over {dyn.soc_years} years from the previous class's stock"
 
     def value(name: str) -> Any:
-        return densities.loc[cls, name] if name in densities.columns else None
+        return row.get(name)
 
     curve = value(f"curve_{pool}")
     if curve == "chapman_richards":
@@ -337,9 +363,9 @@ def _coefficients_used(site: Site, densities: pd.DataFrame, coefficients: Coeffi
     that applies (``growth_curve``)."""
     defaulted, unknown = set(sd_fill.defaulted), set(sd_fill.unknown)
     rows = []
-    for cls in densities.index:
+    for cls, row in zip(densities.index, densities.to_dict("records"), strict=True):
         for p in POOLS:
-            sd = densities.loc[cls, f"sd_{p}"]
+            sd = row[f"sd_{p}"]
             key = (str(cls), p)
             if key in defaulted:
                 sd_source = sd_fill.source or "default"
@@ -352,11 +378,11 @@ def _coefficients_used(site: Site, densities: pd.DataFrame, coefficients: Coeffi
                     "site_id": site.site_id,
                     "carbon_class": cls,
                     "pool": p,
-                    "stock_tc_per_ha": float(densities.loc[cls, p]),
+                    "stock_tc_per_ha": float(row[p]),
                     "sd_tc_per_ha": None if pd.isna(sd) else float(sd),
                     "sd_source": sd_source,
-                    "growth_curve": _growth_curve(densities, str(cls), p, dyn),
-                    "source": str(densities.loc[cls, f"source_{p}"]),
+                    "growth_curve": _growth_curve(row, p, dyn),
+                    "source": str(row[f"source_{p}"]),
                     "coefficient_set": coefficients.name,
                 }
             )

@@ -29,28 +29,47 @@ def sink_tco2e(stock_change_tc: np.ndarray | float) -> np.ndarray | float:
     return np.asarray(stock_change_tc) * CO2_PER_C
 
 
+def _frame(columns: dict[str, Any], order: list[str]) -> pd.DataFrame:
+    """A table from its columns (arrays or scalars), in ``order``: one construction, not a
+    reshaping of xarray objects, so that thousands of small sites build their tables quickly."""
+    return pd.DataFrame(columns, columns=order)
+
+
+def _pool_total(pools: np.ndarray) -> np.ndarray:
+    """Σ over the pool axis (last), pool by pool in pool order (the row sum of the pool columns)."""
+    total = np.zeros(pools.shape[:-1])
+    for j in range(pools.shape[-1]):
+        total = total + pools[..., j]
+    return total
+
+
 def stock_tables(site_id: str, stock: xr.DataArray, class_area_ha: xr.DataArray, nodata_ha: xr.DataArray) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Site-year stocks and site-year-class stocks as flat tables."""
-    by_class = stock.to_dataset(dim="pool").rename({p: f"stock_{p}_tc" for p in POOLS})
-    by_class["area_ha"] = class_area_ha
-    by_class_df = by_class.to_dataframe().reset_index()
-    by_class_df["stock_tc"] = by_class_df[pool_stock_columns()].sum(axis=1)
-    by_class_df = by_class_df[by_class_df["area_ha"] > 0]
-    by_class_df.insert(0, "site_id", site_id)
-    by_class_df = by_class_df[STOCK_BY_CLASS_COLUMNS].reset_index(drop=True)
+    per_year = stock.sum("carbon_class").transpose("year", "pool").sel(pool=list(POOLS)).values
+    stock = stock.transpose("year", "carbon_class", "pool").sel(pool=list(POOLS))
+    years = np.asarray(stock["year"].values, dtype=np.int64)
+    classes = np.asarray([str(c) for c in stock["carbon_class"].values], dtype=object)
+    values = np.asarray(stock.values, dtype=np.float64)  # (year, class, pool)
+    area = np.asarray(class_area_ha.transpose("year", "carbon_class").values, dtype=np.float64)
+    n_years, n_classes = area.shape
 
-    per_year = stock.sum("carbon_class").to_dataset(dim="pool").rename({p: f"stock_{p}_tc" for p in POOLS})
-    per_year["area_ha"] = class_area_ha.sum("carbon_class")
-    per_year["nodata_ha"] = nodata_ha
-    years_df = per_year.to_dataframe().reset_index()
-    years_df["stock_tc"] = years_df[pool_stock_columns()].sum(axis=1)
+    flat = values.reshape(n_years * n_classes, len(POOLS))
+    keep = area.reshape(-1) > 0
+    cols: dict[str, Any] = {"site_id": site_id, "year": np.repeat(years, n_classes)[keep],
+                            "carbon_class": np.tile(classes, n_years)[keep], "area_ha": area.reshape(-1)[keep]}
+    cols.update({c: flat[keep, j] for j, c in enumerate(pool_stock_columns())})
+    cols["stock_tc"] = _pool_total(flat[keep])
+    by_class_df = _frame(cols, STOCK_BY_CLASS_COLUMNS)
+
+    year_area = class_area_ha.sum("carbon_class").values
+    year_stock = _pool_total(per_year)
     with np.errstate(invalid="ignore", divide="ignore"):
-        years_df["stock_tc_per_ha"] = np.where(
-            years_df["area_ha"] > 0, years_df["stock_tc"] / years_df["area_ha"], 0.0
-        )
-    years_df.insert(0, "site_id", site_id)
-    years_df = years_df[STOCK_COLUMNS]
-    return years_df, by_class_df
+        per_ha = np.where(year_area > 0, year_stock / year_area, 0.0)
+    cols = {"site_id": site_id, "year": years, "area_ha": year_area,
+            "nodata_ha": np.asarray(nodata_ha.sel(year=years).values, dtype=np.float64)}
+    cols.update({c: per_year[:, j] for j, c in enumerate(pool_stock_columns())})
+    cols.update({"stock_tc": year_stock, "stock_tc_per_ha": per_ha})
+    return _frame(cols, STOCK_COLUMNS), by_class_df
 
 
 def sink_table(
@@ -62,43 +81,55 @@ def sink_table(
 ) -> pd.DataFrame:
     """One row per period: stocks at both ends, change (by pool, with gains and losses of
     the biomass and dead-organic-matter pools), sink and annual sink (methods §6, §9)."""
-    rows = []
-    for i, (y0, y1) in enumerate(periods):
-        start = flows["stock_start_tc"].isel(period=i)
-        end = flows["stock_end_tc"].isel(period=i)
-        row: dict[str, Any] = {
-            "site_id": site_id,
-            "period_start": int(y0),
-            "period_end": int(y1),
-            "period_years": int(y1) - int(y0),
-            "is_full_period": full_period == (int(y0), int(y1)),
-            "area_ha": float(flows["area_ha"][i]),
-            "nodata_ha": _gap(site_area_ha, float(flows["area_ha"][i])),
-            "stock_start_tc": float(start.sum()),
-            "stock_end_tc": float(end.sum()),
-        }
-        row["stock_change_tc"] = row["stock_end_tc"] - row["stock_start_tc"]
-        for p in POOLS:
-            row[f"stock_change_{p}_tc"] = float(end.sel(pool=p) - start.sel(pool=p))
-        for p in GAIN_LOSS_POOLS:
-            row[f"gain_{p}_tc"] = float(flows["gain_tc"].isel(period=i).sel(pool=p))
-            row[f"loss_{p}_tc"] = float(flows["loss_tc"].isel(period=i).sel(pool=p))
-        row["sink_tco2e"] = float(sink_tco2e(row["stock_change_tc"]))
-        row["annual_sink_tco2e"] = row["sink_tco2e"] / row["period_years"]
-        rows.append(row)
-    return pd.DataFrame(rows, columns=SINK_COLUMNS)
+    def by_pool(name: str) -> np.ndarray:
+        return np.asarray(flows[name].transpose("period", "pool").sel(pool=list(POOLS)).values, dtype=np.float64)
+
+    start, end = by_pool("stock_start_tc"), by_pool("stock_end_tc")
+    gain, loss = by_pool("gain_tc"), by_pool("loss_tc")
+    if not periods:
+        return pd.DataFrame(columns=SINK_COLUMNS)
+    y0 = np.asarray([int(a) for a, _ in periods], dtype=np.int64)
+    y1 = np.asarray([int(b) for _, b in periods], dtype=np.int64)
+    area = np.asarray(flows["area_ha"].values, dtype=np.float64)
+    stock_start, stock_end = start.sum(axis=1), end.sum(axis=1)
+    change = stock_end - stock_start
+    sink = np.asarray(sink_tco2e(change), dtype=np.float64)
+    cols: dict[str, Any] = {
+        "site_id": site_id, "period_start": y0, "period_end": y1, "period_years": y1 - y0,
+        "is_full_period": np.asarray([full_period == p for p in zip(y0.tolist(), y1.tolist(), strict=True)],
+                                     dtype=bool),
+        "area_ha": area, "nodata_ha": np.asarray([_gap(site_area_ha, float(a)) for a in area], dtype=np.float64),
+        "stock_start_tc": stock_start, "stock_end_tc": stock_end, "stock_change_tc": change,
+    }
+    for j, p in enumerate(POOLS):
+        cols[f"stock_change_{p}_tc"] = end[:, j] - start[:, j]
+    for p in GAIN_LOSS_POOLS:
+        cols[f"gain_{p}_tc"] = gain[:, POOLS.index(p)]
+        cols[f"loss_{p}_tc"] = loss[:, POOLS.index(p)]
+    cols["sink_tco2e"] = sink
+    cols["annual_sink_tco2e"] = sink / (y1 - y0)
+    return _frame(cols, SINK_COLUMNS)
 
 
 def transition_table(site_id: str, periods: list[tuple[int, int]], transitions: dict[tuple[int, int], np.ndarray],
                      classes: list[str]) -> pd.DataFrame:
     """Land-cover transition matrix in long form (ha from class x to class), non-zero cells."""
-    rows = []
+    names = np.asarray(classes, dtype=object)
+    starts, ends, froms, tos, areas = [], [], [], [], []
     for y0, y1 in periods:
         matrix = transitions[(y0, y1)]
-        for i, j in zip(*np.nonzero(matrix > 0), strict=True):
-            rows.append({"site_id": site_id, "period_start": int(y0), "period_end": int(y1),
-                         "from_class": classes[i], "to_class": classes[j], "area_ha": float(matrix[i, j])})
-    return pd.DataFrame(rows, columns=["site_id", "period_start", "period_end", "from_class", "to_class", "area_ha"])
+        i, j = np.nonzero(matrix > 0)
+        starts.append(np.full(len(i), int(y0), dtype=np.int64))
+        ends.append(np.full(len(i), int(y1), dtype=np.int64))
+        froms.append(names[i])
+        tos.append(names[j])
+        areas.append(np.asarray(matrix[i, j], dtype=np.float64))
+    cols = ["site_id", "period_start", "period_end", "from_class", "to_class", "area_ha"]
+    if sum(len(a) for a in areas) == 0:
+        return pd.DataFrame(columns=cols)
+    return _frame({"site_id": site_id, "period_start": np.concatenate(starts), "period_end": np.concatenate(ends),
+                   "from_class": np.concatenate(froms), "to_class": np.concatenate(tos),
+                   "area_ha": np.concatenate(areas)}, cols)
 
 
 def periods(years: list[int], start_year: int) -> list[tuple[int, int]]:

@@ -95,15 +95,36 @@ class CoefficientSet:
         An ecozone-specific row wins over a ``*`` row. A class, pool or ecozone that the
         table does not cover is an error, never a silent zero (``strict=False`` leaves NaN).
         """
-        key = (ecozone, tuple(classes), strict)
-        known = self._densities.get(key)
-        if known is None:  # (an error names the site that met it, and is not kept)
-            known = self._densities[key] = self._lookup(ecozone, classes, site_id=site_id, strict=strict)
-        return known.copy()
+        if self.is_invest:
+            key = (ecozone, tuple(classes), strict)
+            known = self._densities.get(key)
+            if known is None:  # (an error names the site that met it, and is not kept)
+                known = self._densities[key] = self._invest_densities(classes, site_id=site_id, strict=strict)
+            return known.copy()
+        # every class of the table looked up once per ecozone; a site takes its rows
+        every = (ecozone, (), False)
+        table = self._densities.get(every)
+        if table is None:
+            names = list(dict.fromkeys([*map(str, self.table["carbon_class"]), *classes]))
+            table = self._densities[every] = self._lookup(ecozone, names, site_id=site_id, strict=False)
+        missing = [c for c in classes if c not in table.index]
+        if missing:  # a class the table has never seen: looked up with the others
+            names = [*table.index, *dict.fromkeys(missing)]
+            table = self._densities[every] = self._lookup(ecozone, names, site_id=site_id, strict=False)
+        out = table.loc[list(classes)] if list(classes) != list(table.index) else table.copy()
+        if strict:
+            gaps = [f"no {pool} coefficient for class {cls!r} in ecozone {ecozone!r} (nor '*')"
+                    for pool in POOLS for cls in out.index[out[pool].isna()]]
+            if gaps:
+                raise InputError(
+                    f"coefficient set {self.name!r} does not cover every class present at the site",
+                    path=self.path,
+                    site_id=site_id,
+                    problems=gaps,
+                )
+        return out.copy()
 
     def _lookup(self, ecozone: str | None, classes: list[str], *, site_id: str | None, strict: bool) -> pd.DataFrame:
-        if self.is_invest:
-            return self._invest_densities(classes, site_id=site_id, strict=strict)
         t = self.table
         if ecozone is None or (ecozone not in set(t["ecozone"]) and ecozone != ANY_ECOZONE):
             known = sorted(set(t["ecozone"]) - {ANY_ECOZONE})

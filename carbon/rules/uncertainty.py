@@ -108,14 +108,19 @@ def fill_missing_sd(densities: pd.DataFrame, policy: SdDefaults | None) -> tuple
     for pool in POOLS:
         if pool not in out.columns:
             continue
-        missing = out[f"sd_{pool}"].isna() & (out[pool].astype(float) > 0)
+        stock = out[pool].astype(float)
+        missing = (out[f"sd_{pool}"].isna() & (stock > 0)).to_numpy()
+        if not missing.any():
+            continue
         pct = None if policy is None else policy.u95_pct.get(pool)
-        for cls in out.index[missing]:
-            if pct is None:
-                unknown.append((str(cls), pool))
-            else:
-                out.loc[cls, f"sd_{pool}"] = float(out.loc[cls, pool]) * pct / 100.0 / Z95
-                defaulted.append((str(cls), pool))
+        names = [str(c) for c in out.index[missing]]
+        if pct is None:
+            unknown += [(c, pool) for c in names]
+        else:
+            sd = out[f"sd_{pool}"].to_numpy(dtype=np.float64, copy=True)
+            sd[missing] = stock.to_numpy(dtype=np.float64)[missing] * pct / 100.0 / Z95
+            out[f"sd_{pool}"] = sd
+            defaulted += [(c, pool) for c in names]
     return out, SdFill(defaulted, unknown, None if policy is None else policy.source)
 
 
@@ -217,6 +222,17 @@ def conservative_sink(sink: float, lower90: float, upper90: float, u90_pct: floa
     raise ValueError(f"unknown conservative rule {rule!r}: use one of {', '.join(RULES)}")
 
 
+def conservative_sinks(sink: np.ndarray, lower90: np.ndarray, upper90: np.ndarray, u90_pct: np.ndarray,
+                       rule: str) -> np.ndarray:
+    """``conservative_sink`` of each row, at once."""
+    if rule == "lower90":
+        return np.asarray(lower90, dtype=np.float64).copy()
+    if rule == "ar_tool14":
+        share = np.asarray([ar_tool14_discount(float(u)) for u in u90_pct], dtype=np.float64)
+        return np.asarray(sink - share * (upper90 - lower90) / 2, dtype=np.float64)
+    raise ValueError(f"unknown conservative rule {rule!r}: use one of {', '.join(RULES)}")
+
+
 def add_intervals(stocks: pd.DataFrame, sinks: pd.DataFrame, agg: dynamics.Aggregates,
                   coef: dynamics.Coefficients, *, draws: int, rule: str, seed: int, note: str = "",
                   shared: np.ndarray | None = None, shift: adjustment.AreaShift | None = None,
@@ -274,11 +290,10 @@ def add_intervals(stocks: pd.DataFrame, sinks: pd.DataFrame, agg: dynamics.Aggre
     index = {p: i for i, p in enumerate(agg.periods)}
     _put(sinks, "sink_tco2e", by_period, [index[(a, b)] for a, b in zip(sinks["period_start"], sinks["period_end"],
                                                                           strict=True)])
-    sinks["conservative_sink_tco2e"] = [
-        conservative_sink(r.sink_tco2e, r.sink_tco2e_lower90, r.sink_tco2e_upper90, r.sink_tco2e_u90_pct,
-                                      rule)
-        for r in sinks.itertuples()
-    ]
+    sinks["conservative_sink_tco2e"] = conservative_sinks(
+        sinks["sink_tco2e"].to_numpy(dtype=np.float64), sinks["sink_tco2e_lower90"].to_numpy(dtype=np.float64),
+        sinks["sink_tco2e_upper90"].to_numpy(dtype=np.float64),
+        sinks["sink_tco2e_u90_pct"].to_numpy(dtype=np.float64), rule)
     sinks["conservative_rule"] = rule
     sinks["uncertainty_method"] = label
 

@@ -114,3 +114,44 @@ def test_the_metering_flow_in_batches_publishes_the_same_estimates(shared: Path,
     a, b = _published(cfg), _published(tmp_path / "loop" / "c.toml")
     for name in TABLES:
         pd.testing.assert_frame_equal(a[name], b[name], check_exact=True, obj=name)
+
+
+def test_the_batch_check_names_the_sites_whose_tables_disagree_and_only_those(shared: Path, tmp_path: Path) -> None:
+    """The batch's contract check sums the whole batch's tables at once and checks only the
+    sites it singles out one by one: each broken sum (a class area, an area by code, a class
+    stock, a class-areas row, the nodata area, a transition, a sink area above the site's)
+    is found on its own site, with the messages the site's own check gives, and no other."""
+    from carbon.errors import OutputValidationError
+    from schemas._validate import failure_messages
+    from schemas.outputs import MODELS, validate_site_result, validate_site_results
+
+    cfg = load_config(_config(shared, tmp_path, "check", None))
+    results = loop.compute_config(cfg).results
+    rs = list(results.values())
+    assert len(rs) == N_SITES
+    assert validate_site_results(rs) == {}
+
+    def bump(df: pd.DataFrame, column: str, by: float, row: int = 0) -> None:
+        df.loc[df.index[row], column] = df.loc[df.index[row], column] + by
+
+    bump(rs[0].stocks_by_class, "area_ha", 0.5)                       # class areas off the site's
+    bump(rs[1].area_by_code, "area_ha", 0.01)                          # areas by code off
+    for column in ("stock_agb_tc", "stock_tc"):                         # class stocks off the site's
+        bump(rs[2].stocks_by_class, column, 1.0)
+    for column in ("area_ha", "area_adjusted_ha", "area_adjusted_ha_lower95", "area_adjusted_ha_upper95"):
+        bump(rs[3].class_areas, column, 0.5)                           # class-areas rows off the site's
+    bump(rs[4].stocks, "nodata_ha", 0.25)                              # area + nodata != the site's
+    bump(rs[5].transitions, "area_ha", 0.3)                            # transitions off the sink area
+    rs[6].provenance["site_area_ha"] = float(rs[6].sinks["area_ha"].max()) / 2  # sink area above the site's
+    for name, model in MODELS.items():  # every row still meets its own contract: the batch's sums must find them
+        _, msgs = failure_messages(model, pd.concat([r.tables()[name] for r in rs], ignore_index=True), where=name,
+                                   row_offset=0)
+        assert msgs == []
+    broken = validate_site_results(rs)
+    assert sorted(broken) == sorted(r.site_id for r in rs[:7])
+    for r in rs[:7]:
+        with pytest.raises(OutputValidationError) as one:
+            validate_site_result(r)
+        assert broken[r.site_id] == one.value.problems
+    for r in rs[7:]:
+        validate_site_result(r)  # the others are sound
