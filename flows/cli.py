@@ -157,6 +157,9 @@ def run(
     dask: Annotated[str | None, typer.Option("--dask", help="Run the sites on Dask: a scheduler address "
                                              "(tcp://host:8786) or 'local' for a LocalCluster.")] = None,
     workers: Annotated[int, typer.Option("--workers", help="Processes of the local Dask cluster.")] = 2,
+    processes: Annotated[int | None, typer.Option("--processes", help="Processes that meter the sites on this "
+                                                  "machine (0: threads of one process; default: one per core "
+                                                  "when the run has 200 sites or more).")] = None,
     years: Annotated[str | None, typer.Option("--years", help="With one --site: the map years to use, e.g. "
                                               "2018,2020,2024 (a scenario unless the site's years property).")] = None,
     start_year: Annotated[int | None, typer.Option("--start-year", help="With one --site: the start of the whole "
@@ -201,9 +204,17 @@ def run(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
 
     from flows import progress  # noqa: PLC0415
-    from flows.metering import metering_run, with_dask  # noqa: PLC0415
+    from flows.metering import metering_run, processes_for, with_dask, with_processes  # noqa: PLC0415
 
-    flow_fn = metering_run if dask is None else with_dask(None if dask == "local" else dask, workers)
+    if processes is not None and processes < 0:
+        _fail(ValueError(f"--processes must be 0 or more, not {processes}"))
+    n_procs = 0 if dask is not None or analyst else processes_for(len(sites), processes)
+    if dask is not None:
+        flow_fn = with_dask(None if dask == "local" else dask, workers)
+    elif n_procs:
+        flow_fn = with_processes(n_procs)
+    else:
+        flow_fn = metering_run
     if analyst:
         from flows.metering import site_run  # noqa: PLC0415
 

@@ -114,6 +114,28 @@ def _workers() -> int:
     return int(n or MAX_WORKERS)
 
 
+#: A run with at least this many sites meters them in a process per core (``processes_for``).
+PROCESS_MIN_SITES = 200
+
+
+def processes_for(n_sites: int, asked: int | None = None) -> int:
+    """How many processes meter a run's sites: ``asked`` (0: threads of the flow's process),
+    else one per core for a run of ``PROCESS_MIN_SITES`` sites or more on two cores or more
+    (their start, about 4 s, pays for itself there), else 0 (docs/operations.md, "Many sites")."""
+    if asked is not None:
+        return max(0, asked)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cores if n_sites >= PROCESS_MIN_SITES and cores > 1 else 0
+
+
+def with_processes(processes: int) -> Flow[..., State]:
+    """The metering flow with its batches in ``processes`` worker processes of this machine
+    (Prefect's process pool; each worker reads the shared inputs once and keeps them)."""
+    from prefect.task_runners import ProcessPoolTaskRunner  # noqa: PLC0415
+
+    return metering_run.with_options(task_runner=ProcessPoolTaskRunner(max_workers=processes))
+
+
 def with_dask(address: str | None = None, workers: int = 2) -> Flow[..., State]:
     """The metering flow on Dask: a running scheduler (``address``, e.g. tcp://host:8786) or a
     LocalCluster of ``workers`` single-threaded processes (docs/operations.md)."""

@@ -155,3 +155,36 @@ def test_the_batch_check_names_the_sites_whose_tables_disagree_and_only_those(sh
         assert broken[r.site_id] == one.value.problems
     for r in rs[7:]:
         validate_site_result(r)  # the others are sound
+
+
+def test_a_run_in_worker_processes_publishes_what_the_loop_publishes(shared: Path, tmp_path: Path) -> None:
+    """``carbon-sink run --processes 2`` (what a run of 200 sites or more does on two cores):
+    the batches go to two worker processes; the published estimates equal the one-by-one
+    loop's exactly, a bad site fails alone with its one line, and the run says so."""
+    import os
+    import subprocess
+    import sys
+
+    import shapely
+
+    from flows.metering import PROCESS_MIN_SITES, processes_for
+
+    assert processes_for(PROCESS_MIN_SITES - 1) == 0 and processes_for(5, 2) == 2 and processes_for(10_000, 0) == 0
+    outside = {"site_id": "nowhere", "name": "off the map", "site_type": "forest", "ecozone": "*",
+               "geometry": shapely.box(2400000, 1300000, 2401000, 1301000)}
+    cfg = _config(shared, tmp_path, "procs", [outside])
+    env = {**os.environ, "CARBON_SINK_BATCH_SITES": "4", "CARBON_SINK_RUNNER": "off", "COLUMNS": "200"}
+    cli = str(Path(sys.executable).with_name("carbon-sink"))
+    done = subprocess.run([cli, "run", "--config", str(cfg), "--no-reports", "--processes", "2"], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1, done.stderr[-2000:]  # one site failed: the run is partial
+    said = done.stdout + done.stderr
+    assert "1 failed" in said and "site nowhere failed: the site lies outside every raster" in said
+    assert "Traceback" not in said
+    ledger = Ledger(load_config(cfg).ledger_url)
+    assert ledger.history("nowhere")["status"].tolist() == ["failed"]
+    _meter(_config(shared, tmp_path, "loop", None), batch=1)
+    a, b = _published(cfg), _published(tmp_path / "loop" / "c.toml")
+    assert len(a["sinks"]["site_id"].unique()) == N_SITES
+    for name in TABLES:
+        pd.testing.assert_frame_equal(a[name], b[name], check_exact=True, obj=name)
