@@ -69,36 +69,100 @@ def ensure_output_dir(output_dir: Path) -> Path:
 def write_site_tables(result: SiteResult, site_dir: Path) -> list[Path]:
     """Every table as CSV and Parquet, plus provenance.json; all or nothing (a temporary
     folder renamed into place)."""
+    failed = write_sites_tables([result], [site_dir])
+    if failed:
+        raise failed[result.site_id]
+    return sorted(site_dir.iterdir())
+
+
+def write_sites_tables(results: list[SiteResult], site_dirs: list[Path]) -> dict[str, Exception]:
+    """``write_site_tables`` for a batch of sites: the tables that share their columns and
+    types are encoded together (one Arrow conversion and one CSV rendering per table and
+    batch, each site's rows cut from them: the same files as one site at a time), then each
+    site's folder is written all or nothing. A site whose folder cannot be written is
+    returned with its error; the others are written."""
+    encoded: list[dict[str, bytes]] = [{} for _ in results]
+    names = list(results[0].tables()) if results else []
+    for name in names:
+        groups: dict[tuple[tuple[str, str], ...], list[int]] = {}
+        for i, r in enumerate(results):
+            df = r.tables()[name]
+            groups.setdefault(tuple((str(c), str(t)) for c, t in df.dtypes.items()), []).append(i)
+        for members in groups.values():
+            frames = [results[i].tables()[name] for i in members]
+            for i, (csv, parquet) in zip(members, _encode(frames), strict=True):
+                encoded[i][f"{name}.csv"] = csv
+                encoded[i][f"{name}.parquet"] = parquet
+    failed: dict[str, Exception] = {}
+    for r, contents, site_dir in zip(results, encoded, site_dirs, strict=True):
+        contents["provenance.json"] = json.dumps(r.provenance, indent=2, sort_keys=True, default=str).encode()
+        try:
+            _write_folder(site_dir, contents)
+        except Exception as exc:  # noqa: BLE001 - that site fails alone (the caller records it)
+            failed[r.site_id] = exc
+    return failed
+
+
+def _write_folder(site_dir: Path, files: dict[str, bytes]) -> None:
     site_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{site_dir.name}-", dir=site_dir.parent))
     try:
-        for name, df in result.tables().items():
-            df.to_csv(tmp / f"{name}.csv", index=False)
-            _parquet(df, tmp / f"{name}.parquet")
-        (tmp / "provenance.json").write_text(json.dumps(result.provenance, indent=2, sort_keys=True, default=str))
+        for name, data in files.items():
+            _write_file(tmp / name, data)
         if site_dir.exists():
             shutil.rmtree(site_dir)
         tmp.rename(site_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return sorted(site_dir.iterdir())
 
 
-def read_site_tables(site_dir: Path) -> dict[str, pd.DataFrame]:
-    return {p.stem: pd.read_parquet(p) for p in sorted(site_dir.glob("*.parquet"))}
+def _write_file(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
 
 
-def _parquet(df: pd.DataFrame, path: Path) -> None:
-    """A table as Parquet, text columns as strings: what ``DataFrame.to_parquet(index=False)``
-    writes, through pyarrow directly (a run of thousands of sites writes seven tables each)."""
-    text = {col: df[col].astype("string") for col in df.columns if df[col].dtype == object}
+def _encode(frames: list[pd.DataFrame]) -> list[tuple[bytes, bytes]]:
+    """(CSV, Parquet) bytes of each of ``frames`` (the same columns and types), as
+    ``DataFrame.to_csv(index=False)`` and ``DataFrame.to_parquet(index=False)`` (text columns
+    as strings) write them one by one."""
+    if len(frames) == 1:
+        return [(frames[0].to_csv(index=False).encode(), _parquet_bytes(frames[0]))]
+    whole = pd.concat(frames, ignore_index=True)
+    text_cols = [c for c, t in whole.dtypes.items() if pd.api.types.is_object_dtype(t) or pd.api.types.is_string_dtype(t)]
+    multiline = any(whole[c].astype("string").str.contains("[\r\n]", regex=True).any() for c in text_cols)
+    if multiline:  # a quoted field across lines: the lines of the whole are not its rows
+        return [(f.to_csv(index=False).encode(), _parquet_bytes(f)) for f in frames]
+    lines = whole.to_csv(index=False).splitlines(keepends=True)
+    header, rows = lines[0], lines[1:]
+    assert len(rows) == len(whole)
+    table = _arrow(whole)
+    out, at = [], 0
+    for f in frames:
+        n = len(f)
+        out.append(((header + "".join(rows[at:at + n])).encode(), _parquet_bytes(None, table.slice(at, n))))
+        at += n
+    return out
+
+
+def _arrow(df: pd.DataFrame) -> pa.Table:
+    text = {col: df[col].astype("string") for col, dtype in df.dtypes.items()
+            if pd.api.types.is_object_dtype(dtype)}
     out = df.assign(**text) if text else df
     table = pa.Table.from_pandas(out, preserve_index=False)
     if out.attrs:  # as pandas keeps them
         table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                                b"PANDAS_ATTRS": json.dumps(out.attrs).encode()})
-    pq.write_table(table, path, compression="snappy")
+    return table
+
+
+def _parquet_bytes(df: pd.DataFrame | None, table: pa.Table | None = None) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(_arrow(df) if table is None else table, sink, compression="snappy")
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def read_site_tables(site_dir: Path) -> dict[str, pd.DataFrame]:
+    return {p.stem: pd.read_parquet(p) for p in sorted(site_dir.glob("*.parquet"))}
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> Path:

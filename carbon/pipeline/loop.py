@@ -40,6 +40,7 @@ from carbon.io.outputs import (
     prune_report_maps,
     write_json,
     write_site_tables,
+    write_sites_tables,
 )
 from carbon.io.sites import load_per_version, load_sites
 from carbon.io.staging import remove_staging
@@ -417,17 +418,21 @@ def meter_sites(ctx: RunContext, site_ids: list[str], params: SiteParams, *,
             fail(site_id, exc, scenario)
 
     broken = validate_site_results([c.result for c in computed])
-    ready: list[tuple[_Computed, Path]] = []
+    sound: list[_Computed] = []
     for c in computed:
-        try:
-            if c.site_id in broken:
-                raise OutputValidationError(f"computed tables of site {c.site_id!r} fail their contracts",
-                                            broken[c.site_id])
-            site_dir = site_dir_of(ctx, c.site_id)
-            write_site_tables(c.result, site_dir)
+        if c.site_id in broken:
+            fail(c.site_id, OutputValidationError(f"computed tables of site {c.site_id!r} fail their contracts",
+                                                  broken[c.site_id]), c.scenario)
+        else:
+            sound.append(c)
+    dirs = [site_dir_of(ctx, c.site_id) for c in sound]
+    not_written = write_sites_tables([c.result for c in sound], dirs)
+    ready: list[tuple[_Computed, Path]] = []
+    for c, site_dir in zip(sound, dirs, strict=True):
+        if c.site_id in not_written:
+            fail(c.site_id, not_written[c.site_id], c.scenario)
+        else:
             ready.append((c, site_dir))
-        except Exception as exc:  # noqa: BLE001 - as above
-            fail(c.site_id, exc, c.scenario)
 
     ledger = Ledger(ctx.config.ledger_url)
     publications = [_publication(ctx, c.site_id, c.result.tables(), c.key, c.scenario) for c, _ in ready]

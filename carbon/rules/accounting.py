@@ -43,13 +43,20 @@ def _pool_total(pools: np.ndarray) -> np.ndarray:
     return total
 
 
+def _pool_order(values: xr.DataArray) -> list[int]:
+    """Where each pool of POOLS is along the ``pool`` dimension of ``values``."""
+    have = [str(p) for p in values["pool"].values]
+    return [have.index(p) for p in POOLS]
+
+
 def stock_tables(site_id: str, stock: xr.DataArray, class_area_ha: xr.DataArray, nodata_ha: xr.DataArray) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Site-year stocks and site-year-class stocks as flat tables."""
-    per_year = stock.sum("carbon_class").transpose("year", "pool").sel(pool=list(POOLS)).values
-    stock = stock.transpose("year", "carbon_class", "pool").sel(pool=list(POOLS))
+    pools = _pool_order(stock)
+    per_year = stock.sum("carbon_class").transpose("year", "pool").values[:, pools]
+    stock = stock.transpose("year", "carbon_class", "pool")
     years = np.asarray(stock["year"].values, dtype=np.int64)
     classes = np.asarray([str(c) for c in stock["carbon_class"].values], dtype=object)
-    values = np.asarray(stock.values, dtype=np.float64)  # (year, class, pool)
+    values = np.asarray(stock.values[:, :, pools], dtype=np.float64)  # (year, class, pool)
     area = np.asarray(class_area_ha.transpose("year", "carbon_class").values, dtype=np.float64)
     n_years, n_classes = area.shape
 
@@ -66,7 +73,8 @@ def stock_tables(site_id: str, stock: xr.DataArray, class_area_ha: xr.DataArray,
     with np.errstate(invalid="ignore", divide="ignore"):
         per_ha = np.where(year_area > 0, year_stock / year_area, 0.0)
     cols = {"site_id": site_id, "year": years, "area_ha": year_area,
-            "nodata_ha": np.asarray(nodata_ha.sel(year=years).values, dtype=np.float64)}
+            "nodata_ha": np.asarray(nodata_ha.values if np.array_equal(nodata_ha["year"].values, years)
+                                    else nodata_ha.sel(year=years).values, dtype=np.float64)}
     cols.update({c: per_year[:, j] for j, c in enumerate(pool_stock_columns())})
     cols.update({"stock_tc": year_stock, "stock_tc_per_ha": per_ha})
     return _frame(cols, STOCK_COLUMNS), by_class_df
@@ -81,8 +89,10 @@ def sink_table(
 ) -> pd.DataFrame:
     """One row per period: stocks at both ends, change (by pool, with gains and losses of
     the biomass and dead-organic-matter pools), sink and annual sink (methods §6, §9)."""
+    pools = _pool_order(flows["stock_start_tc"])
+
     def by_pool(name: str) -> np.ndarray:
-        return np.asarray(flows[name].transpose("period", "pool").sel(pool=list(POOLS)).values, dtype=np.float64)
+        return np.asarray(flows[name].transpose("period", "pool").values[:, pools], dtype=np.float64)
 
     start, end = by_pool("stock_start_tc"), by_pool("stock_end_tc")
     gain, loss = by_pool("gain_tc"), by_pool("loss_tc")

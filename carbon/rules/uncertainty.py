@@ -150,7 +150,10 @@ def draw_factors(cv: np.ndarray, n: int, seed: int, shared: np.ndarray | None = 
             rows = np.flatnonzero(shared[:, p])
             if len(rows) > 1:
                 z[:, rows, p] = z[:, rows[:1], p]
-    return np.exp(sigma * z - 0.5 * sigma * sigma)
+    drawn = sigma > 0  # elsewhere exp(0 * z - 0) is exactly 1
+    factors = np.ones_like(z)
+    factors[:, drawn] = np.exp(sigma[drawn] * z[:, drawn] - 0.5 * sigma[drawn] * sigma[drawn])
+    return factors
 
 
 @dataclass(frozen=True)
@@ -299,6 +302,7 @@ def add_intervals(stocks: pd.DataFrame, sinks: pd.DataFrame, agg: dynamics.Aggre
 
 
 def _put(df: pd.DataFrame, name: str, summary: Summary, rows: list[int]) -> None:
-    for field_name in UNCERTAINTY_FIELDS:
-        df[f"{name}_{field_name}"] = np.asarray(getattr(summary, field_name))[rows]
+    columns = [f"{name}_{field_name}" for field_name in UNCERTAINTY_FIELDS]
+    values = np.column_stack([np.asarray(getattr(summary, f), dtype=np.float64)[rows] for f in UNCERTAINTY_FIELDS])
+    df[columns] = values if len(rows) else np.zeros((0, len(columns)))
 

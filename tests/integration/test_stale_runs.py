@@ -39,12 +39,16 @@ def killed_run(cfg: Path) -> tuple[str, int]:
         import carbon.io.outputs as outputs
         from carbon.pipeline.loop import SiteParams, meter_site, start_run
 
-        def die(df, path):  # the first table file is half-written: the process is killed
-            path.write_bytes(b"PAR1")
+        write = outputs._write_file
+
+        def die(path, data):  # the first Parquet file is half-written: the process is killed
+            if not path.name.endswith(".parquet"):
+                return write(path, data)
+            path.write_bytes(data[:4])
             print(ctx.run_id, os.getpid(), flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
 
-        outputs._parquet = die
+        outputs._write_file = die
         ctx = start_run({str(cfg)!r}, [{SITE!r}])
         meter_site(ctx, {SITE!r}, SiteParams())
     """)
