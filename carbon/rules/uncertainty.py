@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -239,8 +240,8 @@ def conservative_sinks(sink: np.ndarray, lower90: np.ndarray, upper90: np.ndarra
 def add_intervals(stocks: pd.DataFrame, sinks: pd.DataFrame, agg: dynamics.Aggregates,
                   coef: dynamics.Coefficients, *, draws: int, rule: str, seed: int, note: str = "",
                   shared: np.ndarray | None = None, shift: adjustment.AreaShift | None = None,
-                  parts: np.ndarray | None = None) -> None:
-    """Monte Carlo intervals on every stock and sink row, Approach 1 beside them, and the
+                  parts: np.ndarray | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The stocks and sinks tables with Monte Carlo intervals on every row, Approach 1 beside them, and the
     conservative sink (docs/methods.md §10); ``note`` (which SDs were defaulted or are
     unknown, ``SdFill.label``) is added to the ``uncertainty_method`` label; ``shared``: the
     (class, pool) coefficients drawn fully correlated within their pool (``draw_factors``).
@@ -269,15 +270,16 @@ def add_intervals(stocks: pd.DataFrame, sinks: pd.DataFrame, agg: dynamics.Aggre
 
     by_year = summarize(contrib, factors, cv, area_terms=year_terms)
     order = {y: i for i, y in enumerate(agg.years)}
-    _put(stocks, "stock_tc", by_year, [order[y] for y in stocks["year"]])
-    stocks["uncertainty_method"] = label
+    stocks = with_columns(stocks, {**_fields("stock_tc", by_year, [order[y] for y in stocks["year"]]),
+                                   "uncertainty_method": label})
     if sinks.empty:  # a single map year: no period, but the same columns
+        sinks = sinks.copy()
         for f in UNCERTAINTY_FIELDS:
             sinks[f"sink_tco2e_{f}"] = pd.Series(dtype=float)
         sinks["conservative_sink_tco2e"] = pd.Series(dtype=float)
         sinks["conservative_rule"] = pd.Series(dtype=str)
         sinks["uncertainty_method"] = pd.Series(dtype=str)
-        return
+        return stocks, sinks
     start, end = dynamics.period_contributions(agg, coef)
     period_terms = None
     if adjusted:
@@ -291,18 +293,20 @@ def add_intervals(stocks: pd.DataFrame, sinks: pd.DataFrame, agg: dynamics.Aggre
 
     by_period = summarize(end - start, factors, cv, scale=CO2_PER_C, area_terms=period_terms)
     index = {p: i for i, p in enumerate(agg.periods)}
-    _put(sinks, "sink_tco2e", by_period, [index[(a, b)] for a, b in zip(sinks["period_start"], sinks["period_end"],
-                                                                          strict=True)])
-    sinks["conservative_sink_tco2e"] = conservative_sinks(
-        sinks["sink_tco2e"].to_numpy(dtype=np.float64), sinks["sink_tco2e_lower90"].to_numpy(dtype=np.float64),
-        sinks["sink_tco2e_upper90"].to_numpy(dtype=np.float64),
-        sinks["sink_tco2e_u90_pct"].to_numpy(dtype=np.float64), rule)
-    sinks["conservative_rule"] = rule
-    sinks["uncertainty_method"] = label
+    cols: dict[str, Any] = _fields("sink_tco2e", by_period, [index[(a, b)] for a, b in zip(sinks["period_start"], sinks["period_end"],
+                                                                           strict=True)])
+    cols["conservative_sink_tco2e"] = conservative_sinks(
+        sinks["sink_tco2e"].to_numpy(dtype=np.float64), cols["sink_tco2e_lower90"], cols["sink_tco2e_upper90"],
+        cols["sink_tco2e_u90_pct"], rule)
+    cols["conservative_rule"] = rule
+    cols["uncertainty_method"] = label
+    return stocks, with_columns(sinks, cols)
 
 
-def _put(df: pd.DataFrame, name: str, summary: Summary, rows: list[int]) -> None:
-    columns = [f"{name}_{field_name}" for field_name in UNCERTAINTY_FIELDS]
-    values = np.column_stack([np.asarray(getattr(summary, f), dtype=np.float64)[rows] for f in UNCERTAINTY_FIELDS])
-    df[columns] = values if len(rows) else np.zeros((0, len(columns)))
+def _fields(name: str, summary: Summary, rows: list[int]) -> dict[str, np.ndarray]:
+    return {f"{name}_{f}": np.asarray(getattr(summary, f), dtype=np.float64)[rows] for f in UNCERTAINTY_FIELDS}
 
+
+def with_columns(df: pd.DataFrame, columns: dict[str, Any]) -> pd.DataFrame:
+    """``df`` with ``columns`` (arrays or scalars) added after its own, in one step."""
+    return pd.concat([df, pd.DataFrame(columns, index=df.index)], axis=1)
