@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -204,7 +205,7 @@ def run(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
 
     from flows import progress  # noqa: PLC0415
-    from flows.metering import metering_run, processes_for, with_dask, with_processes  # noqa: PLC0415
+    from flows.metering import metering_run, one_api, processes_for, with_dask, with_processes  # noqa: PLC0415
 
     if processes is not None and processes < 0:
         _fail(ValueError(f"--processes must be 0 or more, not {processes}"))
@@ -236,9 +237,9 @@ def run(
 
         unsubscribe = progress.subscribe(on_site)
         try:
-            state = flow_fn(config=str(cfg.path), site_ids=site or None, force=force or bool(site), maps=maps,
-                                 method=method, reports=reports, output_dir=str(cfg.output_dir),
-                                 return_state=True)
+            with one_api() if n_procs else nullcontext():  # worker processes report to this process's server
+                state = flow_fn(config=str(cfg.path), site_ids=site or None, force=force or bool(site), maps=maps,
+                                method=method, reports=reports, output_dir=str(cfg.output_dir), return_state=True)
         finally:
             unsubscribe()
     summary = state.result(raise_on_failure=False)

@@ -8,7 +8,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prefect import Flow, flow
@@ -134,6 +135,24 @@ def with_processes(processes: int) -> Flow[..., State]:
     from prefect.task_runners import ProcessPoolTaskRunner  # noqa: PLC0415
 
     return metering_run.with_options(task_runner=ProcessPoolTaskRunner(max_workers=processes))
+
+
+@contextmanager
+def one_api() -> Iterator[None]:
+    """Inside: a Prefect API address every process of the run uses. Without one configured, the
+    temporary server this process would start is started now and named, so that worker
+    processes report to it instead of each starting a server of its own."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: PLC0415
+
+    if PREFECT_API_URL.value():
+        yield
+        return
+    from prefect.server.api.server import SubprocessASGIServer  # noqa: PLC0415
+
+    server = SubprocessASGIServer()  # the one Prefect's client starts itself (stopped when the process exits)
+    server.start()
+    with temporary_settings({PREFECT_API_URL: server.api_url}):
+        yield
 
 
 def with_dask(address: str | None = None, workers: int = 2) -> Flow[..., State]:
