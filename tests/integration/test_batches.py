@@ -159,8 +159,9 @@ def test_the_batch_check_names_the_sites_whose_tables_disagree_and_only_those(sh
 
 def test_a_run_in_worker_processes_publishes_what_the_loop_publishes(shared: Path, tmp_path: Path) -> None:
     """``carbon-sink run --processes 2`` (what a run of 200 sites or more does on two cores):
-    the batches go to two worker processes; the published estimates equal the one-by-one
-    loop's exactly, a bad site fails alone with its one line, and the run says so."""
+    the batches go to two worker processes, which report to the run's one Prefect server; the
+    published estimates equal the one-by-one loop's exactly, a bad site fails alone with its
+    one line, and the run says so."""
     import os
     import subprocess
     import sys
@@ -173,7 +174,9 @@ def test_a_run_in_worker_processes_publishes_what_the_loop_publishes(shared: Pat
     outside = {"site_id": "nowhere", "name": "off the map", "site_type": "forest", "ecozone": "*",
                "geometry": shapely.box(2400000, 1300000, 2401000, 1301000)}
     cfg = _config(shared, tmp_path, "procs", [outside])
-    env = {**os.environ, "CARBON_SINK_BATCH_SITES": "4", "CARBON_SINK_RUNNER": "off", "COLUMNS": "200"}
+    env = {**os.environ, "CARBON_SINK_BATCH_SITES": "4", "CARBON_SINK_RUNNER": "off", "COLUMNS": "200",
+           "PREFECT_LOGGING_LEVEL": "INFO"}
+    env.pop("PREFECT_API_URL", None)  # the run's own temporary server, shared by its workers
     cli = str(Path(sys.executable).with_name("carbon-sink"))
     done = subprocess.run([cli, "run", "--config", str(cfg), "--no-reports", "--processes", "2"], env=env,
                           capture_output=True, text=True, timeout=600)
@@ -181,6 +184,7 @@ def test_a_run_in_worker_processes_publishes_what_the_loop_publishes(shared: Pat
     said = done.stdout + done.stderr
     assert "1 failed" in said and "site nowhere failed: the site lies outside every raster" in said
     assert "Traceback" not in said
+    assert said.count("Starting temporary server") == 1  # the workers report to the run's server
     ledger = Ledger(load_config(cfg).ledger_url)
     assert ledger.history("nowhere")["status"].tolist() == ["failed"]
     _meter(_config(shared, tmp_path, "loop", None), batch=1)
