@@ -82,6 +82,7 @@ def write_sites_tables(results: list[SiteResult], site_dirs: list[Path]) -> dict
     site's folder is written all or nothing. A site whose folder cannot be written is
     returned with its error; the others are written."""
     encoded: list[dict[str, bytes]] = [{} for _ in results]
+    failed: dict[str, Exception] = {}
     names = list(results[0].tables()) if results else []
     for name in names:
         groups: dict[tuple[tuple[str, str], ...], list[int]] = {}
@@ -89,12 +90,22 @@ def write_sites_tables(results: list[SiteResult], site_dirs: list[Path]) -> dict
             df = r.tables()[name]
             groups.setdefault(tuple((str(c), str(t)) for c, t in df.dtypes.items()), []).append(i)
         for members in groups.values():
-            frames = [results[i].tables()[name] for i in members]
-            for i, (csv, parquet) in zip(members, _encode(frames), strict=True):
+            try:
+                files = _encode([results[i].tables()[name] for i in members])
+            except Exception:  # noqa: BLE001 - one site's table may be the cause: each encoded alone
+                files = []
+                for i in members:
+                    try:
+                        files += _encode([results[i].tables()[name]])
+                    except Exception as exc:  # noqa: BLE001 - that site fails alone
+                        failed.setdefault(results[i].site_id, exc)
+                        files.append((b"", b""))
+            for i, (csv, parquet) in zip(members, files, strict=True):
                 encoded[i][f"{name}.csv"] = csv
                 encoded[i][f"{name}.parquet"] = parquet
-    failed: dict[str, Exception] = {}
     for r, contents, site_dir in zip(results, encoded, site_dirs, strict=True):
+        if r.site_id in failed:
+            continue
         contents["provenance.json"] = json.dumps(r.provenance, indent=2, sort_keys=True, default=str).encode()
         try:
             _write_folder(site_dir, contents)

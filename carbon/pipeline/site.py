@@ -206,6 +206,9 @@ def _present_classes(class_names: list[str], area: xr.DataArray, shift: adjustme
 
 #: What the coefficients of a site come to, by everything they depend on (``_site_coefficients``):
 #: thousands of sites share a few ecozones and sets of classes.
+#: How many are kept (a few kB each): sites of one legend meet at most 2^classes sets of classes,
+#: a few hundred in practice.
+SITE_COEFFICIENTS_KEPT = 4096
 _SITE_COEFFICIENTS: dict[tuple[Any, ...], tuple[uncertainty.SdFill, dynamics.Coefficients, pd.DataFrame]] = {}
 
 
@@ -225,8 +228,8 @@ def _site_coefficients(site: Site, coefficients: CoefficientSet, class_names: li
         densities, sd_fill = uncertainty.fill_missing_sd(densities, sd_defaults)
         coef = dynamics.coefficient_arrays(densities.reindex(class_names))
         used = _coefficients_used(site, densities, coefficients, sd_fill, dyn)
-        if len(_SITE_COEFFICIENTS) >= 256:
-            _SITE_COEFFICIENTS.clear()
+        if len(_SITE_COEFFICIENTS) >= SITE_COEFFICIENTS_KEPT:  # the oldest goes
+            del _SITE_COEFFICIENTS[next(iter(_SITE_COEFFICIENTS))]
         known = _SITE_COEFFICIENTS[key] = (sd_fill, coef, used)
     sd_fill, coef, used = known
     used = used.copy()

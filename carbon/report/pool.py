@@ -1,4 +1,6 @@
-"""Reports drawn in worker processes while a run goes on (see ``ReportPool``)."""
+"""Reports drawn in worker processes while a run goes on (see ``ReportPool``). The drawing
+modules (matplotlib, Jinja2) are imported by the processes that draw, not by every process
+that holds a pool (a metering worker imports this module too)."""
 
 from __future__ import annotations
 
@@ -12,8 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from carbon.io.config import Config
-from carbon.report.page import site_report
-from carbon.report.portfolio import portfolio_report
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,8 @@ def _report_worker(nice: int) -> None:
 def _portfolio_or_failure(cfg: Config) -> str:
     """The portfolio page (``<output_dir>/reports/index.html``), rewritten after the site
     reports; like them, a view of what was published: a failure is logged, not raised."""
+    from carbon.report.portfolio import portfolio_report  # noqa: PLC0415 - matplotlib and Jinja2 only where drawn
+
     try:
         return str(portfolio_report(cfg))
     except Exception as exc:  # noqa: BLE001 - the estimates are published; the page is a view of them
@@ -132,6 +134,8 @@ def _portfolio_or_failure(cfg: Config) -> str:
 
 
 def _report_or_failure(cfg: Config, site_id: str, maps_dir: str | Path | None = None) -> str:
+    from carbon.report.page import site_report  # noqa: PLC0415 - matplotlib and Jinja2 only where drawn
+
     try:
         return str(site_report(cfg, site_id, maps_dir=maps_dir))
     except Exception as exc:  # noqa: BLE001 - the estimate is published; the report is a view of it

@@ -192,3 +192,41 @@ def test_a_run_in_worker_processes_publishes_what_the_loop_publishes(shared: Pat
     assert len(a["sinks"]["site_id"].unique()) == N_SITES
     for name in TABLES:
         pd.testing.assert_frame_equal(a[name], b[name], check_exact=True, obj=name)
+
+
+def test_a_site_whose_files_cannot_be_made_fails_alone(shared: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch's tables are rendered together; when that fails because of one site's table,
+    each site is rendered alone: that site fails, named, with nothing of it on disk or in the
+    ledger, and the others are published as in a batch without it."""
+    import carbon.io.outputs as outputs
+
+    cfg = _config(shared, tmp_path, "enc", None)
+    ctx = loop.start_run(str(cfg))
+    ids = list(ctx.site_ids)
+    bad = ids[3]
+    encode = outputs._encode
+
+    def refuse(frames: list[pd.DataFrame]) -> list[tuple[bytes, bytes]]:
+        if any((f["site_id"] == bad).any() for f in frames if "site_id" in f.columns and len(f)):
+            raise ValueError("cannot render this table")
+        return encode(frames)
+
+    monkeypatch.setattr(outputs, "_encode", refuse)
+    outcomes = loop.meter_sites(ctx, ids, loop.SiteParams())
+    loop.finish_run(ctx, outcomes)
+    status = {o.site_id: o.status for o in outcomes}
+    assert status.pop(bad) == "failed" and set(status.values()) == {"succeeded"}
+    failed = next(o for o in outcomes if o.site_id == bad)
+    assert failed.error is not None and "cannot render this table" in failed.error
+    assert not loop.site_dir_of(ctx, bad).exists()
+    ledger = Ledger(load_config(cfg).ledger_url)
+    assert ledger.history(bad)["status"].tolist() == ["failed"]
+    assert bad not in set(ledger.current("sinks")["site_id"])
+    monkeypatch.setattr(outputs, "_encode", encode)
+    other = _config(shared, tmp_path, "enc_without", None)
+    octx = loop.start_run(str(other))
+    loop.finish_run(octx, loop.meter_sites(octx, [s for s in ids if s != bad], loop.SiteParams()))
+    a, b = _published(cfg), _published(other)
+    for name in TABLES:
+        pd.testing.assert_frame_equal(a[name], b[name], check_exact=True, obj=name)
