@@ -121,12 +121,26 @@ PROCESS_MIN_SITES = 200
 
 def processes_for(n_sites: int, asked: int | None = None) -> int:
     """How many processes meter a run's sites: ``asked`` (0: threads of the flow's process),
-    else one per core for a run of ``PROCESS_MIN_SITES`` sites or more on two cores or more
-    (their start, about 4 s, pays for itself there), else 0 (docs/operations.md, "Many sites")."""
+    else one per core (at most ``CARBON_SINK_MAX_WORKERS``) for a run of ``PROCESS_MIN_SITES``
+    sites or more on two cores or more (their start, about 4 s, pays for itself there), else 0
+    (docs/operations.md, "Many sites: a process per core")."""
     if asked is not None:
         return max(0, asked)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = min(_cores(), MAX_WORKERS)
     return cores if n_sites >= PROCESS_MIN_SITES and cores > 1 else 0
+
+
+def _cores() -> int:
+    """The cores this process may use: its CPU affinity, within a container's CPU quota
+    (cgroup v2 ``cpu.max``) when one is set."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]  # noqa: SIM115, PTH123
+        if quota != "max":
+            cores = min(cores, max(1, int(int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
 
 
 def with_processes(processes: int) -> Flow[..., State]:

@@ -393,7 +393,8 @@ def _batch_suspects(batch: dict[str, pd.DataFrame], site_area: dict[str, float |
     total = stocks["site_id"].map(site_area)
     known = total.notna().to_numpy()
     bad |= known & far(stocks["area_ha"] + stocks["nodata_ha"], total.fillna(0.0))
-    suspects = set(stocks["site_id"][bad])
+    suspects = set(stocks["site_id"][bad]) | {
+        s for s, a in site_area.items() if a is not None and not np.isfinite(float(a))}
     sinks = batch.get("sinks", empty)
     if not sinks.empty:
         limit = sinks["site_id"].map(site_area).astype(float)

@@ -783,7 +783,7 @@ def _publish_one(c: sa.Connection, *, run_id: str, flow_run_id: str | None, site
         if df.empty:
             continue
         cols = [col.name for col in table.columns if col.name != "site_run_id"]
-        columns = [df[col].tolist() for col in cols]  # Python values, column by column
+        columns = [_python(df[col]) for col in cols]  # Python values, column by column
         records = [{"site_run_id": site_run_id, **dict(zip(cols, values, strict=True))}
                    for values in zip(*columns, strict=True)]
         c.execute(table.insert(), records)
@@ -889,3 +889,11 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA busy_timeout=30000")  # two runs at once wait for each other's commits
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def _python(column: pd.Series) -> list[Any]:
+    """A column's values as Python objects (numpy scalars in an object column unboxed)."""
+    values = column.tolist()
+    if column.dtype == object:
+        values = [v.item() if hasattr(v, "item") else v for v in values]
+    return values

@@ -106,8 +106,8 @@ def write_sites_tables(results: list[SiteResult], site_dirs: list[Path]) -> dict
     for r, contents, site_dir in zip(results, encoded, site_dirs, strict=True):
         if r.site_id in failed:
             continue
-        contents["provenance.json"] = json.dumps(r.provenance, indent=2, sort_keys=True, default=str).encode()
         try:
+            contents["provenance.json"] = json.dumps(r.provenance, indent=2, sort_keys=True, default=str).encode()
             _write_folder(site_dir, contents)
         except Exception as exc:  # noqa: BLE001 - that site fails alone (the caller records it)
             failed[r.site_id] = exc
@@ -143,9 +143,10 @@ def _encode(frames: list[pd.DataFrame]) -> list[tuple[bytes, bytes]]:
     multiline = any(whole[c].astype("string").str.contains("[\r\n]", regex=True).any() for c in text_cols)
     if multiline:  # a quoted field across lines: the lines of the whole are not its rows
         return [(f.to_csv(index=False).encode(), _parquet_bytes(f)) for f in frames]
-    lines = whole.to_csv(index=False).splitlines(keepends=True)
-    header, rows = lines[0], lines[1:]
-    assert len(rows) == len(whole)
+    lines = whole.to_csv(index=False, lineterminator="\n").split("\n")[:-1]
+    if len(lines) != len(whole) + 1:  # not one line a row: render each alone
+        return [(f.to_csv(index=False).encode(), _parquet_bytes(f)) for f in frames]
+    header, rows = lines[0] + "\n", [line + "\n" for line in lines[1:]]
     table = _arrow(whole)
     out, at = [], 0
     for f in frames:

@@ -53,9 +53,18 @@ def inspect_raster(path: str) -> RasterInfo:
     return info
 
 
-#: Headers of local rasters that passed their checks, by (path, size, modification time): a
-#: run of thousands of sites plans each against the same few rasters.
-_HEADERS: dict[tuple[str, int, int], RasterInfo] = {}
+#: Headers of local rasters that passed their checks, by the file's version (``_version``), with
+#: the versions of the files GDAL read beside it (sidecars: .aux.xml, .prj ...): a run of
+#: thousands of sites plans each against the same few rasters.
+_HEADERS: dict[tuple[Any, ...], tuple[RasterInfo, list[tuple[str, tuple[int, ...]]]]] = {}
+
+
+def _version(path: str) -> tuple[int, ...]:
+    """A local file's version: size, modification and change times, inode, and its folder's
+    modification time (a sidecar added or removed beside it)."""
+    st = os.stat(path)
+    folder = os.stat(os.path.dirname(os.path.abspath(path)))
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, folder.st_mtime_ns
 
 
 def examine_raster(path: str) -> tuple[RasterInfo | None, InputError | None]:
@@ -65,22 +74,31 @@ def examine_raster(path: str) -> tuple[RasterInfo | None, InputError | None]:
     file, or one without a usable CRS or georeferencing, has no header. A local file's good
     header is read once per version of the file."""
     try:
-        st = os.stat(path)
+        key = (path, *_version(path))
     except (OSError, ValueError):  # a URL, or a file that is not there (opening it says why)
-        return _examine(path)
-    key = (path, st.st_size, st.st_mtime_ns)
+        return _examine(path)[:2]
     known = _HEADERS.get(key)
     if known is not None:
-        return known, None
-    info, problem = _examine(path)
+        try:
+            if all(_version(f) == v for f, v in known[1]):
+                return known[0], None
+        except (OSError, ValueError):
+            pass
+    info, problem, files = _examine(path)
     if info is not None and problem is None:
+        try:
+            versions = [(f, _version(f)) for f in files if os.path.abspath(f) != os.path.abspath(path)]
+        except (OSError, ValueError):
+            return info, problem
         if len(_HEADERS) > 1024:
             _HEADERS.clear()
-        _HEADERS[key] = info
+        _HEADERS[key] = (info, versions)
     return info, problem
 
 
-def _examine(path: str) -> tuple[RasterInfo | None, InputError | None]:
+def _examine(path: str) -> tuple[RasterInfo | None, InputError | None, list[str]]:
+    """``examine_raster`` itself, with the files GDAL read for the header."""
+    files: list[str] = []
     try:
         with gdal_env(), rasterio.open(path) as src:
             try:
@@ -98,10 +116,11 @@ def _examine(path: str) -> tuple[RasterInfo | None, InputError | None]:
                 block_height=int(src.block_shapes[0][0]) if src.block_shapes else 1,
             )
             count = src.count
+            files = list(src.files)
     except RasterioError as exc:
-        return None, InputError(f"cannot open raster (missing, corrupt or not a GeoTIFF): {exc}", path=path)
+        return None, InputError(f"cannot open raster (missing, corrupt or not a GeoTIFF): {exc}", path=path), files
     except InputError as exc:
-        return None, exc
+        return None, exc, files
     problems = []
     if count != 1:
         problems.append(f"expected one band of land-cover codes, found {count} bands")
@@ -122,12 +141,12 @@ def _examine(path: str) -> tuple[RasterInfo | None, InputError | None]:
     if info.transform.is_identity:
         problems.append("raster has no georeferencing (identity transform)")
     if not problems:
-        return info, None
+        return info, None, files
     error = InputError("raster fails structural checks", path=path, problems=problems)
     extent_known = (info.crs is not None and info.crs.ellipsoid is not None and not info.transform.is_identity
                     and info.transform.b == 0 and info.transform.d == 0 and info.transform.a > 0
                     and info.transform.e < 0)
-    return (info if extent_known else None), error
+    return (info if extent_known else None), error, files
 
 
 class YearReader:

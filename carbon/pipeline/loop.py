@@ -425,10 +425,15 @@ def meter_sites(ctx: RunContext, site_ids: list[str], params: SiteParams, *,
                                                   broken[c.site_id]), c.scenario)
         else:
             sound.append(c)
-    dirs = [site_dir_of(ctx, c.site_id) for c in sound]
-    not_written = write_sites_tables([c.result for c in sound], dirs)
+    placed: list[tuple[_Computed, Path]] = []
+    for c in sound:
+        try:
+            placed.append((c, site_dir_of(ctx, c.site_id)))
+        except Exception as exc:  # noqa: BLE001 - as above
+            fail(c.site_id, exc, c.scenario)
+    not_written = write_sites_tables([c.result for c, _ in placed], [d for _, d in placed])
     ready: list[tuple[_Computed, Path]] = []
-    for c, site_dir in zip(sound, dirs, strict=True):
+    for c, site_dir in placed:
         if c.site_id in not_written:
             fail(c.site_id, not_written[c.site_id], c.scenario)
         else:

@@ -9,6 +9,7 @@ sink and transition tables (rules/accounting.py, rules/dynamics.py), add their i
 from __future__ import annotations
 
 import hashlib
+import threading
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -209,6 +210,7 @@ def _present_classes(class_names: list[str], area: xr.DataArray, shift: adjustme
 #: How many are kept (a few kB each): sites of one legend meet at most 2^classes sets of classes,
 #: a few hundred in practice.
 SITE_COEFFICIENTS_KEPT = 4096
+_SITE_COEFFICIENTS_LOCK = threading.Lock()
 _SITE_COEFFICIENTS: dict[tuple[Any, ...], tuple[uncertainty.SdFill, dynamics.Coefficients, pd.DataFrame]] = {}
 
 
@@ -228,9 +230,11 @@ def _site_coefficients(site: Site, coefficients: CoefficientSet, class_names: li
         densities, sd_fill = uncertainty.fill_missing_sd(densities, sd_defaults)
         coef = dynamics.coefficient_arrays(densities.reindex(class_names))
         used = _coefficients_used(site, densities, coefficients, sd_fill, dyn)
-        if len(_SITE_COEFFICIENTS) >= SITE_COEFFICIENTS_KEPT:  # the oldest goes
-            del _SITE_COEFFICIENTS[next(iter(_SITE_COEFFICIENTS))]
-        known = _SITE_COEFFICIENTS[key] = (sd_fill, coef, used)
+        known = (sd_fill, coef, used)
+        with _SITE_COEFFICIENTS_LOCK:  # sites of one process may run on threads
+            while len(_SITE_COEFFICIENTS) >= SITE_COEFFICIENTS_KEPT:  # the oldest goes
+                _SITE_COEFFICIENTS.pop(next(iter(_SITE_COEFFICIENTS)), None)
+            _SITE_COEFFICIENTS[key] = known
     sd_fill, coef, used = known
     used = used.copy()
     used["site_id"] = site.site_id

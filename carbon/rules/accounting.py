@@ -36,10 +36,11 @@ def _frame(columns: dict[str, Any], order: list[str]) -> pd.DataFrame:
 
 
 def _pool_total(pools: np.ndarray) -> np.ndarray:
-    """Σ over the pool axis (last), pool by pool in pool order (the row sum of the pool columns)."""
+    """Σ over the pool axis (last), pool by pool in pool order, NaN as 0 (the row sum of the pool
+    columns)."""
     total = np.zeros(pools.shape[:-1])
     for j in range(pools.shape[-1]):
-        total = total + pools[..., j]
+        total = total + np.nan_to_num(pools[..., j], nan=0.0)
     return total
 
 
@@ -55,7 +56,7 @@ def stock_tables(site_id: str, stock: xr.DataArray, class_area_ha: xr.DataArray,
     per_year = stock.sum("carbon_class").transpose("year", "pool").values[:, pools]
     stock = stock.transpose("year", "carbon_class", "pool")
     years = np.asarray(stock["year"].values, dtype=np.int64)
-    classes = np.asarray([str(c) for c in stock["carbon_class"].values], dtype=object)
+    classes = np.asarray([str(c) for c in stock["carbon_class"].values], dtype=str)
     values = np.asarray(stock.values[:, :, pools], dtype=np.float64)  # (year, class, pool)
     area = np.asarray(class_area_ha.transpose("year", "carbon_class").values, dtype=np.float64)
     n_years, n_classes = area.shape
@@ -101,7 +102,7 @@ def sink_table(
     y0 = np.asarray([int(a) for a, _ in periods], dtype=np.int64)
     y1 = np.asarray([int(b) for _, b in periods], dtype=np.int64)
     area = np.asarray(flows["area_ha"].values, dtype=np.float64)
-    stock_start, stock_end = start.sum(axis=1), end.sum(axis=1)
+    stock_start, stock_end = np.nansum(start, axis=1), np.nansum(end, axis=1)
     change = stock_end - stock_start
     sink = np.asarray(sink_tco2e(change), dtype=np.float64)
     cols: dict[str, Any] = {
