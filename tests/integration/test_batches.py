@@ -175,16 +175,17 @@ def test_a_run_in_worker_processes_publishes_what_the_loop_publishes(shared: Pat
                "geometry": shapely.box(2400000, 1300000, 2401000, 1301000)}
     cfg = _config(shared, tmp_path, "procs", [outside])
     env = {**os.environ, "CARBON_SINK_BATCH_SITES": "4", "CARBON_SINK_RUNNER": "off", "COLUMNS": "200",
-           "PREFECT_LOGGING_LEVEL": "INFO"}
+           "PREFECT_LOGGING_LEVEL": "DEBUG"}
     env.pop("PREFECT_API_URL", None)  # the run's own temporary server, shared by its workers
     cli = str(Path(sys.executable).with_name("carbon-sink"))
     done = subprocess.run([cli, "run", "--config", str(cfg), "--no-reports", "--processes", "2"], env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 1, done.stderr[-2000:]  # one site failed: the run is partial
     said = done.stdout + done.stderr
-    assert "1 failed" in said and "site nowhere failed: the site lies outside every raster" in said
+    assert "1 failed" in said and "site nowhere failed: the site lies outside every raster" in said, said[-4000:]
     assert "Traceback" not in said
     assert said.count("Starting temporary server") == 1  # the workers report to the run's server
+    assert "Submitting task meter-sites to process pool executor" in said  # not the threads
     ledger = Ledger(load_config(cfg).ledger_url)
     assert ledger.history("nowhere")["status"].tolist() == ["failed"]
     _meter(_config(shared, tmp_path, "loop", None), batch=1)
