@@ -177,6 +177,7 @@ def test_a_run_in_worker_processes_publishes_what_the_loop_publishes(shared: Pat
     env = {**os.environ, "CARBON_SINK_BATCH_SITES": "4", "CARBON_SINK_RUNNER": "off", "COLUMNS": "200",
            "PREFECT_LOGGING_LEVEL": "DEBUG"}
     env.pop("PREFECT_API_URL", None)  # the run's own temporary server, shared by its workers
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")  # an analyst's own, as the CLI would meet it
     cli = str(Path(sys.executable).with_name("carbon-sink"))
     done = subprocess.run([cli, "run", "--config", str(cfg), "--no-reports", "--processes", "2"], env=env,
                           capture_output=True, text=True, timeout=600)
