@@ -205,7 +205,14 @@ def run(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
 
     from flows import progress  # noqa: PLC0415
-    from flows.metering import metering_run, one_api, processes_for, with_dask, with_processes  # noqa: PLC0415
+    from flows.metering import (  # noqa: PLC0415
+        ServerStartError,
+        metering_run,
+        one_api,
+        processes_for,
+        with_dask,
+        with_processes,
+    )
 
     if processes is not None and processes < 0:
         _fail(ValueError(f"--processes must be 0 or more, not {processes}"))
@@ -240,6 +247,8 @@ def run(
             with one_api() if n_procs else nullcontext():  # worker processes report to this process's server
                 state = flow_fn(config=str(cfg.path), site_ids=site or None, force=force or bool(site), maps=maps,
                                 method=method, reports=reports, output_dir=str(cfg.output_dir), return_state=True)
+        except ServerStartError as exc:
+            _fail(exc)
         finally:
             unsubscribe()
     summary = state.result(raise_on_failure=False)

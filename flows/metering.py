@@ -164,9 +164,18 @@ def one_api() -> Iterator[None]:
     from prefect.server.api.server import SubprocessASGIServer  # noqa: PLC0415
 
     server = SubprocessASGIServer()  # the one Prefect's client starts itself (stopped when the process exits)
-    server.start()
+    try:
+        server.start()
+    except Exception as exc:  # noqa: BLE001 - said in one line by the CLI
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ServerStartError(f"Prefect's temporary server did not start (PREFECT_HOME "
+                               f"{os.environ.get('PREFECT_HOME', '~/.prefect')}): {first}") from None
     with temporary_settings({PREFECT_API_URL: server.api_url}):
         yield
+
+
+class ServerStartError(RuntimeError):
+    """The run's temporary Prefect server could not be started (``one_api``)."""
 
 
 def with_dask(address: str | None = None, workers: int = 2) -> Flow[..., State]:

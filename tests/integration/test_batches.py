@@ -232,3 +232,35 @@ def test_a_site_whose_files_cannot_be_made_fails_alone(shared: Path, tmp_path: P
     a, b = _published(cfg), _published(other)
     for name in TABLES:
         pd.testing.assert_frame_equal(a[name], b[name], check_exact=True, obj=name)
+
+
+def test_a_prefect_home_the_server_cannot_open_is_said_in_one_line(shared: Path, tmp_path: Path) -> None:
+    """The temporary server of a run in worker processes starts before the flow: when it cannot
+    (here a Prefect database migrated by a newer Prefect than the installed one), the command
+    says so in one line naming the Prefect home, exits 1, and publishes nothing (the server's
+    own process logs why, in Prefect's words)."""
+    import os
+    import sqlite3
+    import subprocess
+    import sys
+
+    cfg = _config(shared, tmp_path, "nohome", None)
+    home = tmp_path / "newer-prefect-home"
+    home.mkdir()
+    with sqlite3.connect(home / "prefect.db") as db:  # a revision this Prefect does not know
+        db.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)")
+        db.execute("INSERT INTO alembic_version VALUES ('27d8f4e1a6c9')")
+    env = {**os.environ, "CARBON_SINK_RUNNER": "off", "COLUMNS": "200", "PREFECT_HOME": str(home),
+           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "10"}
+    env.pop("PREFECT_API_URL", None)
+    cli = str(Path(sys.executable).with_name("carbon-sink"))
+    done = subprocess.run([cli, "run", "--config", str(cfg), "--no-reports", "--processes", "2"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    said = done.stdout + done.stderr
+    assert done.returncode == 1, said[-3000:]
+    errors = [line for line in said.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Prefect's temporary server did not start" in errors[0] and str(home) in said
+    # no traceback of the command's own (the server process logs its own failure, as Prefect does)
+    assert "flows/cli.py" not in said and "flows/metering.py" not in said, said[-3000:]
+    ledger = Ledger(load_config(cfg).ledger_url)
+    assert ledger.current("sinks").empty
