@@ -136,24 +136,19 @@ def _encode(frames: list[pd.DataFrame]) -> list[tuple[bytes, bytes]]:
     """(CSV, Parquet) bytes of each of ``frames`` (the same columns and types), as
     ``DataFrame.to_csv(index=False)`` and ``DataFrame.to_parquet(index=False)`` (text columns
     as strings) write them one by one."""
-    if len(frames) == 1:
-        return [(frames[0].to_csv(index=False).encode(), _parquet_bytes(frames[0]))]
-    whole = pd.concat(frames, ignore_index=True)
-    text_cols = [c for c, t in whole.dtypes.items() if pd.api.types.is_object_dtype(t) or pd.api.types.is_string_dtype(t)]
-    multiline = any(whole[c].astype("string").str.contains("[\r\n]", regex=True).any() for c in text_cols)
-    if multiline:  # a quoted field across lines: the lines of the whole are not its rows
-        return [(f.to_csv(index=False).encode(), _parquet_bytes(f)) for f in frames]
-    lines = whole.to_csv(index=False, lineterminator="\n").split("\n")[:-1]
-    if len(lines) != len(whole) + 1:  # not one line a row: render each alone
-        return [(f.to_csv(index=False).encode(), _parquet_bytes(f)) for f in frames]
-    header, rows = lines[0] + "\n", [line + "\n" for line in lines[1:]]
-    table = _arrow(whole)
-    out, at = [], 0
-    for f in frames:
-        n = len(f)
-        out.append(((header + "".join(rows[at:at + n])).encode(), _parquet_bytes(None, table.slice(at, n))))
-        at += n
-    return out
+    if len(frames) > 1:
+        whole = pd.concat(frames, ignore_index=True)
+        lines = whole.to_csv(index=False, lineterminator="\n").split("\n")[:-1]
+        if len(lines) == len(whole) + 1:  # one line a row (a quoted field across lines: each alone)
+            header, rows = lines[0] + "\n", [line + "\n" for line in lines[1:]]
+            table = _arrow(whole)
+            out, at = [], 0
+            for f in frames:
+                n = len(f)
+                out.append(((header + "".join(rows[at:at + n])).encode(), _parquet_bytes(table.slice(at, n))))
+                at += n
+            return out
+    return [(f.to_csv(index=False).encode(), _parquet_bytes(_arrow(f))) for f in frames]
 
 
 def _arrow(df: pd.DataFrame) -> pa.Table:
@@ -167,9 +162,9 @@ def _arrow(df: pd.DataFrame) -> pa.Table:
     return table
 
 
-def _parquet_bytes(df: pd.DataFrame | None, table: pa.Table | None = None) -> bytes:
+def _parquet_bytes(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
-    pq.write_table(_arrow(df) if table is None else table, sink, compression="snappy")
+    pq.write_table(table, sink, compression="snappy")
     return bytes(sink.getvalue().to_pybytes())
 
 

@@ -206,9 +206,8 @@ def _present_classes(class_names: list[str], area: xr.DataArray, shift: adjustme
 
 
 #: What the coefficients of a site come to, by everything they depend on (``_site_coefficients``):
-#: thousands of sites share a few ecozones and sets of classes.
-#: How many are kept (a few kB each): sites of one legend meet at most 2^classes sets of classes,
-#: a few hundred in practice.
+#: thousands of sites share a few ecozones and sets of classes. At most this many are kept (a few
+#: kB each; sites of one legend meet a few hundred sets of classes in practice), the oldest out.
 SITE_COEFFICIENTS_KEPT = 4096
 _SITE_COEFFICIENTS_LOCK = threading.Lock()
 _SITE_COEFFICIENTS: dict[tuple[Any, ...], tuple[uncertainty.SdFill, dynamics.Coefficients, pd.DataFrame]] = {}

@@ -90,6 +90,8 @@ def sink_table(
 ) -> pd.DataFrame:
     """One row per period: stocks at both ends, change (by pool, with gains and losses of
     the biomass and dead-organic-matter pools), sink and annual sink (methods §6, §9)."""
+    if not periods:
+        return pd.DataFrame(columns=SINK_COLUMNS)
     pools = _pool_order(flows["stock_start_tc"])
 
     def by_pool(name: str) -> np.ndarray:
@@ -97,8 +99,6 @@ def sink_table(
 
     start, end = by_pool("stock_start_tc"), by_pool("stock_end_tc")
     gain, loss = by_pool("gain_tc"), by_pool("loss_tc")
-    if not periods:
-        return pd.DataFrame(columns=SINK_COLUMNS)
     y0 = np.asarray([int(a) for a, _ in periods], dtype=np.int64)
     y1 = np.asarray([int(b) for _, b in periods], dtype=np.int64)
     area = np.asarray(flows["area_ha"].values, dtype=np.float64)

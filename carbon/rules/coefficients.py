@@ -111,7 +111,7 @@ class CoefficientSet:
         if missing:  # a class the table has never seen: looked up with the others
             names = [*table.index, *dict.fromkeys(missing)]
             table = self._densities[every] = self._lookup(ecozone, names, site_id=site_id, strict=False)
-        out = table.loc[list(classes)] if list(classes) != list(table.index) else table.copy()
+        out = table.loc[list(classes)]  # a new frame: the kept table is never handed out
         if strict:
             gaps = [f"no {pool} coefficient for class {cls!r} in ecozone {ecozone!r} (nor '*')"
                     for pool in POOLS for cls in out.index[out[pool].isna()]]
@@ -122,7 +122,7 @@ class CoefficientSet:
                     site_id=site_id,
                     problems=gaps,
                 )
-        return out.copy()
+        return out
 
     def _lookup(self, ecozone: str | None, classes: list[str], *, site_id: str | None, strict: bool) -> pd.DataFrame:
         t = self.table

@@ -226,17 +226,6 @@ def conservative_sink(sink: float, lower90: float, upper90: float, u90_pct: floa
     raise ValueError(f"unknown conservative rule {rule!r}: use one of {', '.join(RULES)}")
 
 
-def conservative_sinks(sink: np.ndarray, lower90: np.ndarray, upper90: np.ndarray, u90_pct: np.ndarray,
-                       rule: str) -> np.ndarray:
-    """``conservative_sink`` of each row, at once."""
-    if rule == "lower90":
-        return np.asarray(lower90, dtype=np.float64).copy()
-    if rule == "ar_tool14":
-        share = np.asarray([ar_tool14_discount(float(u)) for u in u90_pct], dtype=np.float64)
-        return np.asarray(sink - share * (upper90 - lower90) / 2, dtype=np.float64)
-    raise ValueError(f"unknown conservative rule {rule!r}: use one of {', '.join(RULES)}")
-
-
 def add_intervals(stocks: pd.DataFrame, sinks: pd.DataFrame, agg: dynamics.Aggregates,
                   coef: dynamics.Coefficients, *, draws: int, rule: str, seed: int, note: str = "",
                   shared: np.ndarray | None = None, shift: adjustment.AreaShift | None = None,
@@ -295,9 +284,10 @@ def add_intervals(stocks: pd.DataFrame, sinks: pd.DataFrame, agg: dynamics.Aggre
     index = {p: i for i, p in enumerate(agg.periods)}
     cols: dict[str, Any] = _fields("sink_tco2e", by_period, [index[(a, b)] for a, b in zip(sinks["period_start"], sinks["period_end"],
                                                                            strict=True)])
-    cols["conservative_sink_tco2e"] = conservative_sinks(
-        sinks["sink_tco2e"].to_numpy(dtype=np.float64), cols["sink_tco2e_lower90"], cols["sink_tco2e_upper90"],
-        cols["sink_tco2e_u90_pct"], rule)
+    cols["conservative_sink_tco2e"] = np.asarray([
+        conservative_sink(float(s), float(lo), float(hi), float(u), rule)
+        for s, lo, hi, u in zip(sinks["sink_tco2e"].to_numpy(dtype=np.float64), cols["sink_tco2e_lower90"],
+                                cols["sink_tco2e_upper90"], cols["sink_tco2e_u90_pct"], strict=True)], dtype=np.float64)
     cols["conservative_rule"] = rule
     cols["uncertainty_method"] = label
     return stocks, with_columns(sinks, cols)
