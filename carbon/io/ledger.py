@@ -330,11 +330,9 @@ class Ledger:
     def publish_sites(self, sites: list[dict[str, Any]]) -> list[int]:
         """Several sites' results (each a dict of ``publish_site``'s arguments) in one
         transaction: all are published or none; their site_run_ids, in order."""
-        ids: list[int] = []
         with self._tx() as c:
             _lock(c)
-            for site in sites:
-                ids.append(_publish_one(c, **site))
+            ids = _publish_many(c, sites)
             for run_id in dict.fromkeys(site["run_id"] for site in sites):
                 _heartbeat(c, run_id)
         return ids
@@ -354,16 +352,17 @@ class Ledger:
             return
         with self._tx() as c:
             _lock(c)
+            new = []
             for site in sites:
                 parameters = site.get("parameters")
-                site_run_id = c.execute(site_runs.insert().values(
+                new.append(int(c.execute(site_runs.insert().values(
                     run_id=site["run_id"], flow_run_id=site["flow_run_id"], site_id=site["site_id"],
                     status=site["status"], created_at=now(), code_version=site["code_version"],
                     error=site.get("error"), input_key=site.get("input_key"), scenario=site.get("scenario"),
                     parameters_json=None if parameters is None else json.dumps(parameters, sort_keys=True,
                                                                               default=str),
-                )).inserted_primary_key[0]  # type: ignore[index]
-                _chain_site_run(c, int(site_run_id))
+                )).inserted_primary_key[0]))  # type: ignore[index]
+            _chain_site_runs(c, new)
             for run_id in dict.fromkeys(site["run_id"] for site in sites):
                 _heartbeat(c, run_id)
 
@@ -704,16 +703,17 @@ def _site_record(row: Any, tables: dict[str, list[list[str]]]) -> dict[str, Any]
             "rows": {name: sorted(rows) for name, rows in sorted(tables.items())}}
 
 
-def site_contents(c: sa.Connection, site_run_id: int | None = None) -> dict[int, dict[str, Any]]:
-    """Each site run's record as the tables hold it now (all, or one): its ``site_runs`` row
-    (inputs by their SHA-256) and, per table, each row's key and the SHA-256 of the row."""
-    where = [] if site_run_id is None else [site_runs.c.site_run_id == site_run_id]
-    present = {col["name"] for col in sa.inspect(c).get_columns("site_runs")}  # (a migration may run this)
-    columns = [col for col in site_runs.c if col.name in present]
+def site_contents(c: sa.Connection, site_run_id: int | list[int] | None = None) -> dict[int, dict[str, Any]]:
+    """Each site run's record as the tables hold it now (all, one, or those listed): its
+    ``site_runs`` row (inputs by their SHA-256) and, per table, each row's key and the SHA-256
+    of the row."""
+    wanted = None if site_run_id is None else [site_run_id] if isinstance(site_run_id, int) else site_run_id
+    where = [] if wanted is None else [site_runs.c.site_run_id.in_(wanted)]
+    columns = _site_run_columns(c)
     heads = {int(r["site_run_id"]): r for r in c.execute(sa.select(*columns).where(*where)).mappings()}
     rows: dict[int, dict[str, list[list[str]]]] = {k: {} for k in heads}
     for name, table in TABLES.items():
-        tw = [] if site_run_id is None else [table.c.site_run_id == site_run_id]
+        tw = [] if wanted is None else [table.c.site_run_id.in_(wanted)]
         for r in c.execute(sa.select(table).where(*tw)).mappings():
             owner = rows.setdefault(int(r["site_run_id"]), {})
             owner.setdefault(name, []).append([row_key(name, r), sha256_text(canonical(dict(r)))])
@@ -752,48 +752,113 @@ def _lock(c: sa.Connection) -> None:
 
 def _append(c: sa.Connection, content: dict[str, Any], *, run_id: str | None, site_id: str | None) -> str:
     """Append one record to the chain (the caller holds ``_lock``); returns its hash."""
+    return _append_many(c, [(content, run_id, site_id)])[-1]
+
+
+def _append_many(c: sa.Connection, records: list[tuple[dict[str, Any], str | None, str | None]]) -> list[str]:
+    """Append records (content, run_id, site_id) to the chain in order, each hashed with the one
+    before it, in one statement (the caller holds ``_lock``); returns their hashes."""
+    if not records:
+        return []
     prev = c.execute(sa.select(ledger_chain.c.record_hash).order_by(ledger_chain.c.seq.desc()).limit(1)
                      ).scalar_one_or_none() or GENESIS
-    text = canonical(content)
-    record_hash = chain_hash(prev, text)
-    c.execute(ledger_chain.insert().values(kind=content["kind"], ref=content["ref"], run_id=run_id, site_id=site_id,
-                                           created_at=now(), content=text, prev_hash=prev, record_hash=record_hash))
-    return record_hash
+    rows, hashes = [], []
+    for content, run_id, site_id in records:
+        text = canonical(content)
+        record_hash = chain_hash(prev, text)
+        rows.append(dict(kind=content["kind"], ref=content["ref"], run_id=run_id, site_id=site_id, created_at=now(),
+                         content=text, prev_hash=prev, record_hash=record_hash))
+        hashes.append(record_hash)
+        prev = record_hash
+    c.execute(ledger_chain.insert(), rows)
+    return hashes
 
 
-def _publish_one(c: sa.Connection, *, run_id: str, flow_run_id: str | None, site_id: str,
-                 tables: dict[str, pd.DataFrame], input_key: str, inputs: dict[str, Any], coefficient_set: str,
-                 coefficient_sha256: str, code_version: str, scenario: str | None = None,
-                 parameters: dict[str, Any] | None = None) -> int:
-    """One site's rows inside the caller's transaction (``Ledger.publish_sites``)."""
-    done = c.execute(sa.select(site_runs.c.site_run_id).where(
-        site_runs.c.run_id == run_id, site_runs.c.site_id == site_id, site_runs.c.status == "succeeded",
-        site_runs.c.input_key == input_key, _same_scenario(scenario))).scalar_one_or_none()
-    if done is not None:
-        return int(done)
-    site_run_id = c.execute(site_runs.insert().values(
+#: Ids in one ``IN`` list of a batch's queries (far below the databases' limits on parameters).
+IN_CHUNK = 500
+
+
+def _site_run_columns(c: sa.Connection) -> list[sa.Column[Any]]:
+    """The ``site_runs`` columns the database has (a migration may chain records before a
+    revision adds its columns)."""
+    present = {col["name"] for col in sa.inspect(c).get_columns("site_runs")}
+    return [col for col in site_runs.c if col.name in present]
+
+
+def _publish_many(c: sa.Connection, sites: list[dict[str, Any]]) -> list[int]:
+    """Several sites' rows inside the caller's transaction (``Ledger.publish_sites``): a
+    ``site_runs`` row each, each table's rows of all of them in one statement, and their chain
+    records, in order; the same records as the sites published one by one. A site already
+    published by this run with the same inputs (a task re-run after a worker died past the
+    commit) keeps the row written then."""
+    ids: list[int] = []
+    new: list[int] = []
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in TABLES}
+    earlier = _published(c, sites)
+    for site in sites:
+        done = earlier.get((site["run_id"], site["site_id"], site["input_key"], site.get("scenario")))
+        if done is not None:
+            ids.append(done)
+            continue
+        site_run_id = _site_run_row(c, **site)
+        ids.append(site_run_id)
+        new.append(site_run_id)
+        for name, table in TABLES.items():
+            df = site["tables"][name]
+            if df.empty:
+                continue
+            cols = [col.name for col in table.columns if col.name != "site_run_id"]
+            columns = [_python(df[col]) for col in cols]  # Python values, column by column
+            rows[name] += [{"site_run_id": site_run_id, **dict(zip(cols, values, strict=True))}
+                           for values in zip(*columns, strict=True)]
+    for name, table in TABLES.items():
+        if rows[name]:
+            c.execute(table.insert(), rows[name])
+    _chain_site_runs(c, new)
+    return ids
+
+
+def _published(c: sa.Connection, sites: list[dict[str, Any]]) -> dict[tuple[Any, ...], int]:
+    """The site runs of these sites that their runs already published, by (run, site, input key,
+    scenario)."""
+    found: dict[tuple[Any, ...], int] = {}
+    for at in range(0, len(sites), IN_CHUNK):
+        part = sites[at:at + IN_CHUNK]
+        q = sa.select(site_runs.c.site_run_id, site_runs.c.run_id, site_runs.c.site_id, site_runs.c.input_key,
+                      site_runs.c.scenario).where(
+            site_runs.c.run_id.in_(list(dict.fromkeys(s["run_id"] for s in part))),
+            site_runs.c.site_id.in_(list(dict.fromkeys(s["site_id"] for s in part))),
+            site_runs.c.status == "succeeded")
+        found.update({(r.run_id, r.site_id, r.input_key, r.scenario): int(r.site_run_id) for r in c.execute(q)})
+    return found
+
+
+def _site_run_row(c: sa.Connection, *, run_id: str, flow_run_id: str | None, site_id: str,
+                  tables: dict[str, pd.DataFrame], input_key: str, inputs: dict[str, Any], coefficient_set: str,
+                  coefficient_sha256: str, code_version: str, scenario: str | None = None,
+                  parameters: dict[str, Any] | None = None) -> int:
+    """A published site's ``site_runs`` row; returns its id."""
+    del tables  # written by the caller, with the batch's
+    return int(c.execute(site_runs.insert().values(
         run_id=run_id, flow_run_id=flow_run_id, site_id=site_id, status="succeeded", created_at=now(),
         input_key=input_key, inputs_json=json.dumps(inputs, sort_keys=True, default=str),
         coefficient_set=coefficient_set, coefficient_sha256=coefficient_sha256, code_version=code_version,
         scenario=scenario,
         parameters_json=None if parameters is None else json.dumps(parameters, sort_keys=True, default=str),
-    )).inserted_primary_key[0]  # type: ignore[index]
-    for name, table in TABLES.items():
-        df = tables[name]
-        if df.empty:
-            continue
-        cols = [col.name for col in table.columns if col.name != "site_run_id"]
-        columns = [_python(df[col]) for col in cols]  # Python values, column by column
-        records = [{"site_run_id": site_run_id, **dict(zip(cols, values, strict=True))}
-                   for values in zip(*columns, strict=True)]
-        c.execute(table.insert(), records)
-    _chain_site_run(c, int(site_run_id))
-    return int(site_run_id)
+    )).inserted_primary_key[0])  # type: ignore[index]
 
 
 def _chain_site_run(c: sa.Connection, site_run_id: int) -> None:
-    content = site_contents(c, site_run_id)[site_run_id]
-    _append(c, content, run_id=content["site_run"]["run_id"], site_id=content["site_run"]["site_id"])
+    _chain_site_runs(c, [site_run_id])
+
+
+def _chain_site_runs(c: sa.Connection, site_run_ids: list[int]) -> None:
+    """Chain these site runs' records, in order, as the tables hold them now."""
+    contents: dict[int, dict[str, Any]] = {}
+    for at in range(0, len(site_run_ids), IN_CHUNK):
+        contents.update(site_contents(c, site_run_ids[at:at + IN_CHUNK]))
+    _append_many(c, [(contents[i], contents[i]["site_run"]["run_id"], contents[i]["site_run"]["site_id"])
+                     for i in site_run_ids])
 
 
 def _chain_run(c: sa.Connection, run_id: str) -> None:
