@@ -21,6 +21,17 @@ _LOCKS: dict[tuple[str, int, int], threading.Lock] = {}
 _LOCKS_LOCK = threading.Lock()
 
 
+#: Hashes this process has read from or written to a ledger's cache, by (ledger, location, size,
+#: version): a run of thousands of sites asks for the same few rasters' hashes at every site.
+_SEEN: dict[tuple[str, str, int, int], str] = {}
+
+
+def _remember(key: tuple[str, str, int, int], sha256: str) -> None:
+    if len(_SEEN) > 4096:
+        _SEEN.clear()
+    _SEEN[key] = sha256
+
+
 def _lock(key: tuple[str, int, int]) -> threading.Lock:
     with _LOCKS_LOCK:
         if len(_LOCKS) > 4096:  # forget idle ones (a lock held now stays referenced by its holder)
@@ -34,8 +45,12 @@ def cached_sha256(ledger: Ledger, path: str) -> str:
     modification time; ETag on object storage) are unchanged."""
     for _ in range(3):
         size, version = storage.signature(path)
-        known = ledger.cached_hash(path, size, version)
+        seen = (ledger.url, path, size, version)
+        known = _SEEN.get(seen)
+        if known is None:
+            known = ledger.cached_hash(path, size, version)
         if known is not None:
+            _remember(seen, known)
             return known
         with _lock((path, size, version)):
             known = ledger.cached_hash(path, size, version)  # another thread may have hashed it meanwhile
@@ -44,5 +59,6 @@ def cached_sha256(ledger: Ledger, path: str) -> str:
             known = storage.sha256(path)
             if storage.signature(path) == (size, version):  # not replaced while it was read
                 ledger.store_hash(path, size, version, known)
+                _remember(seen, known)
                 return known
     raise InputError("the file changes while it is read (three times): it cannot be hashed", path=path)

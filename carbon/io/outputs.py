@@ -85,10 +85,10 @@ def write_sites_tables(results: list[SiteResult], site_dirs: list[Path]) -> dict
     failed: dict[str, Exception] = {}
     names = list(results[0].tables()) if results else []
     for name in names:
-        groups: dict[tuple[tuple[str, str], ...], list[int]] = {}
+        groups: dict[tuple[tuple[Any, ...], tuple[Any, ...]], list[int]] = {}
         for i, r in enumerate(results):
             df = r.tables()[name]
-            groups.setdefault(tuple((str(c), str(t)) for c, t in df.dtypes.items()), []).append(i)
+            groups.setdefault((tuple(df.columns), tuple(df.dtypes)), []).append(i)
         for members in groups.values():
             try:
                 files = _encode([results[i].tables()[name] for i in members])

@@ -116,12 +116,11 @@ def compute_site(
     sinks = accounting.sink_table(site.site_id, period_list, flows, site_area_ha, full)
     trans = accounting.transition_table(site.site_id, period_list, agg.transitions, class_names)
 
-    stocks, sinks = uncertainty.add_intervals(stocks, sinks, agg, coef, draws=draws, rule=conservative_rule, seed=seed,
-                              note=sd_fill.label(), shared=sd_fill.shared_mask(class_names), shift=shift,
-                              parts=parts)
     labels = {"method": dyn.method, "coefficient_set": coefficients.name, "coefficient_sha256": coefficients.sha256}
-    stocks = uncertainty.with_columns(stocks, {**labels, "legend": [year_meta[y].legend for y in stocks["year"]]})
-    sinks = uncertainty.with_columns(sinks, labels)
+    stocks, sinks = uncertainty.add_intervals(
+        stocks, sinks, agg, coef, draws=draws, rule=conservative_rule, seed=seed, note=sd_fill.label(),
+        shared=sd_fill.shared_mask(class_names), shift=shift, parts=parts,
+        stock_labels={**labels, "legend": [year_meta[y].legend for y in stocks["year"]]}, sink_labels=labels)
 
     provenance = _provenance(site, year_meta, coefficients, grid, ref_year, site_area_ha, start)
     provenance["method"] = dyn.method

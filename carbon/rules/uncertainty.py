@@ -151,10 +151,18 @@ def draw_factors(cv: np.ndarray, n: int, seed: int, shared: np.ndarray | None = 
             rows = np.flatnonzero(shared[:, p])
             if len(rows) > 1:
                 z[:, rows, p] = z[:, rows[:1], p]
-    drawn = sigma > 0  # elsewhere exp(0 * z - 0) is exactly 1
-    factors = np.ones_like(z)
-    factors[:, drawn] = np.exp(sigma[drawn] * z[:, drawn] - 0.5 * sigma[drawn] * sigma[drawn])
-    return factors
+    # exp(sigma * z - sigma^2 / 2) where sigma > 0; elsewhere exp(0 * z - 0) is exactly 1. Worked
+    # in place on the drawn columns only (the same operations in the same order: the same factors)
+    flat = z.reshape(n, cv.size)
+    cols = np.flatnonzero(sigma.ravel() > 0)
+    s = sigma.ravel()[cols]
+    drawn = flat[:, cols]
+    drawn *= s
+    drawn -= 0.5 * s * s
+    np.exp(drawn, out=drawn)
+    flat.fill(1.0)
+    flat[:, cols] = drawn
+    return z
 
 
 @dataclass(frozen=True)
@@ -229,14 +237,16 @@ def conservative_sink(sink: float, lower90: float, upper90: float, u90_pct: floa
 def add_intervals(stocks: pd.DataFrame, sinks: pd.DataFrame, agg: dynamics.Aggregates,
                   coef: dynamics.Coefficients, *, draws: int, rule: str, seed: int, note: str = "",
                   shared: np.ndarray | None = None, shift: adjustment.AreaShift | None = None,
-                  parts: np.ndarray | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                  parts: np.ndarray | None = None, stock_labels: dict[str, Any] | None = None,
+                  sink_labels: dict[str, Any] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The stocks and sinks tables with Monte Carlo intervals on every row, Approach 1 beside them, and the
     conservative sink (docs/methods.md §10); ``note`` (which SDs were defaulted or are
     unknown, ``SdFill.label``) is added to the ``uncertainty_method`` label; ``shared``: the
     (class, pool) coefficients drawn fully correlated within their pool (``draw_factors``).
     With ``shift`` (map-error-adjusted areas and their draws) and its density ``parts``
     (carbon/rules/adjustment.py), stocks and sinks are on the adjusted areas and each draw of
-    the coefficients goes with a draw of the areas (docs/methods.md §8)."""
+    the coefficients goes with a draw of the areas (docs/methods.md §8). ``stock_labels`` and
+    ``sink_labels``: columns added after those (each table built once)."""
     if rule not in RULES:
         raise InputError(f"unknown conservative rule {rule!r}: use one of {', '.join(RULES)}")
     cv = coef.cv
@@ -260,7 +270,7 @@ def add_intervals(stocks: pd.DataFrame, sinks: pd.DataFrame, agg: dynamics.Aggre
     by_year = summarize(contrib, factors, cv, area_terms=year_terms)
     order = {y: i for i, y in enumerate(agg.years)}
     stocks = with_columns(stocks, {**_fields("stock_tc", by_year, [order[y] for y in stocks["year"]]),
-                                   "uncertainty_method": label})
+                                   "uncertainty_method": label, **(stock_labels or {})})
     if sinks.empty:  # a single map year: no period, but the same columns
         sinks = sinks.copy()
         for f in UNCERTAINTY_FIELDS:
@@ -268,7 +278,7 @@ def add_intervals(stocks: pd.DataFrame, sinks: pd.DataFrame, agg: dynamics.Aggre
         sinks["conservative_sink_tco2e"] = pd.Series(dtype=float)
         sinks["conservative_rule"] = pd.Series(dtype=str)
         sinks["uncertainty_method"] = pd.Series(dtype=str)
-        return stocks, sinks
+        return stocks, with_columns(sinks, sink_labels) if sink_labels else sinks
     start, end = dynamics.period_contributions(agg, coef)
     period_terms = None
     if adjusted:
@@ -290,7 +300,7 @@ def add_intervals(stocks: pd.DataFrame, sinks: pd.DataFrame, agg: dynamics.Aggre
                                 cols["sink_tco2e_upper90"], cols["sink_tco2e_u90_pct"], strict=True)], dtype=np.float64)
     cols["conservative_rule"] = rule
     cols["uncertainty_method"] = label
-    return stocks, with_columns(sinks, cols)
+    return stocks, with_columns(sinks, {**cols, **(sink_labels or {})})
 
 
 def _fields(name: str, summary: Summary, rows: list[int]) -> dict[str, np.ndarray]:
