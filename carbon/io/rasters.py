@@ -261,7 +261,9 @@ _OPEN = threading.local()
 
 def _open(path: str, stack: ExitStack) -> Any:
     """The raster at ``path``, open for reading: a local file stays open for this thread's next
-    sites (until it changes); a URL is opened for the caller's ``stack`` only."""
+    sites (until it changes); a URL is opened for the caller's ``stack`` only. A kept raster
+    let go (replaced, or the oldest) is closed with the caller's ``stack``: the site being read
+    may still be reading it."""
     try:
         key = (path, *_version(path))
     except (OSError, ValueError):  # a URL, or a file that is not there (opening it says why)
@@ -274,7 +276,7 @@ def _open(path: str, stack: ExitStack) -> Any:
         for old in [k for k in kept if k[0] == path] + list(kept)[:max(0, len(kept) - KEPT_OPEN + 1)]:
             gone = kept.pop(old, None)
             if gone is not None:
-                gone.close()
+                stack.callback(gone.close)
         kept[key] = src
     return src
 
