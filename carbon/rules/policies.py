@@ -18,9 +18,13 @@ def reference_grid(site: Site, rasters: dict[int, list[RasterInfo]]) -> tuple[in
     (ties: the earliest year, then the first tile). docs/methods.md §5."""
     best: tuple[float, int, int] | None = None
     choice: tuple[int, RasterInfo] | None = None
+    areas: dict[tuple[int, tuple[float, ...]], float] = {}  # rasters on one grid: one pixel area
     for y in sorted(rasters):
         for i, info in enumerate(rasters[y]):
-            area = nominal_pixel_area_m2(info, to_crs(site.geometry, site.crs, info.crs))
+            grid = (id(info.crs), tuple(info.transform))
+            if grid not in areas:
+                areas[grid] = nominal_pixel_area_m2(info, to_crs(site.geometry, site.crs, info.crs))
+            area = areas[grid]
             key = (round(area, 6), y, i)
             if best is None or key < best:
                 best, choice = key, (y, info)

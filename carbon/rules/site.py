@@ -155,19 +155,35 @@ def lonlat_geometry(geom: BaseGeometry, crs: CRS) -> BaseGeometry:
     return split_lonlat(unwrapped, half)
 
 
+_WGS84 = CRS.from_epsg(4326)
+#: Transformers to WGS 84 by CRS object (the sites of one file share theirs), with the CRS kept
+#: so that its id stays its own.
+_TO_WGS84: dict[int, tuple[CRS, Transformer | None]] = {}
+
+
+def _to_wgs84(crs: CRS) -> Transformer | None:
+    """The transformation of ``crs`` to WGS 84 longitude/latitude (None: it is WGS 84)."""
+    known = _TO_WGS84.get(id(crs))
+    if known is None or known[0] is not crs:
+        if len(_TO_WGS84) > 64:
+            _TO_WGS84.clear()
+        known = (crs, None if crs == _WGS84 else Transformer.from_crs(crs, _WGS84, always_xy=True))
+        _TO_WGS84[id(crs)] = known
+    return known[1]
+
+
 def geodesic_area_ha(geom: BaseGeometry, crs: CRS) -> float:
     """The polygon's area (ha) on the WGS 84 ellipsoid, each part's geodesic area (holes
     subtracted, any ring orientation), its vertices taken to longitude/latitude."""
     crs = CRS.from_user_input(crs)
-    wgs84 = CRS.from_epsg(4326)
     # edges are straight in the site's CRS, geodesics on the ellipsoid: edges longer than 1/1000
     # of the polygon's extent (and than 100 m, or 0.001 degree) are cut so that both follow the
     # same line (a polygon of a few long edges spanning thousands of km would otherwise be wrong)
     x0, y0, x1, y1 = geom.bounds
     shortest = 0.001 if crs.is_geographic else 100.0
     geom = shapely.segmentize(geom, max(max(x1 - x0, y1 - y0) / 1000, shortest))
-    if crs != wgs84:
-        tr = Transformer.from_crs(crs, wgs84, always_xy=True)
+    tr = _to_wgs84(crs)
+    if tr is not None:
         geom = shapely.transform(geom, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
     geod = Geod(ellps="WGS84")
     total = 0.0
