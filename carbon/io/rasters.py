@@ -12,7 +12,6 @@ grid by nearest neighbour; a raster already on that grid is read as it is.
 from __future__ import annotations
 
 import os
-import threading
 from contextlib import ExitStack
 from typing import Any
 
@@ -164,7 +163,7 @@ class YearReader:
         stack.enter_context(gdal_env())
         for info in infos:
             try:
-                src = _open(info.path, stack)
+                src = stack.enter_context(rasterio.open(info.path))
                 offset = aligned_offset(info, grid)
                 if offset is None:
                     src = stack.enter_context(
@@ -250,35 +249,6 @@ class YearReader:
                 ok &= values != int(info.nodata)
             else:
                 ok &= values.astype(np.int64) != int(info.nodata)
-
-
-#: Local rasters this thread keeps open between sites, by the file's version (``_version``): a
-#: run of thousands of sites reads the same few rasters, and opening one costs about a
-#: millisecond. At most this many per thread, the oldest closed first.
-KEPT_OPEN = 8
-_OPEN = threading.local()
-
-
-def _open(path: str, stack: ExitStack) -> Any:
-    """The raster at ``path``, open for reading: a local file stays open for this thread's next
-    sites (until it changes); a URL is opened for the caller's ``stack`` only. A kept raster
-    let go (replaced, or the oldest) is closed with the caller's ``stack``: the site being read
-    may still be reading it."""
-    try:
-        key = (path, *_version(path))
-    except (OSError, ValueError):  # a URL, or a file that is not there (opening it says why)
-        return stack.enter_context(rasterio.open(path))
-    kept: dict[tuple[Any, ...], Any] = getattr(_OPEN, "datasets", None) or {}
-    _OPEN.datasets = kept
-    src = kept.get(key)
-    if src is None or src.closed:
-        src = rasterio.open(path)
-        for old in [k for k in kept if k[0] == path] + list(kept)[:max(0, len(kept) - KEPT_OPEN + 1)]:
-            gone = kept.pop(old, None)
-            if gone is not None:
-                stack.callback(gone.close)
-        kept[key] = src
-    return src
 
 
 def _mask_is_nodata(src: Any) -> bool:

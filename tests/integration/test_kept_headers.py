@@ -1,4 +1,4 @@
-"""A process keeps rasters open, and their headers, between the sites it meters
+"""A process keeps raster headers between the sites it meters, per version of the file
 (carbon/io/rasters.py): a raster rewritten in place between two sites must be read again."""
 
 from __future__ import annotations
@@ -40,3 +40,22 @@ def test_a_raster_rewritten_in_place_between_two_sites_is_read_again(tmp_path: P
     assert int(y2["pixel_count"].sum()) == int(y1["pixel_count"].sum())
     rest = [df[df["year"] != 2024].reset_index(drop=True) for df in (first, second)]
     pd.testing.assert_frame_equal(*rest)
+
+
+def test_a_raster_whose_header_changes_in_place_is_read_with_its_new_header(tmp_path: Path) -> None:
+    landcover = tmp_path / "landcover"
+    shutil.copytree(DEMO / "landcover", landcover)
+    cfg = write_config(tmp_path / "c.toml", landcover=landcover / "catalog.csv", output_dir=tmp_path / "out")
+    assert SITE in compute_config(cfg, [SITE]).results
+
+    tif = landcover / "clcd_2024_a.tif"
+    before = os.stat(tif)
+    with rasterio.open(tif, "r+") as dst:  # every pixel with data cropland (code 1), and 1 now the nodata value
+        codes = dst.read(1)
+        dst.write(np.where(codes == 0, 0, 1).astype(codes.dtype), 1)
+        dst.nodata = 1
+    os.utime(tif, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+    run = compute_config(cfg, [SITE])  # read with the old header (nodata 0), the site would be all cropland
+    assert SITE not in run.results
+    assert "no land-cover data inside the site in map year(s) [2024]" in run.errors[SITE]
