@@ -12,7 +12,7 @@ from typing import Any
 
 from carbon.io.outputs import code_version
 from carbon.io.tables import sha256_file
-from carbon.pipeline.plan import plan_site
+from carbon.pipeline.plan import YearPlan, plan_site
 from carbon.rules.coefficients import CatalogEntry, CoefficientSet
 from carbon.rules.policies import site_dynamics
 from carbon.rules.site import Site, SiteLimits
@@ -24,6 +24,18 @@ def site_input_key(site: Site, catalog: list[CatalogEntry], coefficients: Coeffi
                    limits: SiteLimits | None = None) -> tuple[str, dict[str, Any]]:
     """Content key of everything a site's result depends on: geometry and properties, the
     bytes of every raster covering it, the crosswalks, the coefficient set, the code."""
+    key, inputs, _ = keyed_plan(site, catalog, coefficients, legends_dir, years=years, start_year=start_year,
+                                method=method, uncertainty=uncertainty, hash_file=hash_file, code=code, limits=limits)
+    return key, inputs
+
+
+def keyed_plan(site: Site, catalog: list[CatalogEntry], coefficients: CoefficientSet,
+               legends_dir: Path | None, *, years: list[int] | None, start_year: int | None,
+               method: str | None = None, uncertainty: dict[str, Any] | None = None,
+               hash_file: Callable[[str], str] = sha256_file, code: str | None = None,
+               limits: SiteLimits | None = None) -> tuple[str, dict[str, Any], dict[int, YearPlan]]:
+    """``site_input_key`` with the site's plan it is made from (``plan_site``), which computing
+    the site may then use instead of planning it again."""
     plan = plan_site(site, catalog, coefficients, legends_dir, years, limits=limits)
     dyn = site_dynamics(site, coefficients, method)
     inputs = {
@@ -51,4 +63,4 @@ def site_input_key(site: Site, catalog: list[CatalogEntry], coefficients: Coeffi
         "code_version": code or code_version(),
     }
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
-    return key, inputs
+    return key, inputs, plan

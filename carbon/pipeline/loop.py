@@ -45,7 +45,7 @@ from carbon.io.outputs import (
 from carbon.io.sites import load_per_version, load_sites
 from carbon.io.staging import remove_staging
 from carbon.io.tables import load_catalog, load_coefficients, sha256_file
-from carbon.pipeline.key import site_input_key
+from carbon.pipeline.key import keyed_plan
 from carbon.pipeline.scan import DEFAULT_MAX_CELLS
 from carbon.pipeline.site import compute_site
 from carbon.rules import policies
@@ -307,20 +307,21 @@ def site_key(ctx: RunContext, site_id: str, params: SiteParams) -> dict[str, Any
     def hash_file(path: str) -> str:
         return cached_sha256(ledger, path)
 
-    key, inputs = site_input_key(site, catalog, coefficients, cfg.legends,
+    key, inputs, plan = keyed_plan(site, catalog, coefficients, cfg.legends,
                                  years=site_years(site, params), start_year=params.start_year,
                                  method=params.method, hash_file=hash_file,
                                  uncertainty={"draws": cfg.monte_carlo_draws, "rule": cfg.conservative_rule,
                                               "sd_defaults": None if cfg.sd_defaults is None else cfg.sd_defaults.key()},
                                  code=ctx.code_version, limits=cfg.site_limits)
-    return {"key": key, "inputs": inputs, "last_key": ledger.last_success_key(site_id)}
+    return {"key": key, "inputs": inputs, "last_key": ledger.last_success_key(site_id), "plan": plan}
 
 
 def compute_site_result(ctx: RunContext, site_id: str, params: SiteParams, maps: bool,
-                        validate: bool = True) -> SiteResult:
+                        validate: bool = True, plan: dict[int, Any] | None = None) -> SiteResult:
     """Compute a site (density maps when ``maps``: kept with the run when the run asked for
     maps, else for the report); ``validate=False`` leaves its contract check to the caller
-    (a batch checks its sites together, ``meter_sites``)."""
+    (a batch checks its sites together, ``meter_sites``); ``plan``: the site's plan made for its
+    input key with the same parameters (``site_key``), used once."""
     cfg = ctx.config
     site, catalog, coefficients = site_inputs(cfg, site_id)
     return compute_site(site, catalog, coefficients, legends_dir=cfg.legends,
@@ -328,7 +329,7 @@ def compute_site_result(ctx: RunContext, site_id: str, params: SiteParams, maps:
                         method=params.method, draws=cfg.monte_carlo_draws,
                         conservative_rule=cfg.conservative_rule, sd_defaults=cfg.sd_defaults,
                         maps_dir=maps_dir(ctx, site_id, kept=params.maps) if maps else None,
-                        limits=cfg.site_limits, validate=validate)
+                        limits=cfg.site_limits, validate=validate, year_plan=plan)
 
 
 def site_dir_of(ctx: RunContext, site_id: str) -> Path:
@@ -412,7 +413,8 @@ def meter_sites(ctx: RunContext, site_ids: list[str], params: SiteParams, *,
                 outcomes[site_id] = Outcome(site_id, "skipped", value={"input_key": key["key"]})
                 records.append(_record(ctx, site_id, "skipped", input_key=key["key"]))
                 continue
-            result = compute_site_result(ctx, site_id, params, params.maps or report_maps, validate=False)
+            result = compute_site_result(ctx, site_id, params, params.maps or report_maps, validate=False,
+                                         plan=key.pop("plan"))
             computed.append(_Computed(site_id, key, scenario, result))
         except Exception as exc:  # noqa: BLE001 - the failure policy: the site fails alone, named
             fail(site_id, exc, scenario)

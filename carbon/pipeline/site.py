@@ -63,6 +63,7 @@ def compute_site(
     sd_defaults: uncertainty.SdDefaults | None = DEFAULT_SD_POLICY,
     limits: SiteLimits | None = None,
     validate: bool = True,
+    year_plan: dict[int, YearPlan] | None = None,
 ) -> SiteResult:
     """Stocks, sinks and transitions of one site from every catalog year that covers it.
 
@@ -77,9 +78,11 @@ def compute_site(
     ``limits``: the smallest site area and largest pixel window accepted (the configuration's).
     ``validate``: check every table against its contract (``schemas/outputs.py``); a batch of
     sites leaves it to ``validate_site_results``, which checks the whole batch at once.
+    ``year_plan``: the site's plan already made with these arguments (``plan_site``, e.g. for its input
+    key, carbon/pipeline/key.py); it is filled in here, so it serves one computation.
     """
     kernels.warm_in_background()  # numba's start in a fresh process, beside the planning and first reads
-    year_meta = plan_site(site, catalog, coefficients, legends_dir, years, limits=limits)
+    year_meta = year_plan if year_plan is not None else plan_site(site, catalog, coefficients, legends_dir, years, limits=limits)
     year_list = sorted(year_meta)
     start = policies.period_start(site, year_list, start_year)
     period_list = accounting.periods(year_list, start)
