@@ -774,8 +774,9 @@ def _append_many(c: sa.Connection, records: list[tuple[dict[str, Any], str | Non
     return hashes
 
 
-#: Ids in one ``IN`` list of a batch's queries (far below the databases' limits on parameters).
-IN_CHUNK = 500
+#: Ids in one ``IN`` list of a batch's queries (two such lists stay below SQLite's oldest limit of
+#: 999 parameters).
+IN_CHUNK = 400
 
 
 def _site_run_columns(c: sa.Connection) -> list[sa.Column[Any]]:
@@ -796,11 +797,13 @@ def _publish_many(c: sa.Connection, sites: list[dict[str, Any]]) -> list[int]:
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in TABLES}
     earlier = _published(c, sites)
     for site in sites:
-        done = earlier.get((site["run_id"], site["site_id"], site["input_key"], site.get("scenario")))
-        if done is not None:
+        same = (site["run_id"], site["site_id"], site["input_key"], site.get("scenario"))
+        done = earlier.get(same)
+        if done is not None:  # published before, or earlier in this batch (a site listed twice)
             ids.append(done)
             continue
         site_run_id = _site_run_row(c, **site)
+        earlier[same] = site_run_id
         ids.append(site_run_id)
         new.append(site_run_id)
         for name, table in TABLES.items():

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from carbon.io.ledger import Ledger, LedgerError, sinks, site_runs, stocks, transitions
+from carbon.io.ledger import Ledger, LedgerError, ledger_chain, sinks, site_runs, stocks, transitions
 from carbon.pipeline.loop import compute_config
 from tests.conftest import pg_url, write_config
 
@@ -200,3 +200,21 @@ def test_publishing_a_site_again_in_the_same_run_is_idempotent(ledger: Ledger, d
                                 coefficient_set="set", coefficient_sha256="0" * 64, code_version="test")
     assert again == first
     assert counts(ledger)["site_runs"] == 1
+
+
+def test_a_site_listed_twice_in_one_batch_is_published_once(ledger: Ledger, demo_result) -> None:
+    """A batch publishes its sites in one pass: a site that appears twice in it (``run -s A -s A``)
+    gets one site run, its rows once and one chain record, as when published one by one."""
+    run_id = str(uuid.uuid4())
+    ledger.start_run(run_id, config_path="c.toml", code_version="test", flow_run_id=None)
+    one = dict(run_id=run_id, flow_run_id=None, site_id=demo_result.site_id, tables=demo_result.tables(),
+               input_key="k" * 64, inputs={"x": 1}, coefficient_set="set", coefficient_sha256="0" * 64,
+               code_version="test")
+    first, second = ledger.publish_sites([one, dict(one)])
+    assert first == second
+    assert counts(ledger) == {"site_runs": 1, "stocks": len(demo_result.stocks), "sinks": len(demo_result.sinks),
+                              "transitions": len(demo_result.transitions)}
+    with ledger.engine.connect() as c:
+        chained = c.execute(sa.select(sa.func.count()).select_from(ledger_chain)
+                            .where(ledger_chain.c.kind == "site_run")).scalar_one()
+    assert chained == 1
