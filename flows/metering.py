@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,10 +19,12 @@ from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from carbon.io.resources import DEMO_CONFIG
+from carbon.pipeline.isolate import meter_apart
 from carbon.pipeline.loop import Outcome, SiteParams
 from carbon.report.pool import ReportPool, report_workers
 from flows import progress
 from flows.tasks import (
+    LOST,
     batch_label,
     finish_run,
     hand_over,
@@ -31,21 +34,49 @@ from flows.tasks import (
     site_reports,
 )
 
+log = logging.getLogger("carbon.flows")
 
-def _collect(futures: list[Any], batches: list[list[str]],
-             on_done: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+
+Recover = Callable[[list[str], Callable[[Outcome], None]], list[Outcome]]
+
+
+def _collect(futures: list[Any], batches: list[list[str]], on_done: Callable[[Outcome], None] | None = None,
+             recover: Recover | None = None) -> list[Outcome]:
     """Every site's outcome, in order. As each batch ends, in whatever order and wherever it
     ran (threads here, Dask workers elsewhere), this process tells the progress listeners (the
-    CLI's bar) and ``on_done`` (the reports are drawn while the other sites are metered)."""
+    CLI's bar) and ``on_done`` (the reports are drawn while the other sites are metered). The
+    sites of batches whose worker process died are then given to ``recover`` (metered again
+    apart), or failed with that message without it."""
     batch_of = {id(f): b for b, f in zip(batches, futures, strict=True)}
     done: dict[str, Outcome] = {}
+    lost: list[Outcome] = []
+
+    def tell(outcome: Outcome) -> None:
+        done[outcome.site_id] = outcome
+        progress.emit(outcome.site_id, outcome.status)
+        if on_done is not None:
+            on_done(outcome)
+
     for future in as_completed(list(futures)):
         for outcome in outcomes_of(batch_of[id(future)], future):
-            done[outcome.site_id] = outcome
-            progress.emit(outcome.site_id, outcome.status)
-            if on_done is not None:
-                on_done(outcome)
+            if outcome.status == LOST:
+                lost.append(outcome)
+            else:
+                tell(outcome)
+    if lost and recover is not None:
+        log.warning("a worker process died (%s): the %d sites it left unpublished are metered again, each alone, "
+                    "in fresh processes", lost[0].error, len(lost))
+        recover([o.site_id for o in lost], tell)
+    else:
+        for o in lost:
+            tell(Outcome(o.site_id, "failed", error=f"the worker process metering it died: {o.error}"))
     return [done[s] for b in batches for s in b]
+
+
+def _recoverer(ctx: Any, params: SiteParams, workers: int, report_maps: bool) -> Recover:
+    def recover(site_ids: list[str], tell: Callable[[Outcome], None]) -> list[Outcome]:
+        return meter_apart(ctx, site_ids, params, processes=workers, report_maps=report_maps, on_done=tell)
+    return recover
 
 
 #: Sites per task run (``CARBON_SINK_BATCH_SITES``; default: about four batches per worker, at
@@ -93,12 +124,14 @@ def metering_run(config: str | None = None, site_ids: list[str] | None = None, f
     configuration's output folder."""
     ctx = prepare_run(str(config or DEMO_CONFIG), site_ids, output_dir=output_dir)
     params = SiteParams(method=method, maps=maps, force=force)
-    futures, batches = _meter(ctx, params, _workers(), reports)
+    workers = _workers()
+    futures, batches = _meter(ctx, params, workers, reports)
+    recover = _recoverer(ctx, params, workers, reports)
     if not reports:
-        return _final(finish_run(ctx, _collect(futures, batches), None))
+        return _final(finish_run(ctx, _collect(futures, batches, recover=recover), None))
     # reports are drawn by child processes of this (the flow's) process while the sites are metered
     with ReportPool(ctx.config, min(report_workers(), len(ctx.site_ids)), nice=REPORT_NICE) as pool:
-        outcomes = _collect(futures, batches, lambda o: hand_over(pool, o))
+        outcomes = _collect(futures, batches, lambda o: hand_over(pool, o), recover)
         pages = pool.pages()
     return _final(finish_run(ctx, outcomes, pages))
 

@@ -97,9 +97,12 @@ def batch_label(site_ids: list[str]) -> str:
 
 def outcomes_of(site_ids: list[str], future: Any) -> list[Outcome]:
     """The outcomes of a batch's sites from its task run (``meter_batch``): each site's record;
-    a batch of one failed site, its message; a task run that itself failed (a crash, a lost
-    worker), its message for each of its sites."""
-    future.wait()
+    a batch of one failed site, its message; a batch whose worker process died, ``LOST`` for
+    each of its sites; a task run that itself failed otherwise, its message for each."""
+    try:
+        future.wait()
+    except Exception as exc:  # noqa: BLE001 - reported as text
+        return [Outcome(s, LOST if worker_lost(exc) else "failed", error=str(exc)) for s in site_ids]
     head = FAILED_SITE.format(site_ids[0])
     if len(site_ids) == 1 and future.state.is_failed() and str(future.state.message or "").startswith(head):
         return [Outcome(site_ids[0], "failed", error=str(future.state.message)[len(head):])]
@@ -114,8 +117,27 @@ def outcomes_of(site_ids: list[str], future: Any) -> list[Outcome]:
         future.result(raise_on_failure=True)
         message = future.state.message or "failed"
     except Exception as exc:  # noqa: BLE001 - reported as text
+        if worker_lost(exc):
+            return [Outcome(s, LOST, error=str(exc)) for s in site_ids]
         message = str(exc)
     return [Outcome(s, "failed", error=message) for s in site_ids]
+
+
+#: The status ``outcomes_of`` gives the sites of a batch whose worker process died (the flow
+#: meters them again apart: carbon/pipeline/isolate.py).
+LOST = "lost"
+#: What a process pool (concurrent.futures) and Dask raise for a task whose worker died.
+_LOST_ERRORS = ("BrokenProcessPool", "KilledWorker")
+
+
+def worker_lost(exc: BaseException | None) -> bool:
+    """The batch's worker process died under it (killed, out of memory, a native crash)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if type(exc).__name__ in _LOST_ERRORS:
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 def hand_over(reports: ReportPool, outcome: Outcome) -> None:

@@ -476,6 +476,14 @@ def meter_sites(ctx: RunContext, site_ids: list[str], params: SiteParams, *,
     return [outcomes[s] for s in site_ids]
 
 
+def record_failures(ctx: RunContext, failures: dict[str, str]) -> None:
+    """Sites failed outside ``meter_sites`` (their process died: carbon/pipeline/isolate.py),
+    recorded in the ledger with their messages, one transaction."""
+    if failures:
+        with_retries(Ledger(ctx.config.ledger_url).record_sites,
+                     [_record(ctx, site_id, "failed", error=error) for site_id, error in failures.items()])
+
+
 def outcome_record(o: Outcome) -> dict[str, Any]:
     """An outcome as the run manifest and the flows' results show it."""
     rec: dict[str, Any] = {"site_id": o.site_id, "status": o.status}

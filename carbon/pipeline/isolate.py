@@ -1,0 +1,211 @@
+"""Sites metered one at a time in worker processes that may die (docs/operations.md, "A worker
+process lost").
+
+A process that meters a batch can die without raising anything: killed by the kernel's
+out-of-memory killer, by an operator, or by a crash in a native library on a bad file. Its
+batch then publishes nothing (a batch is one ledger transaction), and a process pool that lost
+a worker fails every batch it had not finished. ``meter_apart`` meters such sites again, each
+alone (``loop.meter_sites`` on a batch of one), in fresh worker processes that say which site
+they start before they start it. A site whose process dies is tried once more, alone on the
+machine (the first death may have been another site's memory); if it dies again it fails,
+recorded in the ledger with how its process ended, and the others are published as usual.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing import connection as mp_connection
+from typing import Any
+
+from carbon.io.ledger import Ledger
+from carbon.pipeline import loop
+from carbon.pipeline.loop import Outcome, RunContext, SiteParams
+
+log = logging.getLogger(__name__)
+
+#: Seconds between looks at the workers while waiting for their messages.
+POLL_S = 0.5
+#: How often an idle worker checks that the process that started it is still there.
+ORPHAN_CHECK_S = 5.0
+
+
+def _serve(ctx: RunContext, params: SiteParams, report_maps: bool, conn: Any) -> None:
+    """A worker: meter each site it is given, alone; say ``start`` before and ``done`` after
+    (written straight to the pipe: a process killed a moment later has said it). It ends on
+    ``None``, or when the process that started it is gone (not left behind idle)."""
+    parent = os.getppid()
+    while True:
+        if not conn.poll(ORPHAN_CHECK_S):
+            if os.getppid() != parent:
+                return
+            continue
+        site_id = conn.recv()
+        if site_id is None:
+            return
+        conn.send(("start", site_id))
+        try:
+            (outcome,) = loop.meter_sites(ctx, [site_id], params, report_maps=report_maps)
+            record = loop.outcome_record(outcome)
+        except Exception as exc:  # noqa: BLE001 - meter_sites fails a site alone; anything else is said here
+            record = {"site_id": site_id, "status": "failed", "error": loop.failure_message(exc)}
+        conn.send(("done", record))
+
+
+def how_it_ended(exitcode: int | None) -> str:
+    """A dead process's end in words: the signal (with what usually sends it) or the exit code."""
+    if exitcode is None:
+        return "ended"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        why = {"SIGKILL": ", e.g. the out-of-memory killer", "SIGSEGV": ", a crash in native code"}.get(name, "")
+        return f"was killed by {name}{why}"
+    return f"exited with code {exitcode}"
+
+
+@dataclass
+class _Worker:
+    process: Any
+    conn: Any
+    site: str | None = None
+    started: bool = False
+
+
+@dataclass
+class _Pool:
+    """Worker processes fed one site at a time by this process, each over its own pipe."""
+
+    ctx: RunContext
+    params: SiteParams
+    report_maps: bool
+    size: int
+    spawn: Any = field(default_factory=lambda: mp.get_context("spawn"))
+    workers: list[_Worker] = field(default_factory=list)
+
+    def start(self) -> None:
+        here, there = self.spawn.Pipe()
+        process = self.spawn.Process(target=_serve, args=(self.ctx, self.params, self.report_maps, there),
+                                     daemon=True)
+        process.start()
+        there.close()
+        self.workers.append(_Worker(process, here))
+
+    def close(self) -> None:
+        for w in self.workers:
+            try:
+                w.conn.send(None)
+            except OSError:
+                pass
+        for w in self.workers:
+            w.process.join(timeout=10)
+            if w.process.is_alive():
+                w.process.kill()
+                w.process.join()
+            w.conn.close()
+        self.workers.clear()
+
+    def run(self, site_ids: list[str], on_done: Callable[[dict[str, Any]], None],
+            on_death: Callable[[str, str], None]) -> None:
+        """Every site of ``site_ids`` metered once; ``on_done(record)`` as each ends,
+        ``on_death(site_id, how)`` for each whose process died while metering it."""
+        todo = list(reversed(site_ids))
+        for _ in range(min(self.size, len(todo))):
+            self.start()
+        while todo or any(w.site is not None for w in self.workers):
+            for w in self.workers:
+                if w.site is None and todo:
+                    w.site, w.started = todo.pop(), False
+                    w.conn.send(w.site)
+            busy = [w for w in self.workers if w.site is not None]
+            ready = mp_connection.wait([w.conn for w in busy] + [w.process.sentinel for w in busy])
+            for w in busy:
+                if w.conn in ready or w.process.sentinel in ready:
+                    self._hear(w, on_done)
+                if w.site is not None and not w.process.is_alive():
+                    self._hear(w, on_done)  # what it said before it died
+                    if w.site is not None:
+                        if w.started:
+                            on_death(w.site, how_it_ended(w.process.exitcode))
+                        else:  # died before it began this site: the site goes to another worker
+                            todo.append(w.site)
+                    w.conn.close()
+                    self.workers.remove(w)
+                    if todo:
+                        self.start()
+
+    @staticmethod
+    def _hear(w: _Worker, on_done: Callable[[dict[str, Any]], None]) -> None:
+        while True:
+            try:
+                if not w.conn.poll():
+                    return
+                kind, what = w.conn.recv()
+            except (EOFError, OSError):
+                return
+            if kind == "start":
+                w.started = True
+            elif kind == "done":
+                w.site, w.started = None, False
+                on_done(what)
+
+
+def meter_apart(ctx: RunContext, site_ids: list[str], params: SiteParams, *, processes: int = 1,
+                report_maps: bool = False, on_done: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+    """``site_ids`` metered again, each alone, in ``processes`` fresh worker processes; a site
+    whose process dies is tried once more alone, then fails with how its process ended (recorded
+    in the ledger). Every site's outcome, in order; ``on_done`` as each ends."""
+    outcomes: dict[str, Outcome] = {}
+    died: dict[str, str] = {}
+
+    def done(record: dict[str, Any]) -> None:
+        rec = dict(record)
+        site_id = rec.pop("site_id")
+        outcome = Outcome(site_id, rec.pop("status"), error=rec.pop("error", None), value=rec)
+        outcomes[site_id] = outcome
+        died.pop(site_id, None)
+        if on_done is not None:
+            on_done(outcome)
+
+    def death(site_id: str, how: str) -> None:
+        log.warning("site %s: the process metering it %s", site_id, how)
+        died[site_id] = how
+
+    for size, ids in ((max(1, processes), site_ids), (1, None)):
+        if ids is None:  # the second try: each site whose process died, alone on the machine
+            ids = [s for s in site_ids if s in died]
+        if not ids:
+            continue
+        pool = _Pool(ctx, params, report_maps, size)
+        try:
+            pool.run(ids, done, death)
+        finally:
+            pool.close()
+    if died:
+        _fail_dead(ctx, died, outcomes, on_done)
+    return [outcomes[s] for s in site_ids]
+
+
+def _fail_dead(ctx: RunContext, died: dict[str, str], outcomes: dict[str, Outcome],
+               on_done: Callable[[Outcome], None] | None) -> None:
+    """The sites whose process died twice: failed, and recorded so unless the ledger shows the
+    site published by this run (a process that died after its commit, before it could say so)."""
+    published = {r["site_id"]: r["site_run_id"] for r in Ledger(ctx.config.ledger_url).run_site_runs(ctx.run_id)
+                 if r["site_id"] in died and r["status"] == "succeeded"}
+    failures = {}
+    for site_id, how in died.items():
+        if site_id in published:
+            outcomes[site_id] = Outcome(site_id, "succeeded", value={"site_run_id": published[site_id]})
+        else:
+            failures[site_id] = (f"the process metering this site {how}, twice (once alone); the run's other "
+                                 "sites were metered")
+            outcomes[site_id] = Outcome(site_id, "failed", error=failures[site_id])
+        if on_done is not None:
+            on_done(outcomes[site_id])
+    loop.record_failures(ctx, failures)

@@ -1,0 +1,80 @@
+"""A worker process that dies mid-run (killed by the out-of-memory killer, an operator, a native
+crash) fails only the site it was metering: the run's other sites are metered again apart and
+published, with the numbers of a run where nothing died; the dead site is recorded as failed in
+the ledger with how its process ended, in one line, and the run is partial. Real municipalities
+of the Swiss Arealstatistik (../shared/datasets), as tests/integration/test_batches.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+
+from carbon.io.config import load_config
+from carbon.io.ledger import Ledger
+from carbon.pipeline import isolate
+from tests.integration.test_batches import N_SITES, TABLES, _config, _meter, _published
+
+#: Loaded by every Python process the run starts (PYTHONPATH): in a worker process (a child of
+#: multiprocessing), the site named in KILL_SITE gets its process killed as the kernel's
+#: out-of-memory killer would (SIGKILL: nothing is raised, nothing is cleaned up).
+SITECUSTOMIZE = '''
+import os
+if os.environ.get("KILL_SITE"):
+    import multiprocessing, signal
+    from carbon.pipeline import loop
+    _compute = loop.compute_site_result
+    def compute_site_result(ctx, site_id, *args, **kwargs):
+        if site_id == os.environ["KILL_SITE"] and multiprocessing.parent_process() is not None:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return _compute(ctx, site_id, *args, **kwargs)
+    loop.compute_site_result = compute_site_result
+'''
+
+
+def test_a_worker_killed_mid_run_fails_its_site_alone(shared: Path, tmp_path: Path) -> None:
+    cfg = _config(shared, tmp_path, "killed", None)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    ctx_ids = gpd.read_file(cfg.parent / "sites.gpkg")["site_id"].tolist()
+    victim = ctx_ids[5]
+    env = {**os.environ, "CARBON_SINK_BATCH_SITES": "4", "CARBON_SINK_RUNNER": "off", "COLUMNS": "200",
+           "KILL_SITE": victim, "PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])}
+    env.pop("PREFECT_API_URL", None)
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    cli = str(Path(sys.executable).with_name("carbon-sink"))
+    done = subprocess.run([cli, "run", "--config", str(cfg), "--no-reports", "--processes", "2"], env=env,
+                          capture_output=True, text=True, timeout=900)
+    said = done.stdout + done.stderr
+    assert done.returncode == 1, said[-4000:]  # one site failed: the run is partial
+    assert "Traceback" not in said, said[-4000:]
+    assert f"partial; {N_SITES} sites, 0 unchanged, 1 failed" in said, said[-4000:]
+    line = next(x for x in said.splitlines() if x.startswith(f"site {victim} failed"))
+    assert "killed by SIGKILL" in line and "twice (once alone)" in line, line
+    ledger = Ledger(load_config(cfg).ledger_url)
+    history = ledger.history(victim)
+    assert history["status"].tolist() == ["failed"]
+    assert "killed by SIGKILL" in history["error"].iloc[0]
+    runs = ledger.run(ledger.run_site_runs(history["run_id"].iloc[0])[0]["run_id"])
+    assert runs is not None and runs["status"] == "partial" and runs["n_failed"] == 1
+    # every other site published once, with the numbers of a run where no process died
+    assert sorted(ledger.current("sinks")["site_id"].unique()) == sorted(s for s in ctx_ids if s != victim)
+    site_runs = pd.DataFrame(ledger.run_site_runs(runs["run_id"]))
+    assert (site_runs[site_runs["status"] == "succeeded"]["site_id"].value_counts() == 1).all()
+    _meter(_config(shared, tmp_path, "calm", None), batch=4)
+    a, b = _published(cfg), _published(tmp_path / "calm" / "c.toml")
+    for name in TABLES:
+        theirs = b[name][b[name]["site_id"] != victim].reset_index(drop=True)
+        pd.testing.assert_frame_equal(a[name], theirs, check_exact=True, obj=name)
+
+
+def test_how_a_dead_process_ended_is_said_in_words() -> None:
+    assert isolate.how_it_ended(-9) == "was killed by SIGKILL, e.g. the out-of-memory killer"
+    assert isolate.how_it_ended(-11) == "was killed by SIGSEGV, a crash in native code"
+    assert isolate.how_it_ended(-15) == "was killed by SIGTERM"
+    assert isolate.how_it_ended(3) == "exited with code 3"
