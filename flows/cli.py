@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -108,6 +109,40 @@ def _fail(exc: BaseException, code: int | None = None) -> NoReturn:
         code = EXIT_INPUT if isinstance(exc, CarbonSinkError) else EXIT_USAGE if isinstance(exc, ValueError) else 1
     console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
     raise typer.Exit(code)
+
+
+#: The exit code of a command stopped by SIGTERM (128 + 15, as a shell reports it).
+EXIT_TERMINATED = 143
+
+
+class _Terminated(BaseException):  # noqa: N818 - not an error: the command was asked to stop
+    """SIGTERM arrived (``_terminable``)."""
+
+
+@contextmanager
+def _terminable() -> Iterator[None]:
+    """SIGTERM (a scheduler's stop or time limit, ``kill``) ends a run as Ctrl-C does: through
+    Python's own clean-up, so that the run's temporary Prefect server and its worker processes
+    stop with it (without this, Prefect re-sends the signal to a default handler and the server
+    is left running), and one line says what stays (docs/operations.md, "Stale runs")."""
+    import signal  # noqa: PLC0415
+
+    def stop(signum: int, frame: Any) -> None:
+        raise _Terminated(signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: nothing to install
+        yield
+        return
+    try:
+        yield
+    except _Terminated:
+        console.print("[red]stopped[/red] by SIGTERM: the sites published so far stay published; this run is marked "
+                      "stale by the next run (docs/operations.md, \"Stale runs\")", highlight=False)
+        raise typer.Exit(EXIT_TERMINATED) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _require_site(cfg: Config, site_id: str) -> None:
@@ -244,7 +279,7 @@ def run(
 
         unsubscribe = progress.subscribe(on_site)
         try:
-            with one_api() if n_procs else nullcontext():  # worker processes report to this process's server
+            with _terminable(), one_api() if n_procs else nullcontext():  # workers report to this process's server
                 state = flow_fn(config=str(cfg.path), site_ids=site or None, force=force or bool(site), maps=maps,
                                 method=method, reports=reports, output_dir=str(cfg.output_dir), return_state=True)
         except ServerStartError as exc:

@@ -78,3 +78,67 @@ def test_how_a_dead_process_ended_is_said_in_words() -> None:
     assert isolate.how_it_ended(-11) == "was killed by SIGSEGV, a crash in native code"
     assert isolate.how_it_ended(-15) == "was killed by SIGTERM"
     assert isolate.how_it_ended(3) == "exited with code 3"
+
+
+def _descendants(pid: int) -> set[int]:
+    """The process ids under ``pid`` (Linux /proc)."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            try:
+                kids = {int(c) for c in task.read_text().split()}
+            except OSError:
+                continue
+            todo += list(kids - found)
+            found |= kids
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0] != "Z"
+    except OSError:
+        return False
+
+
+def test_sigterm_stops_the_run_with_its_server_and_workers(shared: Path, tmp_path: Path) -> None:
+    """A scheduler's stop (SIGTERM) mid-run: the command exits 143 with one line, and the run's
+    temporary Prefect server and worker processes stop with it (before, the server was left
+    running, orphaned)."""
+    import signal
+    import time
+
+    cfg = _config(shared, tmp_path, "stopped", None)
+    env = {**os.environ, "CARBON_SINK_BATCH_SITES": "2", "CARBON_SINK_RUNNER": "off", "COLUMNS": "200",
+           "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    env.pop("PREFECT_API_URL", None)
+    cli = str(Path(sys.executable).with_name("carbon-sink"))
+    log = tmp_path / "said.txt"
+    with log.open("w") as said:
+        run = subprocess.Popen([cli, "run", "--config", str(cfg), "--no-reports", "--processes", "2"], env=env,
+                               stdout=said, stderr=subprocess.STDOUT, text=True)
+        seen: set[int] = set()
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and run.poll() is None:
+            seen |= _descendants(run.pid)
+            workers = [p for p in seen if _alive(p) and "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
+            if len(workers) >= 2 and any("uvicorn" in Path(f"/proc/{p}/cmdline").read_text()
+                                         for p in seen if _alive(p)):
+                break
+            time.sleep(0.2)
+        assert run.poll() is None, log.read_text()[-3000:]
+        time.sleep(2)
+        seen |= _descendants(run.pid)
+        run.send_signal(signal.SIGTERM)
+        code = run.wait(timeout=180)
+    text = log.read_text()
+    assert code == 143, text[-3000:]
+    assert "stopped by SIGTERM: the sites published so far stay published" in text, text[-3000:]
+    assert "Traceback" not in text
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(_alive(p) for p in seen):
+        time.sleep(0.5)
+    left = [Path(f"/proc/{p}/cmdline").read_text().replace("\0", " ")[:120] for p in seen if _alive(p)]
+    assert not left, left
