@@ -96,13 +96,29 @@ def examine_raster(path: str) -> tuple[RasterInfo | None, InputError | None]:
     return info, problem
 
 
+#: One CRS object per CRS text in a process: the rasters of a catalog in one CRS share it, so that
+#: what is worked out per CRS and grid (a site's nominal pixel area, its transformations) is
+#: worked out once for all of them (carbon/rules/policies.py ``reference_grid``).
+_CRS_BY_WKT: dict[str, CRS] = {}
+
+
+def _crs(wkt: str) -> CRS:
+    crs = _CRS_BY_WKT.get(wkt)
+    if crs is None:
+        crs = CRS.from_wkt(wkt)
+        if len(_CRS_BY_WKT) > 256:
+            _CRS_BY_WKT.clear()
+        _CRS_BY_WKT[wkt] = crs
+    return crs
+
+
 def _examine(path: str) -> tuple[RasterInfo | None, InputError | None, list[str]]:
     """``examine_raster`` itself, with the files GDAL read for the header."""
     files: list[str] = []
     try:
         with gdal_env(), rasterio.open(path) as src:
             try:
-                crs = CRS.from_wkt(src.crs.to_wkt()) if src.crs else None
+                crs = _crs(src.crs.to_wkt()) if src.crs else None
             except Exception as exc:  # pyproj CRSError / ProjError: an engineering or broken CRS
                 raise InputError(f"raster CRS is not usable for area on the ellipsoid: {exc}", path=path) from None
             info = RasterInfo(
