@@ -3,6 +3,7 @@
     uv run --group bench python benchmarks/profile.py engine [--size 8000] [--gain-loss]   # compute_site, full extent
     uv run --group bench python benchmarks/profile.py sites  [--n 100] [--no-reports]  # Prefect metering_run
     uv run python benchmarks/profile.py memory [--size 40000]                # what grows with the raster
+    uv run python benchmarks/profile.py stages [--n 400]   # the many-site loop of a worker, ms a site by stage
 
 ``engine`` runs compute_site on the benchmark pair under pyinstrument (sampling, wall time,
 the engine is single-threaded). ``sites`` runs the metering flow under py-spy (sampling every
@@ -200,6 +201,85 @@ def profile_memory(size: int) -> None:
           f"(+{peak() - before:.0f} MiB); arrays it keeps: {held:.0f} MiB")
 
 
+#: The stages of a many-site worker timed by ``profile_stages``: (module, attribute, label); a
+#: stage's time includes the stages it calls (indented under it in the table).
+STAGES = (
+    ("carbon.pipeline.loop", "site_key", "input key (rasters' headers and hashes, the site's plan)"),
+    ("carbon.pipeline.loop", "compute_site_result", "compute the site"),
+    ("carbon.pipeline.site", "_scan", "  read its pixels: windows of both years, coverage, areas (scan)"),
+    ("carbon.pipeline.site", "reference_grid", "  reference grid (nominal pixel area per grid)"),
+    ("carbon.pipeline.site", "_site_coefficients", "  the coefficients of its classes"),
+    ("carbon.rules.dynamics", "year_stocks", "  stocks by year, class and pool"),
+    ("carbon.rules.dynamics", "period_flows", "  flows by period"),
+    ("carbon.pipeline.site", "_class_areas", "  class areas table"),
+    ("carbon.pipeline.site", "_area_by_code", "  areas by map code table"),
+    ("carbon.rules.accounting", "stock_tables", "  stock tables"),
+    ("carbon.rules.accounting", "sink_table", "  sink table"),
+    ("carbon.rules.accounting", "transition_table", "  transition table"),
+    ("carbon.rules.uncertainty", "add_intervals", "  Monte Carlo and Approach 1 intervals"),
+    ("carbon.rules.uncertainty", "draw_factors", "    the draws (10,000 per coefficient, the site's seed)"),
+    ("carbon.rules.uncertainty", "summarize", "    the draws summed and their quantiles"),
+    ("carbon.rules.uncertainty", "with_columns", "    adding columns to the tables (intervals, labels)"),
+    ("carbon.pipeline.loop", "validate_site_results", "contract checks (per batch)"),
+    ("carbon.pipeline.loop", "write_sites_tables", "writing the sites' files, 7 tables × Parquet and CSV (per batch)"),
+    ("carbon.io.ledger", "Ledger.publish_sites", "the ledger transaction (per batch)"),
+)
+
+
+def profile_stages(n: int, batch: int) -> None:
+    """The site loop as a worker process runs it (``loop.meter_sites`` on batches, no Prefect,
+    no reports), on the first ``n`` sites of the product benchmark's many-site inputs (4000²
+    CLCD pair, IPCC Tier 1, 1-20 ha), each stage timed: ms per site."""
+    import functools
+    import importlib
+    import logging
+
+    sys.path.insert(0, str(HERE))
+    sys.path.insert(0, str(ROOT))
+    import generate  # noqa: PLC0415
+    import product  # noqa: PLC0415
+
+    from carbon.pipeline import loop  # noqa: PLC0415
+
+    cfg = product.many_inputs(generate.make_pair(product.MANY_PAIR, "patchy", product.WORK_ROOT), max(n, 1000))
+    spent: dict[str, float] = defaultdict(float)
+    for module, attr, label in STAGES:
+        owner: object = importlib.import_module(module)
+        name = attr
+        if "." in attr:
+            cls, name = attr.split(".")
+            owner = getattr(owner, cls)
+        fn = getattr(owner, name)
+
+        def timed(*args: object, _fn=fn, _label=label, **kwargs: object) -> object:  # noqa: ANN001
+            t = time.perf_counter()
+            try:
+                return _fn(*args, **kwargs)
+            finally:
+                spent[_label] += time.perf_counter() - t
+
+        setattr(owner, name, functools.wraps(fn)(timed))
+    logging.disable(logging.WARNING)
+    out = Path(tempfile.mkdtemp(prefix="stages-", dir=product.WORK_ROOT))
+    ctx = loop.start_run(str(cfg), output_dir=out)
+    ids = list(ctx.site_ids)[:n + batch]
+    loop.meter_sites(ctx, ids[:batch], loop.SiteParams())  # a worker's first batch: imports, caches
+    spent.clear()
+    t0 = time.perf_counter()
+    ok = 0
+    for i in range(batch, len(ids), batch):
+        ok += sum(o.status == "succeeded" for o in loop.meter_sites(ctx, ids[i:i + batch], loop.SiteParams()))
+    total = time.perf_counter() - t0
+    m = len(ids) - batch
+    print(f"{m} sites ({ok} published) in batches of {batch}, one process, after a first batch: {total:.1f} s, "
+          f"{total / m * 1000:.1f} ms a site")
+    print("| stage | ms a site | share |\n|---|---|---|")
+    for _, _, label in STAGES:
+        print(f"| {label.replace('  ', '&nbsp;&nbsp;')} | {spent[label] / m * 1000:.2f} | "
+              f"{spent[label] / total:.0%} |")
+    shutil.rmtree(out, ignore_errors=True)
+
+
 def _frame_key(frame: str) -> str:
     # py-spy frame: "function (path/to/file.py:line)"
     name, _, rest = frame.partition(" (")
@@ -218,11 +298,16 @@ def main() -> None:
     s.add_argument("--n", type=int, default=100, help="sites to meter")
     s.add_argument("--sites-file", type=int, default=1000, help="sites in the configuration [1000]")
     s.add_argument("--no-reports", action="store_true", help="metering_run(reports=False)")
+    st = sub.add_parser("stages")
+    st.add_argument("--n", type=int, default=400, help="sites timed, after a first batch [400]")
+    st.add_argument("--batch", type=int, default=100, help="sites per batch [100, as a run of 10,000]")
     m = sub.add_parser("memory")
     m.add_argument("--size", type=int, default=40000)
     a = p.parse_args()
     if a.what == "memory":
         profile_memory(a.size)
+    elif a.what == "stages":
+        profile_stages(a.n, a.batch)
     elif a.what == "engine":
         profile_engine(a.size, a.gain_loss, a.threads)
     else:
