@@ -279,7 +279,8 @@ def run(
 
         unsubscribe = progress.subscribe(on_site)
         try:
-            with _terminable(), one_api() if n_procs else nullcontext():  # workers report to this process's server
+            # worker processes (ours, or a local Dask cluster's) report to this process's server
+            with _terminable(), one_api() if n_procs or dask == "local" else nullcontext():
                 state = flow_fn(config=str(cfg.path), site_ids=site or None, force=force or bool(site), maps=maps,
                                 method=method, reports=reports, output_dir=str(cfg.output_dir), return_state=True)
         except ServerStartError as exc:

@@ -321,3 +321,34 @@ def test_with_retries_gives_up_after_the_last_delay() -> None:
     with pytest.raises(FileNotFoundError):
         with_retries(missing, delays=(0.0, 0.0, 0.0))
     assert len(tries) == 1
+
+
+def test_a_local_dask_run_through_the_cli_has_one_prefect_server(tmp_path: Path) -> None:
+    """``carbon-sink run --dask local``: the Dask workers report to the run's one temporary Prefect
+    server (before, each worker started a server of its own: three servers on a 2-core machine,
+    and Dask was no faster than one process), and publish what a run in one process publishes."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CARBON_SINK_RUNNER": "off", "COLUMNS": "200", "PREFECT_LOGGING_LEVEL": "INFO",
+           "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    env.pop("PREFECT_API_URL", None)  # what a scheduler or an analyst's shell has
+    cli = str(Path(sys.executable).with_name("carbon-sink"))
+    runs = {}
+    for name, extra in (("dask", ["--dask", "local", "--workers", "2"]), ("one", ["--processes", "0"])):
+        (tmp_path / name).mkdir()
+        cfg = write_config(tmp_path / name / "c.toml")
+        done = subprocess.run([cli, "run", "--config", str(cfg), "--no-reports", *extra], env=env,
+                              capture_output=True, text=True, timeout=600)
+        said = done.stdout + done.stderr
+        assert done.returncode == 0, said[-3000:]
+        runs[name] = said
+        assert said.count("Starting temporary server") == 1, said[-3000:]
+    assert "Traceback" not in runs["dask"]
+    cols = ["site_id", "period_start", "period_end", "sink_tco2e", "sink_tco2e_lower90", "sink_tco2e_upper90",
+            "conservative_sink_tco2e"]
+    a, b = (Ledger(f"sqlite:///{tmp_path / n / 'out' / 'ledger.db'}").current("sinks")[cols].reset_index(drop=True)
+            for n in ("dask", "one"))
+    assert sorted(a["site_id"].unique()) == sorted(SITES)
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
