@@ -66,7 +66,13 @@ def _collect(futures: list[Any], batches: list[list[str]], on_done: Callable[[Ou
     if lost and recover is not None:
         log.warning("a worker process died (%s): the %d sites it left unpublished are metered again, each alone, "
                     "in fresh processes", lost[0].error, len(lost))
-        recover([o.site_id for o in lost], tell)
+        try:
+            recover([o.site_id for o in lost], tell)
+        except Exception as exc:  # noqa: BLE001 - the sites not metered again fail with the reason, the run ends
+            for o in lost:
+                if o.site_id not in done:
+                    tell(Outcome(o.site_id, "failed", error=f"the worker process metering it died ({o.error}), and "
+                                                            f"metering it again failed: {exc}"))
     else:
         for o in lost:
             tell(Outcome(o.site_id, "failed", error=f"the worker process metering it died: {o.error}"))
