@@ -111,8 +111,8 @@ def _fail(exc: BaseException, code: int | None = None) -> NoReturn:
     raise typer.Exit(code)
 
 
-#: The exit code of a command stopped by SIGTERM (128 + 15, as a shell reports it).
-EXIT_TERMINATED = 143
+#: The exit codes of a run stopped by SIGTERM and by Ctrl-C (128 + the signal, as a shell reports them).
+EXIT_TERMINATED, EXIT_INTERRUPTED = 143, 130
 
 
 class _Terminated(BaseException):  # noqa: N818 - not an error: the command was asked to stop
@@ -130,19 +130,26 @@ def _terminable() -> Iterator[None]:
     def stop(signum: int, frame: Any) -> None:
         raise _Terminated(signum)
 
+    said = ("the sites published so far stay published; this run is marked stale by the next run "
+            "(docs/operations.md, \"Stale runs\")")
     try:
-        previous = signal.signal(signal.SIGTERM, stop)
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:  # a handler of its own (the local runner's)
+            previous = None
+        else:
+            previous = signal.signal(signal.SIGTERM, stop)
     except ValueError:  # not the main thread: nothing to install
-        yield
-        return
+        previous = None
     try:
         yield
     except _Terminated:
-        console.print("[red]stopped[/red] by SIGTERM: the sites published so far stay published; this run is marked "
-                      "stale by the next run (docs/operations.md, \"Stale runs\")", highlight=False)
+        console.print(f"[red]stopped[/red] by SIGTERM: {said}", highlight=False)
         raise typer.Exit(EXIT_TERMINATED) from None
+    except KeyboardInterrupt:
+        console.print(f"[red]stopped[/red] by Ctrl-C: {said}", highlight=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _require_site(cfg: Config, site_id: str) -> None:

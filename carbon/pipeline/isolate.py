@@ -3,11 +3,11 @@ process lost").
 
 A process that meters a batch can die without raising anything: killed by the kernel's
 out-of-memory killer, by an operator, or by a crash in a native library on a bad file. Its
-batch then publishes nothing (a batch is one ledger transaction), and a process pool that lost
+batch then publishes nothing unless it had committed (a batch is one ledger transaction), and a process pool that lost
 a worker fails every batch it had not finished. ``meter_apart`` meters such sites again, each
 alone (``loop.meter_sites`` on a batch of one), in fresh worker processes that say which site
-they start before they start it. A site whose process dies is tried once more, alone on the
-machine (the first death may have been another site's memory); if it dies again it fails,
+they start before they start it. A site whose process dies is tried once more, alone in a
+pool of one (the first death may have been another site's memory); if it dies again it fails,
 recorded in the ledger with how its process ended, and the others are published as usual.
 """
 
@@ -23,13 +23,15 @@ from multiprocessing import connection as mp_connection
 from typing import Any
 
 from carbon.io.ledger import Ledger
+from carbon.io.staging import remove_staging
 from carbon.pipeline import loop
 from carbon.pipeline.loop import Outcome, RunContext, SiteParams
 
 log = logging.getLogger(__name__)
 
-#: Seconds between looks at the workers while waiting for their messages.
-POLL_S = 0.5
+#: Deaths before a site is started, per worker, after which the pool gives up (a process that
+#: cannot start at all: a broken environment, a memory limit reached at import).
+EARLY_DEATHS = 3
 #: How often an idle worker checks that the process that started it is still there.
 ORPHAN_CHECK_S = 5.0
 
@@ -39,21 +41,24 @@ def _serve(ctx: RunContext, params: SiteParams, report_maps: bool, conn: Any) ->
     (written straight to the pipe: a process killed a moment later has said it). It ends on
     ``None``, or when the process that started it is gone (not left behind idle)."""
     parent = os.getppid()
-    while True:
-        if not conn.poll(ORPHAN_CHECK_S):
-            if os.getppid() != parent:
+    try:
+        while True:
+            if not conn.poll(ORPHAN_CHECK_S):
+                if os.getppid() != parent:
+                    return
+                continue
+            site_id = conn.recv()
+            if site_id is None:
                 return
-            continue
-        site_id = conn.recv()
-        if site_id is None:
-            return
-        conn.send(("start", site_id))
-        try:
-            (outcome,) = loop.meter_sites(ctx, [site_id], params, report_maps=report_maps)
-            record = loop.outcome_record(outcome)
-        except Exception as exc:  # noqa: BLE001 - meter_sites fails a site alone; anything else is said here
-            record = {"site_id": site_id, "status": "failed", "error": loop.failure_message(exc)}
-        conn.send(("done", record))
+            conn.send(("start", site_id))
+            try:
+                (outcome,) = loop.meter_sites(ctx, [site_id], params, report_maps=report_maps)
+                record = loop.outcome_record(outcome)
+            except Exception as exc:  # noqa: BLE001 - meter_sites fails a site alone; anything else is said here
+                record = {"site_id": site_id, "status": "failed", "error": loop.failure_message(exc)}
+            conn.send(("done", record))
+    except (EOFError, OSError):  # the process that started it is gone: nothing to say, nobody to say it to
+        return
 
 
 def how_it_ended(exitcode: int | None) -> str:
@@ -97,6 +102,11 @@ class _Pool:
         there.close()
         self.workers.append(_Worker(process, here))
 
+    def kill(self) -> None:
+        for w in self.workers:
+            if w.process.is_alive():
+                w.process.kill()
+
     def close(self) -> None:
         for w in self.workers:
             try:
@@ -114,15 +124,20 @@ class _Pool:
     def run(self, site_ids: list[str], on_done: Callable[[dict[str, Any]], None],
             on_death: Callable[[str, str], None]) -> None:
         """Every site of ``site_ids`` metered once; ``on_done(record)`` as each ends,
-        ``on_death(site_id, how)`` for each whose process died while metering it."""
+        ``on_death(site_id, how)`` for each whose process died while metering it. Workers that
+        die before they start a site (idle, or at their own start) are replaced, a few times."""
         todo = list(reversed(site_ids))
         for _ in range(min(self.size, len(todo))):
             self.start()
+        early_deaths = 0
         while todo or any(w.site is not None for w in self.workers):
-            for w in self.workers:
+            for w in list(self.workers):
                 if w.site is None and todo:
                     w.site, w.started = todo.pop(), False
-                    w.conn.send(w.site)
+                    try:
+                        w.conn.send(w.site)
+                    except OSError:  # it died idle: its site goes back, below
+                        pass
             busy = [w for w in self.workers if w.site is not None]
             ready = mp_connection.wait([w.conn for w in busy] + [w.process.sentinel for w in busy])
             for w in busy:
@@ -135,9 +150,13 @@ class _Pool:
                             on_death(w.site, how_it_ended(w.process.exitcode))
                         else:  # died before it began this site: the site goes to another worker
                             todo.append(w.site)
+                            early_deaths += 1
                     w.conn.close()
                     self.workers.remove(w)
-                    if todo:
+                    if early_deaths > EARLY_DEATHS * self.size:
+                        raise RuntimeError(f"worker processes die before they start a site ({early_deaths} times; "
+                                           f"the last {how_it_ended(w.process.exitcode)})")
+                    if todo and len(self.workers) < self.size:
                         self.start()
 
     @staticmethod
@@ -160,7 +179,11 @@ def meter_apart(ctx: RunContext, site_ids: list[str], params: SiteParams, *, pro
                 report_maps: bool = False, on_done: Callable[[Outcome], None] | None = None) -> list[Outcome]:
     """``site_ids`` metered again, each alone, in ``processes`` fresh worker processes; a site
     whose process dies is tried once more alone, then fails with how its process ended (recorded
-    in the ledger). Every site's outcome, in order; ``on_done`` as each ends."""
+    in the ledger). Every site's outcome, in order; ``on_done`` as each ends.
+
+    Called once every batch of the run has ended (the flow gathers them all first): a site that
+    this run already published or recorded (a batch that died after its commit) keeps that
+    record and is not metered again, and the hidden folders the dead processes left are removed."""
     outcomes: dict[str, Outcome] = {}
     died: dict[str, str] = {}
 
@@ -177,19 +200,49 @@ def meter_apart(ctx: RunContext, site_ids: list[str], params: SiteParams, *, pro
         log.warning("site %s: the process metering it %s", site_id, how)
         died[site_id] = how
 
-    for size, ids in ((max(1, processes), site_ids), (1, None)):
-        if ids is None:  # the second try: each site whose process died, alone on the machine
-            ids = [s for s in site_ids if s in died]
+    for outcome in _recorded(ctx, site_ids).values():
+        outcomes[outcome.site_id] = outcome
+        if on_done is not None:
+            on_done(outcome)
+    remove_staging(ctx.config.output_dir, ctx.run_id)
+    todo = [s for s in site_ids if s not in outcomes]
+    for size, ids in ((max(1, processes), todo), (1, None)):
+        if ids is None:  # the second try: each site whose process died, alone among these processes
+            ids = [s for s in todo if s in died]
         if not ids:
             continue
         pool = _Pool(ctx, params, report_maps, size)
         try:
             pool.run(ids, done, death)
+        except BaseException:  # stopped (SIGTERM, Ctrl-C) or given up: the workers go now, not after their site
+            pool.kill()
+            raise
         finally:
             pool.close()
     if died:
         _fail_dead(ctx, died, outcomes, on_done)
     return [outcomes[s] for s in site_ids]
+
+
+def _recorded(ctx: RunContext, site_ids: list[str]) -> dict[str, Outcome]:
+    """The sites of ``site_ids`` that this run has already published or recorded, as their
+    latest record says."""
+    wanted = set(site_ids)
+    latest: dict[str, dict[str, Any]] = {}
+    for row in Ledger(ctx.config.ledger_url).run_site_runs(ctx.run_id):  # in order: the last one stays
+        if row["site_id"] in wanted:
+            latest[row["site_id"]] = row
+    found = {}
+    for site_id, row in latest.items():
+        if row["status"] == "succeeded":
+            found[site_id] = Outcome(site_id, "succeeded", value={
+                "site_run_id": row["site_run_id"], "site_dir": str(loop.site_dir_of(ctx, site_id)),
+                "input_key": row["input_key"], "scenario": row["scenario"]})
+        elif row["status"] == "skipped":
+            found[site_id] = Outcome(site_id, "skipped", value={"input_key": row["input_key"]})
+        else:
+            found[site_id] = Outcome(site_id, "failed", error=row["error"] or "failed")
+    return found
 
 
 def _fail_dead(ctx: RunContext, died: dict[str, str], outcomes: dict[str, Outcome],

@@ -21,18 +21,34 @@ from tests.integration.test_batches import N_SITES, TABLES, _config, _meter, _pu
 
 #: Loaded by every Python process the run starts (PYTHONPATH): in a worker process (a child of
 #: multiprocessing), the site named in KILL_SITE gets its process killed as the kernel's
-#: out-of-memory killer would (SIGKILL: nothing is raised, nothing is cleaned up).
+#: out-of-memory killer would (SIGKILL: nothing is raised, nothing is cleaned up); the batch
+#: holding KILL_AFTER_PUBLISH is killed right after its ledger commit; SLOW_SITE takes SLOW_S
+#: seconds longer and touches SLOW_MARK when it starts.
 SITECUSTOMIZE = '''
 import os
-if os.environ.get("KILL_SITE"):
-    import multiprocessing, signal
+if os.environ.get("KILL_SITE") or os.environ.get("KILL_AFTER_PUBLISH") or os.environ.get("SLOW_SITE"):
+    import multiprocessing, signal, time
+    from pathlib import Path
+    from carbon.io import ledger
     from carbon.pipeline import loop
     _compute = loop.compute_site_result
+    _publish = ledger.Ledger.publish_sites
     def compute_site_result(ctx, site_id, *args, **kwargs):
-        if site_id == os.environ["KILL_SITE"] and multiprocessing.parent_process() is not None:
-            os.kill(os.getpid(), signal.SIGKILL)
+        if multiprocessing.parent_process() is not None:
+            if site_id == os.environ.get("KILL_SITE"):
+                os.kill(os.getpid(), signal.SIGKILL)
+            if site_id == os.environ.get("SLOW_SITE"):
+                Path(os.environ["SLOW_MARK"]).touch()
+                time.sleep(float(os.environ["SLOW_S"]))
         return _compute(ctx, site_id, *args, **kwargs)
+    def publish_sites(self, sites):
+        ids = _publish(self, sites)
+        if (multiprocessing.parent_process() is not None
+                and any(s["site_id"] == os.environ.get("KILL_AFTER_PUBLISH") for s in sites)):
+            os.kill(os.getpid(), signal.SIGKILL)  # committed, then killed before it could say so
+        return ids
     loop.compute_site_result = compute_site_result
+    ledger.Ledger.publish_sites = publish_sites
 '''
 
 
@@ -56,6 +72,8 @@ def test_a_worker_killed_mid_run_fails_its_site_alone(shared: Path, tmp_path: Pa
     assert f"partial; {N_SITES} sites, 0 unchanged, 1 failed" in said, said[-4000:]
     line = next(x for x in said.splitlines() if x.startswith(f"site {victim} failed"))
     assert "killed by SIGKILL" in line and "twice (once alone)" in line, line
+    # it died in the recovery's pool, then once more alone
+    assert said.count(f"site {victim}: the process metering it was killed by SIGKILL") == 2, said[-4000:]
     ledger = Ledger(load_config(cfg).ledger_url)
     history = ledger.history(victim)
     assert history["status"].tolist() == ["failed"]
@@ -71,6 +89,40 @@ def test_a_worker_killed_mid_run_fails_its_site_alone(shared: Path, tmp_path: Pa
     for name in TABLES:
         theirs = b[name][b[name]["site_id"] != victim].reset_index(drop=True)
         pd.testing.assert_frame_equal(a[name], theirs, check_exact=True, obj=name)
+
+
+def _hooked_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    hook = tmp_path / "hook"
+    hook.mkdir(exist_ok=True)
+    (hook / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    env = {**os.environ, "CARBON_SINK_BATCH_SITES": "4", "CARBON_SINK_RUNNER": "off", "COLUMNS": "200",
+           "PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]),
+           "PREFECT_HOME": str(tmp_path / "prefect-home"), **extra}
+    env.pop("PREFECT_API_URL", None)
+    return env
+
+
+def test_a_batch_killed_after_its_commit_is_not_metered_again(shared: Path, tmp_path: Path) -> None:
+    """A worker killed right after its batch's ledger commit, before it could say so: the run
+    keeps what the batch published (each site once, succeeded, no second record) and meters the
+    broken pool's other sites again; the run completes."""
+    cfg = _config(shared, tmp_path, "committed", None)
+    ids = gpd.read_file(cfg.parent / "sites.gpkg")["site_id"].tolist()
+    cli = str(Path(sys.executable).with_name("carbon-sink"))
+    done = subprocess.run([cli, "run", "--config", str(cfg), "--no-reports", "--processes", "2"],
+                          env=_hooked_env(tmp_path, KILL_AFTER_PUBLISH=ids[5]), capture_output=True, text=True,
+                          timeout=900)
+    said = done.stdout + done.stderr
+    assert done.returncode == 0, said[-4000:]
+    assert "Traceback" not in said and "a worker process died" in said, said[-4000:]
+    assert f"completed; {N_SITES} sites, 0 unchanged, 0 failed" in said, said[-4000:]
+    ledger = Ledger(load_config(cfg).ledger_url)
+    rows = pd.DataFrame(ledger.run_site_runs(ledger.latest_finished_run()["run_id"]))
+    assert sorted(rows["site_id"]) == sorted(ids) and set(rows["status"]) == {"succeeded"}  # one row a site
+    _meter(_config(shared, tmp_path, "calm", None), batch=4)
+    a, b = _published(cfg), _published(tmp_path / "calm" / "c.toml")
+    for name in TABLES:
+        pd.testing.assert_frame_equal(a[name], b[name], check_exact=True, obj=name)
 
 
 def test_how_a_dead_process_ended_is_said_in_words() -> None:
@@ -104,16 +156,16 @@ def _alive(pid: int) -> bool:
 
 
 def test_sigterm_stops_the_run_with_its_server_and_workers(shared: Path, tmp_path: Path) -> None:
-    """A scheduler's stop (SIGTERM) mid-run: the command exits 143 with one line, and the run's
-    temporary Prefect server and worker processes stop with it (before, the server was left
-    running, orphaned)."""
+    """A scheduler's stop (SIGTERM) mid-run, while a worker is metering a site: the command exits
+    143 with one line, and the run's temporary Prefect server and worker processes stop with it
+    (before, the server was left running, orphaned)."""
     import signal
     import time
 
     cfg = _config(shared, tmp_path, "stopped", None)
-    env = {**os.environ, "CARBON_SINK_BATCH_SITES": "2", "CARBON_SINK_RUNNER": "off", "COLUMNS": "200",
-           "PREFECT_HOME": str(tmp_path / "prefect-home")}
-    env.pop("PREFECT_API_URL", None)
+    first = gpd.read_file(cfg.parent / "sites.gpkg")["site_id"].tolist()[0]
+    mark = tmp_path / "slow-site-started"
+    env = _hooked_env(tmp_path, CARBON_SINK_BATCH_SITES="2", SLOW_SITE=first, SLOW_MARK=str(mark), SLOW_S="15")
     cli = str(Path(sys.executable).with_name("carbon-sink"))
     log = tmp_path / "said.txt"
     with log.open("w") as said:
@@ -121,16 +173,12 @@ def test_sigterm_stops_the_run_with_its_server_and_workers(shared: Path, tmp_pat
                                stdout=said, stderr=subprocess.STDOUT, text=True)
         seen: set[int] = set()
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and run.poll() is None:
+        while time.monotonic() < deadline and run.poll() is None and not mark.exists():
             seen |= _descendants(run.pid)
-            workers = [p for p in seen if _alive(p) and "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
-            if len(workers) >= 2 and any("uvicorn" in Path(f"/proc/{p}/cmdline").read_text()
-                                         for p in seen if _alive(p)):
-                break
             time.sleep(0.2)
-        assert run.poll() is None, log.read_text()[-3000:]
-        time.sleep(2)
+        assert mark.exists() and run.poll() is None, log.read_text()[-3000:]  # mid-run: a worker on the slow site
         seen |= _descendants(run.pid)
+        assert any("uvicorn" in Path(f"/proc/{p}/cmdline").read_text() for p in seen if _alive(p))
         run.send_signal(signal.SIGTERM)
         code = run.wait(timeout=180)
     text = log.read_text()
