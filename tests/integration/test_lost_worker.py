@@ -13,6 +13,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
+import pytest
 
 from carbon.io.config import load_config
 from carbon.io.ledger import Ledger
@@ -190,3 +191,27 @@ def test_sigterm_stops_the_run_with_its_server_and_workers(shared: Path, tmp_pat
         time.sleep(0.5)
     left = [Path(f"/proc/{p}/cmdline").read_text().replace("\0", " ")[:120] for p in seen if _alive(p)]
     assert not left, left
+
+
+def test_workers_that_die_before_any_site_make_the_recovery_give_up(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Recovery workers that cannot even start (here every spawned process exits with code 3 at
+    start-up, as in a broken environment) are replaced a few times, then the recovery gives up
+    with the reason instead of starting processes without end; no site is published or
+    recorded by it."""
+    from carbon.pipeline import loop
+    from tests.conftest import write_config
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os, sys\nif os.environ.get('EXIT_AT_START') and '--multiprocessing-fork' in sys.argv:\n"
+        "    os._exit(3)\n")
+    monkeypatch.setenv("EXIT_AT_START", "1")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]))
+    cfg = write_config(tmp_path / "c.toml")
+    ctx = loop.start_run(str(cfg))
+    ids = list(ctx.site_ids)[:2]
+    with pytest.raises(RuntimeError, match=r"die before they start a site \(4 times; the last exited with code 3\)"):
+        isolate.meter_apart(ctx, ids, loop.SiteParams(), processes=1)
+    assert Ledger(load_config(cfg).ledger_url).run_site_runs(ctx.run_id) == []
