@@ -147,6 +147,11 @@ def _terminable() -> Iterator[None]:
     except KeyboardInterrupt:
         console.print(f"[red]stopped[/red] by Ctrl-C: {said}", highlight=False)
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    except BaseException as exc:  # Prefect's own TerminationSignal, where SIGTERM had a handler or was ignored
+        if type(exc).__name__ != "TerminationSignal":
+            raise
+        console.print(f"[red]stopped[/red] by SIGTERM: {said}", highlight=False)
+        raise typer.Exit(EXIT_TERMINATED) from None
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -40,6 +40,7 @@ def _serve(ctx: RunContext, params: SiteParams, report_maps: bool, conn: Any) ->
     """A worker: meter each site it is given, alone; say ``start`` before and ``done`` after
     (written straight to the pipe: a process killed a moment later has said it). It ends on
     ``None``, or when the process that started it is gone (not left behind idle)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent says it and ends these
     parent = os.getppid()
     try:
         while True:
@@ -183,7 +184,8 @@ def meter_apart(ctx: RunContext, site_ids: list[str], params: SiteParams, *, pro
 
     Called once every batch of the run has ended (the flow gathers them all first): a site that
     this run already published or recorded (a batch that died after its commit) keeps that
-    record and is not metered again, and the hidden folders the dead processes left are removed."""
+    record and is not metered again, and at the end the hidden folders the dead processes left are
+    removed."""
     outcomes: dict[str, Outcome] = {}
     died: dict[str, str] = {}
 
@@ -200,14 +202,18 @@ def meter_apart(ctx: RunContext, site_ids: list[str], params: SiteParams, *, pro
         log.warning("site %s: the process metering it %s", site_id, how)
         died[site_id] = how
 
-    for outcome in _recorded(ctx, site_ids).values():
-        outcomes[outcome.site_id] = outcome
-        if on_done is not None:
-            on_done(outcome)
-    remove_staging(ctx.config.output_dir, ctx.run_id)
+    def settle(ids: list[str]) -> None:  # the sites this run has a record of keep it
+        for outcome in _recorded(ctx, ids).values():
+            outcomes[outcome.site_id] = outcome
+            died.pop(outcome.site_id, None)
+            if on_done is not None:
+                on_done(outcome)
+
+    settle(site_ids)
     todo = [s for s in site_ids if s not in outcomes]
     for size, ids in ((max(1, processes), todo), (1, None)):
         if ids is None:  # the second try: each site whose process died, alone among these processes
+            settle(list(died))  # (a process that died after its commit)
             ids = [s for s in todo if s in died]
         if not ids:
             continue
@@ -221,6 +227,7 @@ def meter_apart(ctx: RunContext, site_ids: list[str], params: SiteParams, *, pro
             pool.close()
     if died:
         _fail_dead(ctx, died, outcomes, on_done)
+    remove_staging(ctx.config.output_dir, ctx.run_id)  # what the dead processes left half-written
     return [outcomes[s] for s in site_ids]
 
 
