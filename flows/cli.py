@@ -141,17 +141,15 @@ def _terminable() -> Iterator[None]:
         previous = None
     try:
         yield
-    except _Terminated:
-        console.print(f"[red]stopped[/red] by SIGTERM: {said}", highlight=False)
-        raise typer.Exit(EXIT_TERMINATED) from None
-    except KeyboardInterrupt:
-        console.print(f"[red]stopped[/red] by Ctrl-C: {said}", highlight=False)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-    except BaseException as exc:  # Prefect's own TerminationSignal, where SIGTERM had a handler or was ignored
-        if type(exc).__name__ != "TerminationSignal":
+    except BaseException as exc:  # ours, Ctrl-C, or Prefect's own TerminationSignal (SIGTERM had a handler)
+        if isinstance(exc, KeyboardInterrupt):
+            how, code = "Ctrl-C", EXIT_INTERRUPTED
+        elif isinstance(exc, _Terminated) or type(exc).__name__ == "TerminationSignal":
+            how, code = "SIGTERM", EXIT_TERMINATED
+        else:
             raise
-        console.print(f"[red]stopped[/red] by SIGTERM: {said}", highlight=False)
-        raise typer.Exit(EXIT_TERMINATED) from None
+        console.print(f"[red]stopped[/red] by {how}: {said}", highlight=False)
+        raise typer.Exit(code) from None
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -107,12 +107,7 @@ def outcomes_of(site_ids: list[str], future: Any) -> list[Outcome]:
     if len(site_ids) == 1 and future.state.is_failed() and str(future.state.message or "").startswith(head):
         return [Outcome(site_ids[0], "failed", error=str(future.state.message)[len(head):])]
     if future.state.is_completed():
-        found = []
-        for rec in future.result():
-            rec = dict(rec)
-            site_id = rec.pop("site_id")
-            found.append(Outcome(site_id, rec.pop("status"), error=rec.pop("error", None), value=rec))
-        return found
+        return [loop.outcome_from_record(rec) for rec in future.result()]
     try:
         future.result(raise_on_failure=True)
         message = future.state.message or "failed"

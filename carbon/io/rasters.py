@@ -11,6 +11,7 @@ grid by nearest neighbour; a raster already on that grid is read as it is.
 
 from __future__ import annotations
 
+import functools
 import os
 from contextlib import ExitStack
 from typing import Any
@@ -99,17 +100,9 @@ def examine_raster(path: str) -> tuple[RasterInfo | None, InputError | None]:
 #: One CRS object per CRS text in a process: the rasters of a catalog in one CRS share it, so that
 #: what is worked out per CRS and grid (a site's nominal pixel area, its transformations) is
 #: worked out once for all of them (carbon/rules/policies.py ``reference_grid``).
-_CRS_BY_WKT: dict[str, CRS] = {}
-
-
+@functools.lru_cache(maxsize=256)
 def _crs(wkt: str) -> CRS:
-    crs = _CRS_BY_WKT.get(wkt)
-    if crs is None:
-        crs = CRS.from_wkt(wkt)
-        if len(_CRS_BY_WKT) > 256:
-            _CRS_BY_WKT.clear()
-        _CRS_BY_WKT[wkt] = crs
-    return crs
+    return CRS.from_wkt(wkt)
 
 
 def _examine(path: str) -> tuple[RasterInfo | None, InputError | None, list[str]]:

@@ -190,11 +190,9 @@ def meter_apart(ctx: RunContext, site_ids: list[str], params: SiteParams, *, pro
     died: dict[str, str] = {}
 
     def done(record: dict[str, Any]) -> None:
-        rec = dict(record)
-        site_id = rec.pop("site_id")
-        outcome = Outcome(site_id, rec.pop("status"), error=rec.pop("error", None), value=rec)
-        outcomes[site_id] = outcome
-        died.pop(site_id, None)
+        outcome = loop.outcome_from_record(record)
+        outcomes[outcome.site_id] = outcome
+        died.pop(outcome.site_id, None)
         if on_done is not None:
             on_done(outcome)
 
@@ -203,7 +201,7 @@ def meter_apart(ctx: RunContext, site_ids: list[str], params: SiteParams, *, pro
         died[site_id] = how
 
     def settle(ids: list[str]) -> None:  # the sites this run has a record of keep it
-        for outcome in _recorded(ctx, ids).values():
+        for outcome in (_recorded(ctx, ids) if ids else {}).values():
             outcomes[outcome.site_id] = outcome
             died.pop(outcome.site_id, None)
             if on_done is not None:
@@ -225,8 +223,15 @@ def meter_apart(ctx: RunContext, site_ids: list[str], params: SiteParams, *, pro
             raise
         finally:
             pool.close()
-    if died:
-        _fail_dead(ctx, died, outcomes, on_done)
+    if died:  # died twice: failed, unless the process died after its commit, before it could say so
+        settle(list(died))
+        failures = {site_id: f"the process metering this site {how}, twice (once alone); the run's other sites "
+                             "were metered" for site_id, how in died.items()}
+        for site_id, error in failures.items():
+            outcomes[site_id] = Outcome(site_id, "failed", error=error)
+            if on_done is not None:
+                on_done(outcomes[site_id])
+        loop.record_failures(ctx, failures)
     remove_staging(ctx.config.output_dir, ctx.run_id)  # what the dead processes left half-written
     return [outcomes[s] for s in site_ids]
 
@@ -250,22 +255,3 @@ def _recorded(ctx: RunContext, site_ids: list[str]) -> dict[str, Outcome]:
         else:
             found[site_id] = Outcome(site_id, "failed", error=row["error"] or "failed")
     return found
-
-
-def _fail_dead(ctx: RunContext, died: dict[str, str], outcomes: dict[str, Outcome],
-               on_done: Callable[[Outcome], None] | None) -> None:
-    """The sites whose process died twice: failed, and recorded so unless the ledger shows the
-    site published by this run (a process that died after its commit, before it could say so)."""
-    published = {r["site_id"]: r["site_run_id"] for r in Ledger(ctx.config.ledger_url).run_site_runs(ctx.run_id)
-                 if r["site_id"] in died and r["status"] == "succeeded"}
-    failures = {}
-    for site_id, how in died.items():
-        if site_id in published:
-            outcomes[site_id] = Outcome(site_id, "succeeded", value={"site_run_id": published[site_id]})
-        else:
-            failures[site_id] = (f"the process metering this site {how}, twice (once alone); the run's other "
-                                 "sites were metered")
-            outcomes[site_id] = Outcome(site_id, "failed", error=failures[site_id])
-        if on_done is not None:
-            on_done(outcomes[site_id])
-    loop.record_failures(ctx, failures)

@@ -494,6 +494,13 @@ def outcome_record(o: Outcome) -> dict[str, Any]:
     return rec
 
 
+def outcome_from_record(record: dict[str, Any]) -> Outcome:
+    """The outcome an ``outcome_record`` describes (a record sent back by another process)."""
+    rec = dict(record)
+    site_id = rec.pop("site_id")
+    return Outcome(site_id, rec.pop("status"), error=rec.pop("error", None), value=rec)
+
+
 def finish_run(ctx: RunContext, outcomes: list[Outcome], reports: dict[str, str] | None = None) -> dict[str, Any]:
     """Close the run: its ledger status and its manifest (JSON); returns the run's summary."""
     cfg = ctx.config
