@@ -12,7 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -111,6 +111,10 @@ def _fail(exc: BaseException, code: int | None = None) -> NoReturn:
     raise typer.Exit(code)
 
 
+#: At most this many sites are listed after a run (their sinks, their failures); a larger run
+#: says how many, and ``carbon-sink results`` or the manifest gives each.
+RUN_TABLE_MAX_SITES = 50
+
 #: The exit codes of a run stopped by SIGTERM and by Ctrl-C (128 + the signal, as a shell reports them).
 EXIT_TERMINATED, EXIT_INTERRUPTED = 143, 130
 
@@ -142,17 +146,29 @@ def _terminable() -> Iterator[None]:
     try:
         yield
     except BaseException as exc:  # ours, Ctrl-C, or Prefect's own TerminationSignal (SIGTERM had a handler)
-        if isinstance(exc, KeyboardInterrupt):
-            how, code = "Ctrl-C", EXIT_INTERRUPTED
-        elif isinstance(exc, _Terminated) or type(exc).__name__ == "TerminationSignal":
-            how, code = "SIGTERM", EXIT_TERMINATED
-        else:
+        stop_ = _stopped_by(exc)
+        if stop_ is None:
             raise
+        how, code = stop_
         console.print(f"[red]stopped[/red] by {how}: {said}", highlight=False)
         raise typer.Exit(code) from None
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _stopped_by(exc: BaseException | None) -> tuple[str, int] | None:
+    """The signal that stopped the command, with its exit code, if ``exc`` is one or was raised
+    while one was handled (Prefect's flow engine records a stopped run as crashed on its way
+    out, and what goes wrong then, e.g. a server already stopped, comes out instead)."""
+    seen = 0
+    while exc is not None and seen < 20:
+        if isinstance(exc, KeyboardInterrupt):
+            return "Ctrl-C", EXIT_INTERRUPTED
+        if isinstance(exc, _Terminated) or type(exc).__name__ == "TerminationSignal":
+            return "SIGTERM", EXIT_TERMINATED
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
 
 
 def _require_site(cfg: Config, site_id: str) -> None:
@@ -290,7 +306,8 @@ def run(
         unsubscribe = progress.subscribe(on_site)
         try:
             # worker processes (ours, or a local Dask cluster's) report to this process's server
-            with _terminable(), one_api() if n_procs or dask == "local" else nullcontext():
+            # (started first, in a session of its own: flows/metering.py one_api)
+            with _terminable(), one_api():
                 state = flow_fn(config=str(cfg.path), site_ids=site or None, force=force or bool(site), maps=maps,
                                 method=method, reports=reports, output_dir=str(cfg.output_dir), return_state=True)
         except ServerStartError as exc:
@@ -304,9 +321,16 @@ def run(
     ledger = _ledger(cfg)
     sinks = ledger.current("sinks")
     sinks = sinks[sinks["is_full_period"] & sinks["site_id"].isin([s.site_id for s in sites])]
-    _print_table(sinks[["site_id", "period_start", "period_end", "area_ha", "sink_tco2e", "sink_tco2e_lower90",
-                        "sink_tco2e_upper90", "conservative_sink_tco2e", "annual_sink_tco2e"]],
-                 "Current full-period sinks (t CO2e; removals positive; 90% interval; conservative per AR-TOOL14)")
+    title = "Current full-period sinks (t CO2e; removals positive; 90% interval; conservative per AR-TOOL14)"
+    if len(sinks) <= RUN_TABLE_MAX_SITES:
+        _print_table(sinks[["site_id", "period_start", "period_end", "area_ha", "sink_tco2e", "sink_tco2e_lower90",
+                            "sink_tco2e_upper90", "conservative_sink_tco2e", "annual_sink_tco2e"]], title)
+    else:  # a table of thousands of rows is read by no one and took 20 s a 10,000 sites to draw
+        periods = ", ".join(f"{a}-{b}" for a, b in sorted(set(zip(sinks["period_start"], sinks["period_end"],
+                                                                   strict=True)))[:5])
+        out.print(f"{title}: {len(sinks):,} sites, {int((sinks['sink_tco2e'] > 0).sum()):,} removing and "
+                  f"{int((sinks['sink_tco2e'] < 0).sum()):,} emitting (periods {periods}); each site's: carbon-sink "
+                  "results (--format csv or json; --format gpkg --out FILE, a layer for QGIS)", markup=False)
     console.print(f"run {summary['run_id']}: {summary['status']}; {summary['n_sites']} sites, "
                   f"{summary['n_skipped']} unchanged, {summary['n_failed']} failed. Manifest: {summary['manifest']}", markup=False)
     if summary.get("reports"):
@@ -318,8 +342,12 @@ def run(
                           f"it does not replace; full-period sink {last['sink_tco2e']:,.2f} t CO2e "
                           f"[{last['sink_tco2e_lower90']:,.2f}, {last['sink_tco2e_upper90']:,.2f}] "
                           f"(carbon-sink results --site {site[0]} --scenario {last['scenario']!r})", markup=False)
-    for site_id, error in summary["failures"].items():
+    failures = list(summary["failures"].items())
+    for site_id, error in failures[:RUN_TABLE_MAX_SITES]:
         console.print(f"[red]site {escape(site_id)} failed:[/red] {escape(str(error))}", highlight=False)
+    if len(failures) > RUN_TABLE_MAX_SITES:
+        console.print(f"[red]and {len(failures) - RUN_TABLE_MAX_SITES:,} more sites failed:[/red] the manifest names "
+                      "each with its reason", highlight=False)
     if summary["n_failed"]:
         raise typer.Exit(1)
 

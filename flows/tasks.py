@@ -152,6 +152,11 @@ def site_reports(ctx: RunContext, outcomes: list[Outcome]) -> dict[str, str]:
         return pool.pages()
 
 
+#: Rows of a run's Prefect artifacts (its sinks, failures, reports): the UI shows a glance, the
+#: ledger and the manifest hold every site.
+ARTIFACT_MAX_ROWS = 1000
+
+
 @task(name="finish-run", **IO)
 def finish_run(ctx: RunContext, outcomes: list[Outcome], reports: dict[str, str] | None = None) -> dict[str, Any]:
     """Close the run (``carbon.pipeline.loop.finish_run``) and publish its Prefect artifacts."""
@@ -164,20 +169,28 @@ def finish_run(ctx: RunContext, outcomes: list[Outcome], reports: dict[str, str]
          "annual_sink_tco2e": round(r.annual_sink_tco2e, 2)}
         for r in sinks.itertuples()
     ]
-    create_table_artifact(table=table or [{"site_id": "-", "note": "no published sinks"}], key="site-sinks",
+    shown = f"the first {ARTIFACT_MAX_ROWS:,} of {len(table):,} sites; each site's: carbon-sink results" \
+        if len(table) > ARTIFACT_MAX_ROWS else "each site"
+    create_table_artifact(table=table[:ARTIFACT_MAX_ROWS] or [{"site_id": "-", "note": "no published sinks"}],
+                          key="site-sinks",
                           description=f"Current official full-period sinks of the sites of run {ctx.run_id} (t CO2e, "
-                                      "removals positive; a scenario run leaves them unchanged)")
+                                      f"removals positive; a scenario run leaves them unchanged): {shown}")
     failed = summary["failures"]
     lines = [f"# Metering run {ctx.run_id}", "", f"Status: **{summary['status']}** - {summary['n_sites']} sites, "
              f"{summary['n_sites'] - summary['n_failed'] - summary['n_skipped']} published, "
              f"{summary['n_skipped']} unchanged (skipped), {summary['n_failed']} failed.", "",
              f"Manifest: `{summary['manifest']}`"]
     if failed:
-        lines += ["", "## Failures", ""] + [f"- `{s}`: {e}".replace("\n", "\n  ") for s, e in failed.items()]
+        lines += ["", "## Failures", ""] + [f"- `{s}`: {e}".replace("\n", "\n  ")
+                                            for s, e in list(failed.items())[:ARTIFACT_MAX_ROWS]]
+        if len(failed) > ARTIFACT_MAX_ROWS:
+            lines.append(f"- and {len(failed) - ARTIFACT_MAX_ROWS:,} more: the manifest names each")
     if reports:
         lines += ["", "## Site reports", ""] + [
             f"- `{site}`: [{page}](file://{page})" if page.endswith(".html") else f"- `{site}`: {page}"
-            for site, page in sorted(reports.items())]
+            for site, page in sorted(reports.items())[:ARTIFACT_MAX_ROWS]]
+        if len(reports) > ARTIFACT_MAX_ROWS:
+            lines.append(f"- and {len(reports) - ARTIFACT_MAX_ROWS:,} more: reports/<site_id>/index.html")
     create_markdown_artifact(markdown="\n".join(lines), key="metering-run-summary",
                              description="Sites published, skipped and failed in this run")
     return summary

@@ -143,6 +143,39 @@ def test_run_with_a_failing_site_reports_it_and_exits_1(tmp_path: Path) -> None:
     assert "wuhan-quarry-reclaim" in result.stdout  # the others' sinks are printed
 
 
+def test_a_run_of_many_sites_says_how_many_instead_of_listing_them(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past ``RUN_TABLE_MAX_SITES`` sites, a run prints how many sites remove and emit and where
+    each site's figures are, not a table of every site (10,000 rows took 20 s to draw), and
+    names that many failed sites, then how many more (the manifest has each)."""
+    import geopandas as gpd
+    import pandas as pd
+
+    from flows import cli
+    from tests.conftest import DEMO
+
+    monkeypatch.setattr(cli, "RUN_TABLE_MAX_SITES", 2)
+    gdf = gpd.read_file(DEMO / "sites.geojson")
+    far = [gdf.iloc[[0]].assign(site_id=f"far-away-{i}", geometry=gdf.iloc[[0]].translate(xoff=10.0 + i))
+           for i in range(3)]
+    sites = tmp_path / "sites.geojson"
+    gpd.GeoDataFrame(pd.concat([gdf, *far], ignore_index=True), crs=4326).to_file(sites, driver="GeoJSON")
+    cfg = write_config(tmp_path / "c.toml", sites=sites)
+    result = runner.invoke(app, ["run", "--config", str(cfg)])
+    assert result.exit_code == 1, result.output
+    rows = json.loads(runner.invoke(app, ["results", "--config", str(cfg), "--format", "json"]).stdout)
+    full = [r for r in rows if r["is_full_period"]]
+    removing = sum(r["sink_tco2e"] > 0 for r in full)
+    emitting = sum(r["sink_tco2e"] < 0 for r in full)
+    assert len(full) == 4 and removing + emitting == 4
+    text = " ".join(result.stdout.split())
+    assert (f"4 sites, {removing} removing and {emitting} emitting" in text
+            and "each site's: carbon-sink results" in text), text
+    assert not any(s in result.stdout for s in gdf["site_id"])  # no row per site
+    failed_lines = [line for line in result.output.splitlines() if line.startswith("site far-away-")]
+    assert len(failed_lines) == 2 and "and 1 more sites failed" in result.output, result.output
+
+
 def test_validate_reports_overlapping_sites(tmp_path: Path) -> None:
     import geopandas as gpd
     import pandas as pd

@@ -156,10 +156,14 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_sigterm_stops_the_run_with_its_server_and_workers(shared: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("to_group", [False, True], ids=["to-the-command", "to-its-process-group"])
+def test_sigterm_stops_the_run_with_its_server_and_workers(shared: Path, tmp_path: Path, to_group: bool) -> None:
     """A scheduler's stop (SIGTERM) mid-run, while a worker is metering a site: the command exits
     143 with one line, and the run's temporary Prefect server and worker processes stop with it
-    (before, the server was left running, orphaned)."""
+    (before, the server was left running, orphaned). Sent to the whole process group, as
+    ``timeout`` and a systemd unit's stop send it (Ctrl-C in a terminal likewise): before, the
+    server died with the others, the flow retried it for a minute and the command ended with a
+    ConnectError traceback, exit 1."""
     import signal
     import time
 
@@ -171,7 +175,7 @@ def test_sigterm_stops_the_run_with_its_server_and_workers(shared: Path, tmp_pat
     log = tmp_path / "said.txt"
     with log.open("w") as said:
         run = subprocess.Popen([cli, "run", "--config", str(cfg), "--no-reports", "--processes", "2"], env=env,
-                               stdout=said, stderr=subprocess.STDOUT, text=True)
+                               stdout=said, stderr=subprocess.STDOUT, text=True, start_new_session=to_group)
         seen: set[int] = set()
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and run.poll() is None and not mark.exists():
@@ -180,7 +184,10 @@ def test_sigterm_stops_the_run_with_its_server_and_workers(shared: Path, tmp_pat
         assert mark.exists() and run.poll() is None, log.read_text()[-3000:]  # mid-run: a worker on the slow site
         seen |= _descendants(run.pid)
         assert any("uvicorn" in Path(f"/proc/{p}/cmdline").read_text() for p in seen if _alive(p))
-        run.send_signal(signal.SIGTERM)
+        if to_group:
+            os.killpg(run.pid, signal.SIGTERM)
+        else:
+            run.send_signal(signal.SIGTERM)
         code = run.wait(timeout=180)
     text = log.read_text()
     assert code == 143, text[-3000:]
