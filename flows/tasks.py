@@ -167,11 +167,11 @@ def finish_run(ctx: RunContext, outcomes: list[Outcome], reports: dict[str, str]
         {"site_id": r.site_id, "period": f"{r.period_start}-{r.period_end}", "area_ha": round(r.area_ha, 2),
          "stock_change_tc": round(r.stock_change_tc, 2), "sink_tco2e": round(r.sink_tco2e, 2),
          "annual_sink_tco2e": round(r.annual_sink_tco2e, 2)}
-        for r in sinks.itertuples()
+        for r in sinks.head(ARTIFACT_MAX_ROWS).itertuples()
     ]
-    shown = f"the first {ARTIFACT_MAX_ROWS:,} of {len(table):,} sites; each site's: carbon-sink results" \
-        if len(table) > ARTIFACT_MAX_ROWS else "each site"
-    create_table_artifact(table=table[:ARTIFACT_MAX_ROWS] or [{"site_id": "-", "note": "no published sinks"}],
+    shown = f"the first {ARTIFACT_MAX_ROWS:,} of {len(sinks):,} sites; each site's: carbon-sink results" \
+        if len(sinks) > ARTIFACT_MAX_ROWS else "each site"
+    create_table_artifact(table=table or [{"site_id": "-", "note": "no published sinks"}],
                           key="site-sinks",
                           description=f"Current official full-period sinks of the sites of run {ctx.run_id} (t CO2e, "
                                       f"removals positive; a scenario run leaves them unchanged): {shown}")
