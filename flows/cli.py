@@ -319,12 +319,13 @@ def run(
         _fail(summary if isinstance(summary, BaseException) else RuntimeError(state.message or "metering run failed"))
     assert isinstance(summary, dict)
     ledger = _ledger(cfg)
-    sinks = ledger.current("sinks")
+    shown = ["site_id", "period_start", "period_end", "area_ha", "sink_tco2e", "sink_tco2e_lower90",
+             "sink_tco2e_upper90", "conservative_sink_tco2e", "annual_sink_tco2e"]
+    sinks = ledger.current("sinks", columns=[*shown, "is_full_period"])
     sinks = sinks[sinks["is_full_period"] & sinks["site_id"].isin([s.site_id for s in sites])]
     title = "Current full-period sinks (t CO2e; removals positive; 90% interval; conservative per AR-TOOL14)"
     if len(sinks) <= RUN_TABLE_MAX_SITES:
-        _print_table(sinks[["site_id", "period_start", "period_end", "area_ha", "sink_tco2e", "sink_tco2e_lower90",
-                            "sink_tco2e_upper90", "conservative_sink_tco2e", "annual_sink_tco2e"]], title)
+        _print_table(sinks[shown], title)
     else:  # a table of thousands of rows is read by no one and took 20 s a 10,000 sites to draw
         periods = ", ".join(f"{a}-{b}" for a, b in sorted(set(zip(sinks["period_start"], sinks["period_end"],
                                                                    strict=True)))[:5])

@@ -87,7 +87,7 @@ def meter_batch(ctx: RunContext, site_ids: list[str], params: SiteParams, report
                 log.warning("%s%s", FAILED_SITE.format(o.site_id), o.error)
     if len(outcomes) == 1 and outcomes[0].status == "failed":
         return Failed(message=FAILED_SITE.format(outcomes[0].site_id) + (outcomes[0].error or "failed"))
-    return [loop.outcome_record(o) for o in outcomes]
+    return loop.batch_records(ctx, outcomes)  # each site's inputs left in the run's folder for its manifest
 
 
 def batch_label(site_ids: list[str]) -> str:
@@ -161,7 +161,9 @@ ARTIFACT_MAX_ROWS = 1000
 def finish_run(ctx: RunContext, outcomes: list[Outcome], reports: dict[str, str] | None = None) -> dict[str, Any]:
     """Close the run (``carbon.pipeline.loop.finish_run``) and publish its Prefect artifacts."""
     summary = loop.finish_run(ctx, outcomes, reports)
-    sinks = Ledger(ctx.config.ledger_url).current("sinks")
+    sinks = Ledger(ctx.config.ledger_url).current("sinks", columns=[
+        "site_id", "period_start", "period_end", "is_full_period", "area_ha", "stock_change_tc", "sink_tco2e",
+        "annual_sink_tco2e"])
     sinks = sinks[sinks["is_full_period"] & sinks["site_id"].isin([o.site_id for o in outcomes])]
     table = [
         {"site_id": r.site_id, "period": f"{r.period_start}-{r.period_end}", "area_ha": round(r.area_ha, 2),

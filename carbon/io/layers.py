@@ -38,20 +38,25 @@ def site_layer(ledger: Ledger, sites: tuple[Site, ...] | list[Site], site_ids: l
                ) -> gpd.GeoDataFrame:
     """One feature per site with a current official full-period sink (all, or ``site_ids``),
     in the sites' CRS when they share one, else in EPSG:4326 (module docstring)."""
-    wanted = [s for s in sites if site_ids is None or s.site_id in site_ids]
-    sinks = ledger.current("sinks")
-    sinks = sinks[sinks["is_full_period"]].set_index("site_id")
-    stocks = ledger.current("stocks")
+    chosen = None if site_ids is None else set(site_ids)
+    wanted = [s for s in sites if chosen is None or s.site_id in chosen]
+    # each site's row and its first and last year's stock, looked up by site (a layer of 100,000
+    # sites was a scan of the ledger's stocks a site)
+    sinks = ledger.current("sinks", columns=["site_id", "is_full_period", *SINK_FIELDS, "run_id", "site_run_id"])
+    sink_of = sinks[sinks["is_full_period"]].drop(columns="is_full_period").set_index("site_id").to_dict("index")
+    stocks = ledger.current("stocks", columns=["site_id", "year", "stock_tc"]).sort_values(["site_id", "year"],
+                                                                                          kind="stable")
+    first_of = stocks.drop_duplicates("site_id", keep="first").set_index("site_id").to_dict("index")
+    last_of = stocks.drop_duplicates("site_id", keep="last").set_index("site_id").to_dict("index")
     rows, geoms, crss = [], [], []
     for s in wanted:
-        if s.site_id not in sinks.index:
+        sink = sink_of.get(s.site_id)
+        if sink is None:
             continue  # not metered yet, failed, or a single map year: no full-period sink
-        sink = sinks.loc[s.site_id]
-        years = stocks[stocks["site_id"] == s.site_id].sort_values("year")
-        first, last = years.iloc[0], years.iloc[-1]
+        first, last = first_of[s.site_id], last_of[s.site_id]
         rows.append({
             "site_id": s.site_id, "name": s.name, "site_type": s.site_type,
-            **{f: sink[f].item() if hasattr(sink[f], "item") else sink[f] for f in SINK_FIELDS},
+            **{f: sink[f] for f in SINK_FIELDS},
             "first_year": int(first["year"]), "stock_first_tc": float(first["stock_tc"]),
             "last_year": int(last["year"]), "stock_last_tc": float(last["stock_tc"]),
             "run_id": str(sink["run_id"]), "site_run_id": int(sink["site_run_id"]),

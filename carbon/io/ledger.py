@@ -24,7 +24,7 @@ import json
 import math
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -376,19 +376,24 @@ class Ledger:
 
     # --- reading ------------------------------------------------------------------------
 
-    def current(self, name: str, site_id: str | None = None, scenario: str | None = None) -> pd.DataFrame:
+    def current(self, name: str, site_id: str | None = None, scenario: str | None = None,
+                columns: Sequence[str] | None = None) -> pd.DataFrame:
         """Current official estimates: every row of each site's latest successful official site
         run (a scenario is never official). An older run's periods or years that the latest run
         no longer has are not current (a re-run with other years replaces the site's estimate as
-        a whole). With ``scenario``: the latest site run of that scenario instead."""
+        a whole). With ``scenario``: the latest site run of that scenario instead. ``columns``:
+        only those (of the table or of its site run), for a summary of many sites."""
         table = TABLES[name]
         latest = (sa.select(site_runs.c.site_id, sa.func.max(site_runs.c.site_run_id).label("latest"))
                   .where(site_runs.c.status == "succeeded", _same_scenario(scenario))
                   .group_by(site_runs.c.site_id).subquery())
         keys = {"stocks": ["site_id", "year"], "class_areas": ["site_id", "year", "carbon_class"]}.get(
             name, ["site_id", "period_start", "period_end"])
-        q = (sa.select(table, site_runs.c.run_id, site_runs.c.created_at, site_runs.c.coefficient_set,
-                       site_runs.c.coefficient_sha256, site_runs.c.code_version, site_runs.c.scenario)
+        chosen = ([table, site_runs.c.run_id, site_runs.c.created_at, site_runs.c.coefficient_set,
+                   site_runs.c.coefficient_sha256, site_runs.c.code_version, site_runs.c.scenario] if columns is None
+                  else [table.c[c] if c in table.c else site_runs.c[c] for c in columns])
+        q = (sa.select(*chosen)
+             .select_from(table)
              .join(latest, table.c.site_run_id == latest.c.latest)
              .join(site_runs, site_runs.c.site_run_id == table.c.site_run_id))
         if site_id:

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from importlib.metadata import PackageNotFoundError, version
 from importlib.resources import files
 from pathlib import Path
@@ -174,9 +175,85 @@ def read_site_tables(site_dir: Path) -> dict[str, pd.DataFrame]:
 
 def write_json(path: Path, payload: dict[str, Any]) -> Path:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    tmp.write_text(_dumps(payload))
     tmp.replace(path)
     return path
+
+
+def _dumps(value: Any, indent: int = 0) -> str:
+    text = json.dumps(value, indent=2, sort_keys=True, default=str)
+    return text.replace("\n", "\n" + " " * indent) if indent else text
+
+
+def write_json_streamed(path: Path, payload: dict[str, Any], key: str, entries: Iterable[tuple[str, Any]]) -> Path:
+    """``write_json(path, {**payload, key: dict(entries)})``, the same bytes, with ``entries``
+    (given in key order) written one at a time: a run's manifest of 100,000 sites is never one
+    string in memory. (JSON strings escape their newlines: the only ones in an entry's text are
+    its indentation's.)"""
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w") as f:
+        f.write("{")
+        for i, name in enumerate(sorted([*payload, key])):
+            f.write(("," if i else "") + "\n  " + json.dumps(name) + ": ")
+            if name != key:
+                f.write(_dumps(payload[name], 2))
+                continue
+            n = 0
+            for entry, value in entries:
+                f.write(("{" if n == 0 else ",") + "\n    " + json.dumps(entry) + ": " + _dumps(value, 4))
+                n += 1
+            f.write("\n  }" if n else "{}")
+        f.write("\n}")
+    tmp.replace(path)
+    return path
+
+
+#: Folder of a run (``runs/<run_id>/.inputs``) where each batch of sites leaves its sites' input
+#: records for the run's manifest (``spill_inputs``), so that the run's own process does not hold
+#: them; removed once the manifest is written, or with a dead run's temporary files.
+INPUTS_SPILL = ".inputs"
+
+
+def spill_inputs(run_dir: Path, inputs: dict[str, Any]) -> Path:
+    """Write ``{site_id: inputs}`` of a batch of sites, a JSON line each, to a file of its own in
+    the run's ``INPUTS_SPILL`` folder (complete or absent: written under a temporary name)."""
+    folder = run_dir / INPUTS_SPILL
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        for site_id, value in inputs.items():
+            f.write(json.dumps(site_id) + "\t" + json.dumps(value, default=str) + "\n")
+    final = folder / (Path(tmp).name[1:-len(".tmp")] + ".jsonl")
+    os.replace(tmp, final)
+    return final
+
+
+class SpilledInputs:
+    """The input records batches left in a run's ``INPUTS_SPILL`` folder, by site: an index of
+    where each line is (a few dozen bytes a site), each record read when asked for."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.folder = run_dir / INPUTS_SPILL
+        self.files = sorted(self.folder.glob("*.jsonl")) if self.folder.is_dir() else []
+        self.at: dict[str, tuple[int, int]] = {}
+        for i, path in enumerate(self.files):
+            with path.open("rb") as f:
+                offset = 0
+                for line in f:
+                    self.at[json.loads(line[:line.index(b"\t")])] = (i, offset)
+                    offset += len(line)
+
+    def get(self, site_id: str) -> Any | None:
+        where = self.at.get(site_id)
+        if where is None:
+            return None
+        with self.files[where[0]].open("rb") as f:
+            f.seek(where[1])
+            line = f.readline()
+        return json.loads(line[line.index(b"\t") + 1:])
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 
@@ -195,9 +272,12 @@ def run_maps(output_dir: Path, run_id: str, site_id: str) -> Path:
 def prune_report_maps(output_dir: Path, run_id: str, site_ids: list[str]) -> None:
     """Remove the report maps of these sites that runs other than ``run_id`` wrote."""
     runs = Path(output_dir) / "runs"
-    for site_id in site_ids:
-        for old in runs.glob(f"*/{REPORT_MAPS}/{site_id}"):
-            if old.parent.parent.name != run_id:
-                shutil.rmtree(old, ignore_errors=True)
-                if not any(old.parent.iterdir()):
-                    old.parent.rmdir()
+    wanted = set(site_ids)  # each run's folder of report maps listed once (not a search per site)
+    for folder in sorted(runs.glob(f"*/{REPORT_MAPS}")) if runs.is_dir() else []:
+        if folder.parent.name == run_id or not folder.is_dir():
+            continue
+        old = [p for p in folder.iterdir() if p.name in wanted]
+        for path in old:
+            shutil.rmtree(path, ignore_errors=True)
+        if old and not any(folder.iterdir()):
+            folder.rmdir()

@@ -1,6 +1,7 @@
 """Temporary files a run leaves behind when it is killed: a site's tables are written to a
 hidden folder beside their final one (``runs/<run_id>/sites/.<site_id>-*``, renamed into place
-when complete) and a manifest to ``manifest.tmp``. Once a run is known to be dead (marked
+when complete), the sites' input records for the manifest to ``runs/<run_id>/.inputs`` and a
+manifest to ``manifest.tmp``. Once a run is known to be dead (marked
 stale in the ledger) they are of no use and are removed; a live run's are never touched."""
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ def remove_staging(output_dir: Path, run_id: str) -> list[Path]:
         if tmp.is_dir() and not tmp.is_symlink():
             shutil.rmtree(tmp, ignore_errors=True)
             removed.append(tmp)
+    spill = run_dir / ".inputs"  # the sites' input records for the manifest (carbon/io/outputs.py INPUTS_SPILL)
+    if spill.is_dir() and not spill.is_symlink():
+        shutil.rmtree(spill, ignore_errors=True)
+        removed.append(spill)
     manifest = run_dir / "manifest.tmp"
     if manifest.is_file():
         manifest.unlink(missing_ok=True)

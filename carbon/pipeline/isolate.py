@@ -54,7 +54,7 @@ def _serve(ctx: RunContext, params: SiteParams, report_maps: bool, conn: Any) ->
             conn.send(("start", site_id))
             try:
                 (outcome,) = loop.meter_sites(ctx, [site_id], params, report_maps=report_maps)
-                record = loop.outcome_record(outcome)
+                (record,) = loop.batch_records(ctx, [outcome])
             except Exception as exc:  # noqa: BLE001 - meter_sites fails a site alone; anything else is said here
                 record = {"site_id": site_id, "status": "failed", "error": loop.failure_message(exc)}
             conn.send(("done", record))

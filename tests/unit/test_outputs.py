@@ -1,14 +1,24 @@
-"""A batch's tables are encoded together (one CSV rendering and one Arrow conversion per table)
+"""Output files. A batch's tables are encoded together (one CSV rendering and one Arrow conversion per table)
 and cut per site: each site's files must be exactly those of the site written alone."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
+import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from carbon.io.outputs import _encode
+from carbon.io.outputs import (
+    INPUTS_SPILL,
+    SpilledInputs,
+    _encode,
+    spill_inputs,
+    write_json,
+    write_json_streamed,
+)
 
 
 def _alone(df: pd.DataFrame) -> tuple[bytes, pd.DataFrame]:
@@ -42,3 +52,38 @@ def test_each_site_cut_from_the_batch_is_the_site_written_alone() -> None:
             want_csv, want_table = _alone(df)
             assert csv == want_csv
             pd.testing.assert_frame_equal(pd.read_parquet(io.BytesIO(parquet)), want_table, check_exact=True)
+
+
+def test_the_streamed_manifest_is_the_manifest_written_whole(tmp_path: Path) -> None:
+    """A run's manifest is written a site at a time (memory flat in the number of sites): the
+    bytes must be those of ``json.dumps`` of the whole payload, the format it always had."""
+    sites = {
+        "b-site": {"status": "succeeded", "inputs": {"years": {"2024": {"rasters": {"/x/é.tif": "ab" * 32}}},
+                                                     "parameters": {"years": None, "draws": [1, 2.5]}}},
+        "a-site": {"status": "failed", "error": 'bad "tile"\nsecond line\tand a tab'},
+        "c-site": {"status": "skipped", "input_key": "0" * 64, "empty": {}, "list": []},
+    }
+    header = {"run_id": "r", "status": "partial", "reports": {}, "flow_run_id": None, "ledger": "sqlite:///x",
+              "when": dt.datetime(2026, 12, 3, 8, 0)}
+    for chosen in (sites, {}):
+        streamed = write_json_streamed(tmp_path / "m.json", header, "sites", sorted(chosen.items()))
+        whole = write_json(tmp_path / "whole.json", {**header, "sites": chosen})
+        assert streamed.read_bytes() == whole.read_bytes()
+        assert json.loads(streamed.read_text())["sites"] == chosen
+
+
+def test_spilled_inputs_come_back_by_site_and_are_removed(tmp_path: Path) -> None:
+    """Each batch leaves its sites' input records in the run's folder; the manifest reads each
+    back by site, whichever batch file holds it."""
+    first = {"s1": {"rasters": {"a.tif": "1" * 64}}, "s\t2": {"odd": "ids are JSON-quoted\nin the index"}}
+    second = {"s3": {"years": {"2018": None}}}
+    spill_inputs(tmp_path, first)
+    spill_inputs(tmp_path, second)
+    assert len(list((tmp_path / INPUTS_SPILL).glob("*.jsonl"))) == 2
+    assert not list((tmp_path / INPUTS_SPILL).glob(".*"))  # no temporary file left
+    spilled = SpilledInputs(tmp_path)
+    for site_id, value in {**first, **second}.items():
+        assert spilled.get(site_id) == value
+    assert spilled.get("s4") is None
+    spilled.remove()
+    assert not (tmp_path / INPUTS_SPILL).exists()
