@@ -499,12 +499,20 @@ def outcome_record(o: Outcome) -> dict[str, Any]:
 def batch_records(ctx: RunContext, outcomes: list[Outcome]) -> list[dict[str, Any]]:
     """The records of a batch's outcomes for the run's process, each site's ``inputs`` left in
     the run's folder for its manifest (``spill_inputs``; read back by ``finish_run``): the run's
-    process holds a few hundred bytes a site, not the sites' inputs (at 100,000 sites, 1.5 GiB
-    less; docs/operations.md, "Many sites")."""
+    process keeps a few hundred bytes a site, not the sites' inputs (docs/operations.md, "Many
+    sites"). The batch is published by then: if its inputs cannot be written there, its records
+    keep them (the manifest is the same), said in a warning."""
     records = [outcome_record(o) for o in outcomes]
-    inputs = {r["site_id"]: r.pop("inputs") for r in records if "inputs" in r}
+    inputs = {r["site_id"]: r["inputs"] for r in records if "inputs" in r}
     if inputs:
-        spill_inputs(ctx.run_dir, inputs)
+        try:
+            spill_inputs(ctx.run_dir, inputs)
+        except OSError as exc:
+            log.warning("the input records of %d sites could not be left in %s (%s): the run's process keeps them",
+                        len(inputs), ctx.run_dir, exc)
+            return records
+        for r in records:
+            r.pop("inputs", None)
     return records
 
 

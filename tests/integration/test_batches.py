@@ -4,6 +4,8 @@ Arealstatistik (../shared/datasets), four map years."""
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 
 import geopandas as gpd
@@ -12,7 +14,7 @@ import pytest
 
 from carbon.io.config import load_config
 from carbon.io.ledger import Ledger
-from carbon.io.outputs import read_site_tables
+from carbon.io.outputs import INPUTS_SPILL, read_site_tables
 from carbon.pipeline import loop
 from tests.conftest import ALL_CLASSES, write_catalog, write_coefficients, write_config, write_legend
 from tests.integration.test_real_data import DENSITY, SWISS_LEGEND, YEARS
@@ -264,3 +266,28 @@ def test_a_prefect_home_the_server_cannot_open_is_said_in_one_line(shared: Path,
     assert "flows/cli.py" not in said and "flows/metering.py" not in said, said[-3000:]
     ledger = Ledger(load_config(cfg).ledger_url)
     assert ledger.current("sinks").empty
+
+
+def test_a_batch_leaves_its_inputs_for_the_manifest_or_keeps_them(shared: Path, tmp_path: Path, caplog) -> None:
+    """A batch's input records wait in the run's folder for the manifest, which reads each back
+    whole; a batch that cannot write them there (published already) keeps them in its records,
+    with a warning, and the manifest is the same."""
+    cfg = _config(shared, tmp_path, "spill")
+    ctx = loop.start_run(str(cfg))
+    ids = list(ctx.site_ids)[:3]
+    outcomes = loop.meter_sites(ctx, ids, loop.SiteParams())
+    assert [o.status for o in outcomes] == ["succeeded"] * 3
+    want = {o.site_id: o.value["inputs"] for o in outcomes}
+    ctx.run_dir.mkdir(parents=True, exist_ok=True)
+    (ctx.run_dir / INPUTS_SPILL).write_text("a file in the way")
+    with caplog.at_level(logging.WARNING, logger="carbon.pipeline.loop"):
+        kept = loop.batch_records(ctx, outcomes[:2])
+    assert {r["site_id"]: r["inputs"] for r in kept} == {s: want[s] for s in ids[:2]}
+    assert "input records of 2 sites could not be left" in caplog.text
+    (ctx.run_dir / INPUTS_SPILL).unlink()
+    (left,) = loop.batch_records(ctx, outcomes[2:])
+    assert "inputs" not in left and (ctx.run_dir / INPUTS_SPILL).is_dir()
+    summary = loop.finish_run(ctx, [loop.outcome_from_record(r) for r in [*kept, left]])
+    manifest = json.loads(Path(summary["manifest"]).read_text())
+    assert {s: r["inputs"] for s, r in manifest["sites"].items()} == want
+    assert not (ctx.run_dir / INPUTS_SPILL).exists()
