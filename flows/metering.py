@@ -201,13 +201,17 @@ def with_processes(processes: int) -> Flow[..., State]:
 
 
 @contextmanager
-def one_api() -> Iterator[None]:
+def one_api(start: bool = True) -> Iterator[None]:
     """Inside: a Prefect API address every process of the run uses. Without one configured, the
-    temporary server this process would start is started now and named, so that worker
-    processes report to it instead of each starting a server of its own. It runs in a session of
-    its own: a stop sent to the command's whole process group (Ctrl-C in a terminal, ``timeout``,
-    a systemd unit's stop) reaches the command and its workers, not the server, which the flow
-    still needs to record how the run ended; the command stops it on its way out."""
+    temporary server this process would start runs in a session of its own: a stop sent to the
+    command's whole process group (Ctrl-C in a terminal, ``timeout``, a systemd unit's stop)
+    reaches the command and its workers, not the server, which the flow still needs to record
+    how the run ended; the command stops it on its way out. With ``start`` (a run with worker
+    processes) it is started now and its address named, so that the workers report to it instead
+    of each starting a server of its own; without, Prefect starts it when the flow first needs
+    it, as it always does, and this process's settings are left as they are (a local runner's
+    re-runs keep their Prefect clients: naming the address anew cost each re-run about a
+    second)."""
     from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: PLC0415
 
     if PREFECT_API_URL.value():
@@ -226,6 +230,9 @@ def one_api() -> Iterator[None]:
 
     # the one Prefect's client would start itself (one per port: its clients find this one; stopped at exit)
     server = OwnSessionServer()
+    if not start:
+        yield
+        return
     try:
         server.start()
     except Exception as exc:  # noqa: BLE001 - said in one line by the CLI
