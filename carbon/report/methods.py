@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import re
+from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
 
@@ -23,6 +24,15 @@ def methods_source() -> Path:
 
 
 def _body(md: Path) -> str:
+    """``md`` in HTML, rendered once per process and version of the file (each report and the
+    portfolio page ship it: 0.1 s a page)."""
+    st = md.stat()
+    return _rendered(str(md), st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=4)
+def _rendered(path: str, _mtime_ns: int, _size: int) -> str:
+    md = Path(path)
     text = md.read_text(encoding="utf-8")
     # links to the repository's other documents do not exist beside a report: keep their text
     text = re.sub(r"(?<!!)\[([^\]]+)\]\((?!https?:)[^)]*\.md(#[^)]*)?\)", r"\1", text)

@@ -239,3 +239,38 @@ def test_the_engines_notes_and_warnings_read_in_chinese() -> None:
         assert said != text and not any(w in said for w in ("maps lie", "default SD", "interval of", "map error")), said
         assert en.engine_text(text) == text
     assert "20 年" in zh.engine_text(gap) and "forest/soc" in zh.engine_text(texts[2])
+
+
+def test_the_overview_map_is_drawn_again_only_when_what_it_shows_changed(metered: Path, tmp_path: Path) -> None:
+    """The portfolio's map (one a language) is redrawn when a site's official sink changes, and
+    kept when nothing it shows did (an analyst's re-run: the same sinks)."""
+    import shutil
+    import sqlite3
+    from dataclasses import replace
+
+    from carbon.report.portfolio import portfolio_report
+
+    cfg = load_config(metered)
+    out = tmp_path / "out"
+    shutil.copytree(cfg.output_dir, out)
+    ledger = next(p for p in out.iterdir() if p.suffix == ".db")
+    copy = replace(cfg, output_dir=out, ledger_url=f"sqlite:///{ledger}")
+    maps = {lang: out / "reports" / f"portfolio_{lang}.png" for lang in ("zh", "en")}
+
+    def state() -> dict[str, tuple[int, bytes]]:
+        return {lang: (p.stat().st_mtime_ns, p.read_bytes()) for lang, p in maps.items()}
+
+    before = state()
+    portfolio_report(copy)
+    assert state() == before  # nothing it shows changed: not drawn again
+    with sqlite3.connect(ledger) as db:  # one site's official sink changes
+        changed = db.execute("UPDATE sinks SET sink_tco2e = sink_tco2e + 5000 WHERE is_full_period AND site_id = "
+                             "(SELECT MIN(site_id) FROM sinks)").rowcount
+    assert changed >= 1
+    portfolio_report(copy)
+    after = state()
+    for lang in maps:
+        assert after[lang][0] != before[lang][0] and after[lang][1] != before[lang][1]
+    (out / "reports" / "portfolio_en.key").unlink()  # a map whose drawing did not finish is drawn again
+    portfolio_report(copy)
+    assert state()["en"][0] != after["en"][0] and state()["zh"] == after["zh"]
