@@ -4,7 +4,8 @@ table of all sites with their official sinks, 90% intervals and a link to each s
 Written after each run that draws reports (``ReportPool.pages``) as
 ``<output_dir>/reports/index.html`` in the configuration's ``report_language``, with the
 same page in each language beside it (``index.en.html``, ``index.zh.html``). The map is drawn
-with matplotlib from the site polygons: no tile server, no network.
+with matplotlib from the site polygons: no tile server, no network, and drawn again only when
+what it shows changed (a key beside each map: ``portfolio_<lang>.key``).
 """
 
 from __future__ import annotations
