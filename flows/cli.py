@@ -307,7 +307,7 @@ def run(
         try:
             # worker processes (ours, or a local Dask cluster's) report to this process's server
             # (started first, in a session of its own: flows/metering.py one_api)
-            with _terminable(), one_api(start=bool(n_procs) or dask == "local"):
+            with _terminable(), one_api(share=bool(n_procs) or dask is not None):
                 state = flow_fn(config=str(cfg.path), site_ids=site or None, force=force or bool(site), maps=maps,
                                 method=method, reports=reports, output_dir=str(cfg.output_dir), return_state=True)
         except ServerStartError as exc:

@@ -201,17 +201,17 @@ def with_processes(processes: int) -> Flow[..., State]:
 
 
 @contextmanager
-def one_api(start: bool = True) -> Iterator[None]:
+def one_api(share: bool = True) -> Iterator[None]:
     """Inside: a Prefect API address every process of the run uses. Without one configured, the
-    temporary server this process would start runs in a session of its own: a stop sent to the
+    temporary server this process would start is started now (a server that cannot start is
+    said in one line, ``ServerStartError``), in a session of its own: a stop sent to the
     command's whole process group (Ctrl-C in a terminal, ``timeout``, a systemd unit's stop)
     reaches the command and its workers, not the server, which the flow still needs to record
-    how the run ended; the command stops it on its way out. With ``start`` (a run with worker
-    processes) it is started now and its address named, so that the workers report to it instead
-    of each starting a server of its own; without, Prefect starts it when the flow first needs
-    it, as it always does, and this process's settings are left as they are (a local runner's
-    re-runs keep their Prefect clients: naming the address anew cost each re-run about a
-    second)."""
+    how the run ended; the command stops it on its way out. With ``share`` (a run with worker
+    processes or on Dask) its address is named in this process's settings, so that the workers
+    report to it instead of each starting a server of its own; without, this process's Prefect
+    clients find it as Prefect's own (one server a port) and its settings are left as they are
+    (in the local runner, a re-run then keeps the Prefect clients of the one before)."""
     from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: PLC0415
 
     if PREFECT_API_URL.value():
@@ -230,15 +230,15 @@ def one_api(start: bool = True) -> Iterator[None]:
 
     # the one Prefect's client would start itself (one per port: its clients find this one; stopped at exit)
     server = OwnSessionServer()
-    if not start:
-        yield
-        return
     try:
         server.start()
     except Exception as exc:  # noqa: BLE001 - said in one line by the CLI
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ServerStartError(f"Prefect's temporary server did not start (PREFECT_HOME "
                                f"{os.environ.get('PREFECT_HOME', '~/.prefect')}): {first}") from None
+    if not share:
+        yield
+        return
     with temporary_settings({PREFECT_API_URL: server.api_url}):
         yield
 

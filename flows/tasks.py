@@ -160,7 +160,7 @@ ARTIFACT_MAX_ROWS = 1000
 @task(name="finish-run", **IO)
 def finish_run(ctx: RunContext, outcomes: list[Outcome], reports: dict[str, str] | None = None) -> dict[str, Any]:
     """Close the run (``carbon.pipeline.loop.finish_run``) and publish its Prefect artifacts."""
-    summary = loop.finish_run(ctx, outcomes, reports)
+    summary = loop.finish_run(ctx, outcomes, reports, keep_inputs=True)  # removed last: a retry writes the same
     sinks = Ledger(ctx.config.ledger_url).current("sinks", columns=[
         "site_id", "period_start", "period_end", "is_full_period", "area_ha", "stock_change_tc", "sink_tco2e",
         "annual_sink_tco2e"])
@@ -195,4 +195,5 @@ def finish_run(ctx: RunContext, outcomes: list[Outcome], reports: dict[str, str]
             lines.append(f"- and {len(reports) - ARTIFACT_MAX_ROWS:,} more: reports/<site_id>/index.html")
     create_markdown_artifact(markdown="\n".join(lines), key="metering-run-summary",
                              description="Sites published, skipped and failed in this run")
+    loop.drop_inputs(ctx)
     return summary

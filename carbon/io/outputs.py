@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterable
 from importlib.metadata import PackageNotFoundError, version
 from importlib.resources import files
@@ -223,7 +224,7 @@ def spill_inputs(run_dir: Path, inputs: dict[str, Any]) -> Path:
     with os.fdopen(fd, "w") as f:
         for site_id, value in inputs.items():
             f.write(json.dumps(site_id) + "\t" + json.dumps(value, default=str) + "\n")
-    final = folder / (Path(tmp).name[1:-len(".tmp")] + ".jsonl")
+    final = folder / f"{uuid.uuid4().hex}.jsonl"  # never an earlier batch's name (a temporary one may come back)
     os.replace(tmp, final)
     return final
 
@@ -252,8 +253,11 @@ class SpilledInputs:
             line = f.readline()
         return json.loads(line[line.index(b"\t") + 1:])
 
-    def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def remove_spilled_inputs(run_dir: Path) -> None:
+    """Remove the run's ``INPUTS_SPILL`` folder (its manifest is written)."""
+    shutil.rmtree(run_dir / INPUTS_SPILL, ignore_errors=True)
 
 
 

@@ -10,9 +10,11 @@ import shutil
 from pathlib import Path
 
 
-def remove_staging(output_dir: Path, run_id: str) -> list[Path]:
+def remove_staging(output_dir: Path, run_id: str, dead: bool = True) -> list[Path]:
     """Remove the temporary folders and files a dead run left in its folder under
-    ``output_dir``; returns what was removed (nothing if the run left none)."""
+    ``output_dir``; returns what was removed (nothing if the run left none). ``dead=False``: the
+    run goes on (its dead worker processes' half-written folders only): the input records its
+    batches left for its manifest stay."""
     root = Path(output_dir).resolve()
     run_dir = (root / "runs" / run_id).resolve()
     if not run_dir.is_relative_to(root / "runs") or run_dir == root / "runs" or not run_dir.is_dir():
@@ -24,7 +26,7 @@ def remove_staging(output_dir: Path, run_id: str) -> list[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
             removed.append(tmp)
     spill = run_dir / ".inputs"  # the sites' input records for the manifest (carbon/io/outputs.py INPUTS_SPILL)
-    if spill.is_dir() and not spill.is_symlink():
+    if dead and spill.is_dir() and not spill.is_symlink():
         shutil.rmtree(spill, ignore_errors=True)
         removed.append(spill)
     manifest = run_dir / "manifest.tmp"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import functools
+import json
 import logging
 import time
 import uuid
@@ -39,6 +40,7 @@ from carbon.io.outputs import (
     ensure_output_dir,
     inside,
     prune_report_maps,
+    remove_spilled_inputs,
     spill_inputs,
     write_json_streamed,
     write_site_tables,
@@ -516,6 +518,11 @@ def batch_records(ctx: RunContext, outcomes: list[Outcome]) -> list[dict[str, An
     return records
 
 
+def drop_inputs(ctx: RunContext) -> None:
+    """Remove the input records a run's batches left for its manifest (``finish_run``)."""
+    remove_spilled_inputs(ctx.run_dir)
+
+
 def outcome_from_record(record: dict[str, Any]) -> Outcome:
     """The outcome an ``outcome_record`` describes (a record sent back by another process)."""
     rec = dict(record)
@@ -523,8 +530,12 @@ def outcome_from_record(record: dict[str, Any]) -> Outcome:
     return Outcome(site_id, rec.pop("status"), error=rec.pop("error", None), value=rec)
 
 
-def finish_run(ctx: RunContext, outcomes: list[Outcome], reports: dict[str, str] | None = None) -> dict[str, Any]:
-    """Close the run: its ledger status and its manifest (JSON); returns the run's summary."""
+def finish_run(ctx: RunContext, outcomes: list[Outcome], reports: dict[str, str] | None = None,
+               keep_inputs: bool = False) -> dict[str, Any]:
+    """Close the run: its ledger status and its manifest (JSON); returns the run's summary. The
+    input records its batches left for the manifest (``batch_records``) are removed last, unless
+    ``keep_inputs`` (a caller with more to do that may fail and be retried removes them with
+    ``drop_inputs`` once done): a retry writes the same manifest."""
     cfg = ctx.config
     ledger = Ledger(cfg.ledger_url)
     failed = [o for o in outcomes if o.status == "failed"]
@@ -543,21 +554,38 @@ def finish_run(ctx: RunContext, outcomes: list[Outcome], reports: dict[str, str]
         "reports": reports or {},
     }
     spilled = SpilledInputs(run_dir)  # the inputs batches left in the run's folder (batch_records)
+    missing: list[str] = []
+    from_ledger: list[str] = []
 
-    def sites() -> Iterator[tuple[str, dict[str, Any]]]:  # one at a time, in site order
-        for o in sorted(outcomes, key=lambda o: o.site_id):
+    def sites() -> Iterator[tuple[str, dict[str, Any]]]:  # one at a time, in site order (a site named twice: once)
+        for o in sorted({o.site_id: o for o in outcomes}.values(), key=lambda o: o.site_id):
             rec = {k: v for k, v in outcome_record(o).items() if k != "site_id"}
-            if o.status == "succeeded" and "inputs" not in rec and (inputs := spilled.get(o.site_id)) is not None:
-                rec["inputs"] = inputs
+            if o.status == "succeeded" and "inputs" not in rec:
+                inputs = spilled.get(o.site_id)
+                if inputs is None and rec.get("site_run_id") is not None:  # its site run in the ledger has them
+                    recorded = ledger.site_run_inputs(int(rec["site_run_id"]))
+                    inputs = json.loads(recorded) if recorded else None
+                    from_ledger.append(o.site_id)
+                if inputs is not None:
+                    rec["inputs"] = inputs
+                else:
+                    missing.append(o.site_id)
             yield o.site_id, rec
 
     write_json_streamed(run_dir / "manifest.json", manifest, "sites", sites())
-    spilled.remove()
+    if len(from_ledger) > 100:  # e.g. workers on other machines whose output folder is not this one's
+        log.warning("the input records of %d sites of run %s were read from the ledger (one query a site): their "
+                    "batches did not leave them in %s", len(from_ledger), ctx.run_id, spilled.folder)
+    if missing:
+        log.error("the manifest of run %s lacks the input records of %d published sites: %s%s", ctx.run_id,
+                  len(missing), ", ".join(missing[:5]), ", ..." if len(missing) > 5 else "")
     write_run_layer(cfg.ledger_url, cfg.sites, run_dir)  # sites.gpkg: each site's polygon and current sink
     # a site published now: the maps earlier runs wrote for its report are of an older estimate
     prune_report_maps(cfg.output_dir, ctx.run_id, [o.site_id for o in outcomes if o.status == "succeeded"])
     ledger.finish_run(ctx.run_id, status=status, n_sites=len(outcomes), n_failed=len(failed),
                       n_skipped=len(skipped))
+    if not keep_inputs:
+        drop_inputs(ctx)
     return {"run_id": ctx.run_id, "status": status, "n_sites": len(outcomes), "n_failed": len(failed),
             "n_skipped": len(skipped), "reports": reports or {}, "manifest": str(run_dir / "manifest.json"),
             "failures": {o.site_id: o.error for o in failed}}

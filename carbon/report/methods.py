@@ -24,14 +24,14 @@ def methods_source() -> Path:
 
 
 def _body(md: Path) -> str:
-    """``md`` in HTML, rendered once per process and version of the file (each report and the
-    portfolio page ship it: 0.1 s a page)."""
-    st = md.stat()
-    return _rendered(str(md), st.st_mtime_ns, st.st_size)
+    """``md`` in HTML, rendered once per process and version of the file and its figures (each
+    report and the portfolio page ship it: 0.1 s a page)."""
+    files = [md, *sorted(md.parent.rglob("*.png"))]  # the page and the figures it embeds
+    return _rendered(str(md), tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files))
 
 
 @lru_cache(maxsize=4)
-def _rendered(path: str, _mtime_ns: int, _size: int) -> str:
+def _rendered(path: str, _version: tuple[tuple[str, int, int], ...]) -> str:
     md = Path(path)
     text = md.read_text(encoding="utf-8")
     # links to the repository's other documents do not exist beside a report: keep their text

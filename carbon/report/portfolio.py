@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -65,8 +66,10 @@ def portfolio_report(cfg: Config) -> Path:
             # drawn again only when what it shows changed (an analyst's re-run or scenario leaves the
             # official sinks as they were: 0.3 s a language saved)
             stamp.unlink(missing_ok=True)  # a map cut short is never taken for a finished one
+            drawn = map_png.with_name(f".{map_png.name}.{os.getpid()}.png")
             with figure_fonts():
-                _overview_map(sites, values, map_png, msg)
+                _overview_map(sites, values, drawn, msg)
+            drawn.replace(map_png)
             stamp.write_text(key)
         context: dict[str, Any] = {"rows": rows, "map_name": map_png.name,
                                    "map_b64": base64.b64encode(map_png.read_bytes()).decode(),

@@ -236,8 +236,10 @@ def test_a_site_whose_files_cannot_be_made_fails_alone(shared: Path, tmp_path: P
         pd.testing.assert_frame_equal(a[name], b[name], check_exact=True, obj=name)
 
 
-def test_a_prefect_home_the_server_cannot_open_is_said_in_one_line(shared: Path, tmp_path: Path) -> None:
-    """The temporary server of a run in worker processes starts before the flow: when it cannot
+@pytest.mark.parametrize("processes", ["2", "0"], ids=["worker-processes", "one-process"])
+def test_a_prefect_home_the_server_cannot_open_is_said_in_one_line(shared: Path, tmp_path: Path,
+                                                                   processes: str) -> None:
+    """The temporary server of a run starts before the flow (in one process as with workers): when it cannot
     (here a Prefect database migrated by a newer Prefect than the installed one), the command
     says so in one line naming the Prefect home, exits 1, and publishes nothing (the server's
     own process logs why, in Prefect's words)."""
@@ -256,7 +258,7 @@ def test_a_prefect_home_the_server_cannot_open_is_said_in_one_line(shared: Path,
            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "10"}
     env.pop("PREFECT_API_URL", None)
     cli = str(Path(sys.executable).with_name("carbon-sink"))
-    done = subprocess.run([cli, "run", "--config", str(cfg), "--no-reports", "--processes", "2"], env=env,
+    done = subprocess.run([cli, "run", "--config", str(cfg), "--no-reports", "--processes", processes], env=env,
                           capture_output=True, text=True, timeout=300)
     said = done.stdout + done.stderr
     assert done.returncode == 1, said[-3000:]
@@ -287,7 +289,12 @@ def test_a_batch_leaves_its_inputs_for_the_manifest_or_keeps_them(shared: Path, 
     (ctx.run_dir / INPUTS_SPILL).unlink()
     (left,) = loop.batch_records(ctx, outcomes[2:])
     assert "inputs" not in left and (ctx.run_dir / INPUTS_SPILL).is_dir()
-    summary = loop.finish_run(ctx, [loop.outcome_from_record(r) for r in [*kept, left]])
-    manifest = json.loads(Path(summary["manifest"]).read_text())
+    outcomes = [loop.outcome_from_record(r) for r in [*kept, left, left]]  # a site named twice: once
+    summary = loop.finish_run(ctx, outcomes, keep_inputs=True)  # as the flow's task does: it may be retried
+    first = Path(summary["manifest"]).read_bytes()
+    manifest = json.loads(first)
     assert {s: r["inputs"] for s, r in manifest["sites"].items()} == want
+    assert loop.finish_run(ctx, outcomes, keep_inputs=True)["manifest"] == summary["manifest"]
+    assert Path(summary["manifest"]).read_bytes() == first  # a retry writes the same manifest
+    loop.drop_inputs(ctx)
     assert not (ctx.run_dir / INPUTS_SPILL).exists()

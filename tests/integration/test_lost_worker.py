@@ -6,6 +6,8 @@ of the Swiss Arealstatistik (../shared/datasets), as tests/integration/test_batc
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -118,8 +120,17 @@ def test_a_batch_killed_after_its_commit_is_not_metered_again(shared: Path, tmp_
     assert "Traceback" not in said and "a worker process died" in said, said[-4000:]
     assert f"completed; {N_SITES} sites, 0 unchanged, 0 failed" in said, said[-4000:]
     ledger = Ledger(load_config(cfg).ledger_url)
-    rows = pd.DataFrame(ledger.run_site_runs(ledger.latest_finished_run()["run_id"]))
+    run_id = ledger.latest_finished_run()["run_id"]
+    rows = pd.DataFrame(ledger.run_site_runs(run_id))
     assert sorted(rows["site_id"]) == sorted(ids) and set(rows["status"]) == {"succeeded"}  # one row a site
+    # the manifest names every site's inputs, those of the batches the dead worker's pool had finished
+    # too (the recovery removes what the dead processes left half-written, not what the batches left)
+    run_dir = load_config(cfg).output_dir / "runs" / run_id
+    sites = json.loads((run_dir / "manifest.json").read_text())["sites"]
+    assert sorted(sites) == sorted(ids)
+    for rec in sites.values():
+        assert hashlib.sha256(json.dumps(rec["inputs"], sort_keys=True).encode()).hexdigest() == rec["input_key"]
+    assert not (run_dir / ".inputs").exists()
     _meter(_config(shared, tmp_path, "calm", None), batch=4)
     a, b = _published(cfg), _published(tmp_path / "calm" / "c.toml")
     for name in TABLES:

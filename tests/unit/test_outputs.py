@@ -15,6 +15,7 @@ from carbon.io.outputs import (
     INPUTS_SPILL,
     SpilledInputs,
     _encode,
+    remove_spilled_inputs,
     spill_inputs,
     write_json,
     write_json_streamed,
@@ -85,5 +86,5 @@ def test_spilled_inputs_come_back_by_site_and_are_removed(tmp_path: Path) -> Non
     for site_id, value in {**first, **second}.items():
         assert spilled.get(site_id) == value
     assert spilled.get("s4") is None
-    spilled.remove()
+    remove_spilled_inputs(tmp_path)
     assert not (tmp_path / INPUTS_SPILL).exists()
