@@ -87,7 +87,7 @@ def meter_batch(ctx: RunContext, site_ids: list[str], params: SiteParams, report
                 log.warning("%s%s", FAILED_SITE.format(o.site_id), o.error)
     if len(outcomes) == 1 and outcomes[0].status == "failed":
         return Failed(message=FAILED_SITE.format(outcomes[0].site_id) + (outcomes[0].error or "failed"))
-    return loop.batch_records(ctx, outcomes)  # each site's inputs left in the run's folder for its manifest
+    return loop.batch_records(outcomes)  # each site's inputs: in the ledger, read back for the manifest
 
 
 def batch_label(site_ids: list[str]) -> str:
@@ -160,7 +160,7 @@ ARTIFACT_MAX_ROWS = 1000
 @task(name="finish-run", **IO)
 def finish_run(ctx: RunContext, outcomes: list[Outcome], reports: dict[str, str] | None = None) -> dict[str, Any]:
     """Close the run (``carbon.pipeline.loop.finish_run``) and publish its Prefect artifacts."""
-    summary = loop.finish_run(ctx, outcomes, reports, keep_inputs=True)  # removed last: a retry writes the same
+    summary = loop.finish_run(ctx, outcomes, reports)
     sinks = Ledger(ctx.config.ledger_url).current("sinks", columns=[
         "site_id", "period_start", "period_end", "is_full_period", "area_ha", "stock_change_tc", "sink_tco2e",
         "annual_sink_tco2e"])
@@ -195,5 +195,4 @@ def finish_run(ctx: RunContext, outcomes: list[Outcome], reports: dict[str, str]
             lines.append(f"- and {len(reports) - ARTIFACT_MAX_ROWS:,} more: reports/<site_id>/index.html")
     create_markdown_artifact(markdown="\n".join(lines), key="metering-run-summary",
                              description="Sites published, skipped and failed in this run")
-    loop.drop_inputs(ctx)
     return summary

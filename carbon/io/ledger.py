@@ -478,6 +478,13 @@ class Ledger:
         with self.engine.connect() as c:
             return c.execute(q).scalar_one_or_none()
 
+    def site_runs_inputs(self, site_run_ids: Sequence[int]) -> dict[int, str | None]:
+        """``site_run_inputs`` of several site runs, in one query."""
+        q = sa.select(site_runs.c.site_run_id, site_runs.c.inputs_json).where(
+            site_runs.c.site_run_id.in_(list(site_run_ids)))
+        with self.engine.connect() as c:
+            return {int(r.site_run_id): r.inputs_json for r in c.execute(q)}
+
     def run(self, run_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as c:
             row = c.execute(sa.select(runs).where(runs.c.run_id == run_id)).mappings().first()

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Iterable
 from importlib.metadata import PackageNotFoundError, version
 from importlib.resources import files
@@ -207,58 +206,6 @@ def write_json_streamed(path: Path, payload: dict[str, Any], key: str, entries: 
         f.write("\n}")
     tmp.replace(path)
     return path
-
-
-#: Folder of a run (``runs/<run_id>/.inputs``) where each batch of sites leaves its sites' input
-#: records for the run's manifest (``spill_inputs``), so that the run's own process does not hold
-#: them; removed once the manifest is written, or with a dead run's temporary files.
-INPUTS_SPILL = ".inputs"
-
-
-def spill_inputs(run_dir: Path, inputs: dict[str, Any]) -> Path:
-    """Write ``{site_id: inputs}`` of a batch of sites, a JSON line each, to a file of its own in
-    the run's ``INPUTS_SPILL`` folder (complete or absent: written under a temporary name)."""
-    folder = run_dir / INPUTS_SPILL
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        for site_id, value in inputs.items():
-            f.write(json.dumps(site_id) + "\t" + json.dumps(value, default=str) + "\n")
-    final = folder / f"{uuid.uuid4().hex}.jsonl"  # never an earlier batch's name (a temporary one may come back)
-    os.replace(tmp, final)
-    return final
-
-
-class SpilledInputs:
-    """The input records batches left in a run's ``INPUTS_SPILL`` folder, by site: an index of
-    where each line is (a few dozen bytes a site), each record read when asked for."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.folder = run_dir / INPUTS_SPILL
-        self.files = sorted(self.folder.glob("*.jsonl")) if self.folder.is_dir() else []
-        self.at: dict[str, tuple[int, int]] = {}
-        for i, path in enumerate(self.files):
-            with path.open("rb") as f:
-                offset = 0
-                for line in f:
-                    self.at[json.loads(line[:line.index(b"\t")])] = (i, offset)
-                    offset += len(line)
-
-    def get(self, site_id: str) -> Any | None:
-        where = self.at.get(site_id)
-        if where is None:
-            return None
-        with self.files[where[0]].open("rb") as f:
-            f.seek(where[1])
-            line = f.readline()
-        return json.loads(line[line.index(b"\t") + 1:])
-
-
-
-def remove_spilled_inputs(run_dir: Path) -> None:
-    """Remove the run's ``INPUTS_SPILL`` folder (its manifest is written)."""
-    shutil.rmtree(run_dir / INPUTS_SPILL, ignore_errors=True)
-
 
 
 #: Folders of a run's density maps (``runs/<run_id>/<folder>/<site_id>``): asked for (kept), or

@@ -1,7 +1,6 @@
 """Temporary files a run leaves behind when it is killed: a site's tables are written to a
 hidden folder beside their final one (``runs/<run_id>/sites/.<site_id>-*``, renamed into place
-when complete), the sites' input records for the manifest to ``runs/<run_id>/.inputs`` and a
-manifest to ``manifest.tmp``. Once a run is known to be dead (marked
+when complete) and a manifest to ``manifest.tmp``. Once a run is known to be dead (marked
 stale in the ledger) they are of no use and are removed; a live run's are never touched."""
 
 from __future__ import annotations
@@ -10,11 +9,9 @@ import shutil
 from pathlib import Path
 
 
-def remove_staging(output_dir: Path, run_id: str, dead: bool = True) -> list[Path]:
+def remove_staging(output_dir: Path, run_id: str) -> list[Path]:
     """Remove the temporary folders and files a dead run left in its folder under
-    ``output_dir``; returns what was removed (nothing if the run left none). ``dead=False``: the
-    run goes on (its dead worker processes' half-written folders only): the input records its
-    batches left for its manifest stay."""
+    ``output_dir``; returns what was removed (nothing if the run left none)."""
     root = Path(output_dir).resolve()
     run_dir = (root / "runs" / run_id).resolve()
     if not run_dir.is_relative_to(root / "runs") or run_dir == root / "runs" or not run_dir.is_dir():
@@ -25,10 +22,6 @@ def remove_staging(output_dir: Path, run_id: str, dead: bool = True) -> list[Pat
         if tmp.is_dir() and not tmp.is_symlink():
             shutil.rmtree(tmp, ignore_errors=True)
             removed.append(tmp)
-    spill = run_dir / ".inputs"  # the sites' input records for the manifest (carbon/io/outputs.py INPUTS_SPILL)
-    if dead and spill.is_dir() and not spill.is_symlink():
-        shutil.rmtree(spill, ignore_errors=True)
-        removed.append(spill)
     manifest = run_dir / "manifest.tmp"
     if manifest.is_file():
         manifest.unlink(missing_ok=True)

@@ -13,7 +13,6 @@ recorded in the ledger with how its process ended, and the others are published 
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing as mp
 import os
@@ -55,7 +54,7 @@ def _serve(ctx: RunContext, params: SiteParams, report_maps: bool, conn: Any) ->
             conn.send(("start", site_id))
             try:
                 (outcome,) = loop.meter_sites(ctx, [site_id], params, report_maps=report_maps)
-                (record,) = loop.batch_records(ctx, [outcome])
+                (record,) = loop.batch_records([outcome])
             except Exception as exc:  # noqa: BLE001 - meter_sites fails a site alone; anything else is said here
                 record = {"site_id": site_id, "status": "failed", "error": loop.failure_message(exc)}
             conn.send(("done", record))
@@ -233,7 +232,7 @@ def meter_apart(ctx: RunContext, site_ids: list[str], params: SiteParams, *, pro
             if on_done is not None:
                 on_done(outcomes[site_id])
         loop.record_failures(ctx, failures)
-    remove_staging(ctx.config.output_dir, ctx.run_id, dead=False)  # what the dead processes left half-written
+    remove_staging(ctx.config.output_dir, ctx.run_id)  # what the dead processes left half-written
     return [outcomes[s] for s in site_ids]
 
 
@@ -250,8 +249,7 @@ def _recorded(ctx: RunContext, site_ids: list[str]) -> dict[str, Outcome]:
         if row["status"] == "succeeded":
             found[site_id] = Outcome(site_id, "succeeded", value={
                 "site_run_id": row["site_run_id"], "site_dir": str(loop.site_dir_of(ctx, site_id)),
-                "input_key": row["input_key"], "scenario": row["scenario"],
-                **({"inputs": json.loads(row["inputs_json"])} if row["inputs_json"] else {})})
+                "input_key": row["input_key"], "scenario": row["scenario"]})
         elif row["status"] == "skipped":
             found[site_id] = Outcome(site_id, "skipped", value={"input_key": row["input_key"]})
         else:

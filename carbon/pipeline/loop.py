@@ -35,13 +35,10 @@ from carbon.io.ledger import Ledger, LedgerError
 from carbon.io.outputs import (
     MAPS,
     REPORT_MAPS,
-    SpilledInputs,
     code_version,
     ensure_output_dir,
     inside,
     prune_report_maps,
-    remove_spilled_inputs,
-    spill_inputs,
     write_json_streamed,
     write_site_tables,
     write_sites_tables,
@@ -498,29 +495,15 @@ def outcome_record(o: Outcome) -> dict[str, Any]:
     return rec
 
 
-def batch_records(ctx: RunContext, outcomes: list[Outcome]) -> list[dict[str, Any]]:
-    """The records of a batch's outcomes for the run's process, each site's ``inputs`` left in
-    the run's folder for its manifest (``spill_inputs``; read back by ``finish_run``): the run's
-    process keeps a few hundred bytes a site, not the sites' inputs (docs/operations.md, "Many
-    sites"). The batch is published by then: if its inputs cannot be written there, its records
-    keep them (the manifest is the same), said in a warning."""
-    records = [outcome_record(o) for o in outcomes]
-    inputs = {r["site_id"]: r["inputs"] for r in records if "inputs" in r}
-    if inputs:
-        try:
-            spill_inputs(ctx.run_dir, inputs)
-        except OSError as exc:
-            log.warning("the input records of %d sites could not be left in %s (%s): the run's process keeps them",
-                        len(inputs), ctx.run_dir, exc)
-            return records
-        for r in records:
-            r.pop("inputs", None)
-    return records
+def batch_records(outcomes: list[Outcome]) -> list[dict[str, Any]]:
+    """The records of a batch's outcomes for the run's process, without each site's ``inputs``:
+    its site run in the ledger holds them (``finish_run`` reads them back for the manifest), and
+    the run's process keeps a few hundred bytes a site (docs/operations.md, "Many sites")."""
+    return [{k: v for k, v in outcome_record(o).items() if k != "inputs"} for o in outcomes]
 
 
-def drop_inputs(ctx: RunContext) -> None:
-    """Remove the input records a run's batches left for its manifest (``finish_run``)."""
-    remove_spilled_inputs(ctx.run_dir)
+#: Sites whose inputs ``finish_run`` reads from the ledger in one query (and holds at once).
+MANIFEST_CHUNK = 500
 
 
 def outcome_from_record(record: dict[str, Any]) -> Outcome:
@@ -530,12 +513,8 @@ def outcome_from_record(record: dict[str, Any]) -> Outcome:
     return Outcome(site_id, rec.pop("status"), error=rec.pop("error", None), value=rec)
 
 
-def finish_run(ctx: RunContext, outcomes: list[Outcome], reports: dict[str, str] | None = None,
-               keep_inputs: bool = False) -> dict[str, Any]:
-    """Close the run: its ledger status and its manifest (JSON); returns the run's summary. The
-    input records its batches left for the manifest (``batch_records``) are removed last, unless
-    ``keep_inputs`` (a caller with more to do that may fail and be retried removes them with
-    ``drop_inputs`` once done): a retry writes the same manifest."""
+def finish_run(ctx: RunContext, outcomes: list[Outcome], reports: dict[str, str] | None = None) -> dict[str, Any]:
+    """Close the run: its ledger status and its manifest (JSON); returns the run's summary."""
     cfg = ctx.config
     ledger = Ledger(cfg.ledger_url)
     failed = [o for o in outcomes if o.status == "failed"]
@@ -553,29 +532,25 @@ def finish_run(ctx: RunContext, outcomes: list[Outcome], reports: dict[str, str]
         "status": status,
         "reports": reports or {},
     }
-    spilled = SpilledInputs(run_dir)  # the inputs batches left in the run's folder (batch_records)
     missing: list[str] = []
-    from_ledger: list[str] = []
 
-    def sites() -> Iterator[tuple[str, dict[str, Any]]]:  # one at a time, in site order (a site named twice: once)
-        for o in sorted({o.site_id: o for o in outcomes}.values(), key=lambda o: o.site_id):
-            rec = {k: v for k, v in outcome_record(o).items() if k != "site_id"}
-            if o.status == "succeeded" and "inputs" not in rec:
-                inputs = spilled.get(o.site_id)
-                if inputs is None and rec.get("site_run_id") is not None:  # its site run in the ledger has them
-                    recorded = ledger.site_run_inputs(int(rec["site_run_id"]))
-                    inputs = json.loads(recorded) if recorded else None
-                    from_ledger.append(o.site_id)
-                if inputs is not None:
-                    rec["inputs"] = inputs
-                else:
-                    missing.append(o.site_id)
-            yield o.site_id, rec
+    def sites() -> Iterator[tuple[str, dict[str, Any]]]:  # a chunk at a time, in site order (a site named twice: once)
+        ordered = sorted({o.site_id: o for o in outcomes}.values(), key=lambda o: o.site_id)
+        for i in range(0, len(ordered), MANIFEST_CHUNK):
+            recs = [{k: v for k, v in outcome_record(o).items() if k != "site_id"} for o in ordered[i:i + MANIFEST_CHUNK]]
+            wanted = [int(r["site_run_id"]) for r in recs if r["status"] == "succeeded" and "inputs" not in r
+                      and r.get("site_run_id") is not None]
+            recorded = ledger.site_runs_inputs(wanted) if wanted else {}  # batches leave the inputs there
+            for o, rec in zip(ordered[i:i + MANIFEST_CHUNK], recs, strict=True):
+                if rec["status"] == "succeeded" and "inputs" not in rec:
+                    text = recorded.get(int(rec["site_run_id"])) if rec.get("site_run_id") is not None else None
+                    if text:
+                        rec["inputs"] = json.loads(text)
+                    else:
+                        missing.append(o.site_id)
+                yield o.site_id, rec
 
     write_json_streamed(run_dir / "manifest.json", manifest, "sites", sites())
-    if len(from_ledger) > 100:  # e.g. workers on other machines whose output folder is not this one's
-        log.warning("the input records of %d sites of run %s were read from the ledger (one query a site): their "
-                    "batches did not leave them in %s", len(from_ledger), ctx.run_id, spilled.folder)
     if missing:
         log.error("the manifest of run %s lacks the input records of %d published sites: %s%s", ctx.run_id,
                   len(missing), ", ".join(missing[:5]), ", ..." if len(missing) > 5 else "")
@@ -584,8 +559,6 @@ def finish_run(ctx: RunContext, outcomes: list[Outcome], reports: dict[str, str]
     prune_report_maps(cfg.output_dir, ctx.run_id, [o.site_id for o in outcomes if o.status == "succeeded"])
     ledger.finish_run(ctx.run_id, status=status, n_sites=len(outcomes), n_failed=len(failed),
                       n_skipped=len(skipped))
-    if not keep_inputs:
-        drop_inputs(ctx)
     return {"run_id": ctx.run_id, "status": status, "n_sites": len(outcomes), "n_failed": len(failed),
             "n_skipped": len(skipped), "reports": reports or {}, "manifest": str(run_dir / "manifest.json"),
             "failures": {o.site_id: o.error for o in failed}}

@@ -5,7 +5,6 @@ Arealstatistik (../shared/datasets), four map years."""
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import geopandas as gpd
@@ -14,7 +13,7 @@ import pytest
 
 from carbon.io.config import load_config
 from carbon.io.ledger import Ledger
-from carbon.io.outputs import INPUTS_SPILL, read_site_tables
+from carbon.io.outputs import read_site_tables
 from carbon.pipeline import loop
 from tests.conftest import ALL_CLASSES, write_catalog, write_coefficients, write_config, write_legend
 from tests.integration.test_real_data import DENSITY, SWISS_LEGEND, YEARS
@@ -270,31 +269,23 @@ def test_a_prefect_home_the_server_cannot_open_is_said_in_one_line(shared: Path,
     assert ledger.current("sinks").empty
 
 
-def test_a_batch_leaves_its_inputs_for_the_manifest_or_keeps_them(shared: Path, tmp_path: Path, caplog) -> None:
-    """A batch's input records wait in the run's folder for the manifest, which reads each back
-    whole; a batch that cannot write them there (published already) keeps them in its records,
-    with a warning, and the manifest is the same."""
-    cfg = _config(shared, tmp_path, "spill")
+def test_a_batch_returns_its_records_without_inputs_and_the_manifest_reads_them_back(shared: Path, tmp_path: Path
+                                                                                      ) -> None:
+    """A batch's records leave out each site's inputs (the run's process keeps a few hundred bytes
+    a site); the manifest reads them back whole from the sites' runs in the ledger, a site named
+    twice is one entry, and writing it again writes the same bytes."""
+    cfg = _config(shared, tmp_path, "records")
     ctx = loop.start_run(str(cfg))
     ids = list(ctx.site_ids)[:3]
     outcomes = loop.meter_sites(ctx, ids, loop.SiteParams())
     assert [o.status for o in outcomes] == ["succeeded"] * 3
     want = {o.site_id: o.value["inputs"] for o in outcomes}
-    ctx.run_dir.mkdir(parents=True, exist_ok=True)
-    (ctx.run_dir / INPUTS_SPILL).write_text("a file in the way")
-    with caplog.at_level(logging.WARNING, logger="carbon.pipeline.loop"):
-        kept = loop.batch_records(ctx, outcomes[:2])
-    assert {r["site_id"]: r["inputs"] for r in kept} == {s: want[s] for s in ids[:2]}
-    assert "input records of 2 sites could not be left" in caplog.text
-    (ctx.run_dir / INPUTS_SPILL).unlink()
-    (left,) = loop.batch_records(ctx, outcomes[2:])
-    assert "inputs" not in left and (ctx.run_dir / INPUTS_SPILL).is_dir()
-    outcomes = [loop.outcome_from_record(r) for r in [*kept, left, left]]  # a site named twice: once
-    summary = loop.finish_run(ctx, outcomes, keep_inputs=True)  # as the flow's task does: it may be retried
+    records = loop.batch_records(outcomes)
+    assert all("inputs" not in r for r in records)
+    back = [loop.outcome_from_record(r) for r in [*records, records[-1]]]  # a site named twice: once
+    summary = loop.finish_run(ctx, back)
     first = Path(summary["manifest"]).read_bytes()
     manifest = json.loads(first)
     assert {s: r["inputs"] for s, r in manifest["sites"].items()} == want
-    assert loop.finish_run(ctx, outcomes, keep_inputs=True)["manifest"] == summary["manifest"]
-    assert Path(summary["manifest"]).read_bytes() == first  # a retry writes the same manifest
-    loop.drop_inputs(ctx)
-    assert not (ctx.run_dir / INPUTS_SPILL).exists()
+    loop.finish_run(ctx, back)  # the flow's finish task may be retried
+    assert Path(summary["manifest"]).read_bytes() == first

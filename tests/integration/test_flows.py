@@ -45,11 +45,10 @@ def test_metering_run_publishes_then_skips_unchanged_sites(tmp_path: Path) -> No
     assert quarry["status"] == "succeeded"
     rasters = quarry["inputs"]["years"]["2018"]["rasters"]
     assert all(len(h) == 64 for h in rasters.values())
-    # each site's inputs went through the run's folder (the batch left them there, the manifest read
-    # them back): exactly the inputs its key was computed from, and the folder is gone
+    # each site's inputs went through the ledger (the batch returns its records without them, the
+    # manifest reads them back): exactly the inputs its key was computed from
     for rec in manifest["sites"].values():
         assert hashlib.sha256(json.dumps(rec["inputs"], sort_keys=True).encode()).hexdigest() == rec["input_key"]
-    assert not (run_dir / ".inputs").exists()
     csv = pd.read_csv(run_dir / "sites" / "wuhan-quarry-reclaim" / "sinks.csv")
     parquet = pd.read_parquet(run_dir / "sites" / "wuhan-quarry-reclaim" / "sinks.parquet")
     assert csv["sink_tco2e"].tolist() == pytest.approx(parquet["sink_tco2e"].tolist())

@@ -17,7 +17,6 @@ import sqlalchemy as sa
 
 from carbon.io.config import load_config
 from carbon.io.ledger import Ledger, LedgerError, runs
-from carbon.io.outputs import INPUTS_SPILL, spill_inputs
 from carbon.pipeline.loop import start_run
 from carbon.pipeline.verify import verify_chain
 from tests.conftest import REPO, write_config
@@ -66,7 +65,6 @@ def test_a_killed_run_is_marked_stale_and_its_temporary_folder_removed(cfg: Path
     sites = config.output_dir / "runs" / run_id / "sites"
     left = [p for p in sites.iterdir() if p.name.startswith(f".{SITE}-")]
     assert len(left) == 1 and (left[0] / "stocks.csv").is_file()  # what the killed run left behind
-    spill_inputs(sites.parent, {"an-earlier-batch's-site": {"years": {}}})  # as a batch done before the kill
     ledger = Ledger(config.ledger_url)
     before = ledger.run(run_id)
     assert before["status"] == "running" and before["pid"] == pid
@@ -80,7 +78,6 @@ def test_a_killed_run_is_marked_stale_and_its_temporary_folder_removed(cfg: Path
     after = ledger.run(run_id)
     assert after["started_at"] == before["started_at"] and after["finished_at"] is None
     assert not [p for p in sites.iterdir() if p.name.startswith(".")]
-    assert not (sites.parent / INPUTS_SPILL).exists()
     assert len([r for r in caplog.records if run_id in r.getMessage()]) == 1  # marked once, not at each start
 
 

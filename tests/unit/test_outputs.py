@@ -11,15 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from carbon.io.outputs import (
-    INPUTS_SPILL,
-    SpilledInputs,
-    _encode,
-    remove_spilled_inputs,
-    spill_inputs,
-    write_json,
-    write_json_streamed,
-)
+from carbon.io.outputs import _encode, write_json, write_json_streamed
 
 
 def _alone(df: pd.DataFrame) -> tuple[bytes, pd.DataFrame]:
@@ -71,20 +63,3 @@ def test_the_streamed_manifest_is_the_manifest_written_whole(tmp_path: Path) -> 
         whole = write_json(tmp_path / "whole.json", {**header, "sites": chosen})
         assert streamed.read_bytes() == whole.read_bytes()
         assert json.loads(streamed.read_text())["sites"] == chosen
-
-
-def test_spilled_inputs_come_back_by_site_and_are_removed(tmp_path: Path) -> None:
-    """Each batch leaves its sites' input records in the run's folder; the manifest reads each
-    back by site, whichever batch file holds it."""
-    first = {"s1": {"rasters": {"a.tif": "1" * 64}}, "s\t2": {"odd": "ids are JSON-quoted\nin the index"}}
-    second = {"s3": {"years": {"2018": None}}}
-    spill_inputs(tmp_path, first)
-    spill_inputs(tmp_path, second)
-    assert len(list((tmp_path / INPUTS_SPILL).glob("*.jsonl"))) == 2
-    assert not list((tmp_path / INPUTS_SPILL).glob(".*"))  # no temporary file left
-    spilled = SpilledInputs(tmp_path)
-    for site_id, value in {**first, **second}.items():
-        assert spilled.get(site_id) == value
-    assert spilled.get("s4") is None
-    remove_spilled_inputs(tmp_path)
-    assert not (tmp_path / INPUTS_SPILL).exists()
